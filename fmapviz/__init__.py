@@ -1,0 +1,31 @@
+"""fmapviz: see what a convolutional network sees."""
+
+from .capture import Capture, FeatureMaps, capture, feature_maps, model_guard, resolve_layers
+from .errors import FmapvizError, ImageLoadError, LayerNotFoundError, ModelLoadError
+from .images import LoadedImage, denormalize, load_image
+from .layers import Geometry, LayerInfo, Summary, summary
+from .models import LoadedModel, load_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Capture",
+    "FeatureMaps",
+    "FmapvizError",
+    "Geometry",
+    "ImageLoadError",
+    "LayerInfo",
+    "LayerNotFoundError",
+    "LoadedImage",
+    "LoadedModel",
+    "ModelLoadError",
+    "Summary",
+    "capture",
+    "denormalize",
+    "feature_maps",
+    "load_image",
+    "load_model",
+    "model_guard",
+    "resolve_layers",
+    "summary",
+]

@@ -1,0 +1,338 @@
+"""Capturing feature maps: the one place in fmapviz that registers hooks.
+
+Layer selectors, used everywhere a ``layers`` argument appears:
+
+* an exact module name as in ``model.named_modules()``: ``"features.3.conv.0"``;
+* a glob over those names: ``"layer3.*.conv2"``;
+* a module type, as a class or its name: ``nn.Conv2d`` or ``"Conv2d"``;
+* a module instance of the model;
+* ``"all"``: every submodule (containers included), in execution order.
+
+Values are exactly what each layer returned, even when the model later rewrites
+that tensor in place (``ReLU(inplace=True)``, ``out += identity``): a captured
+tensor is copied only at the moment an in-place op is about to overwrite it.
+A module that runs more than once per forward gives one entry per call:
+``"relu"``, ``"relu#2"``, ``"relu#3"``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from .errors import LayerNotFoundError, closest_names
+from .outputs import OutputPicker, output_tensor
+
+LayerSelector = str | type | nn.Module
+LayerSelectors = LayerSelector | Sequence[LayerSelector]
+
+
+def resolve_layers(model: nn.Module, layers: LayerSelectors) -> list[str]:
+    """Module names selected by ``layers``, in the model's definition order.
+
+    Args:
+        model: the model to search.
+        layers: one selector or a list of them (see the module docstring).
+
+    Returns:
+        Unique module names, ordered as in ``model.named_modules()``.
+
+    Raises:
+        LayerNotFoundError: a selector matches nothing; the message lists the closest names.
+
+    Example:
+        >>> resolve_layers(torchvision.models.resnet18(), "layer4.*.conv2")
+        ['layer4.0.conv2', 'layer4.1.conv2']
+    """
+    named = dict(model.named_modules())
+    names = [name for name in named if name]
+    selectors = [layers] if isinstance(layers, (str, type, nn.Module)) else list(layers)
+    if not selectors:
+        raise LayerNotFoundError("No layers selected. Pass a module name, a glob, a type or 'all'.")
+    chosen: set[str] = set()
+    for selector in selectors:
+        matched = _match(selector, named, names)
+        if not matched:
+            raise LayerNotFoundError(_not_found_message(selector, named, names))
+        chosen.update(matched)
+    return [name for name in names if name in chosen]
+
+
+def _match(selector: LayerSelector, named: dict[str, nn.Module], names: list[str]) -> list[str]:
+    if isinstance(selector, nn.Module):
+        return [name for name in names if named[name] is selector]
+    if isinstance(selector, type):
+        return [name for name in names if isinstance(named[name], selector)]
+    if not isinstance(selector, str):
+        raise TypeError(f"A layer selector must be a str, a module type or a module, not {type(selector).__name__}.")
+    if selector == "all":
+        return names
+    if selector in named and selector:
+        return [selector]
+    if any(char in selector for char in "*?["):
+        return [name for name in names if fnmatch.fnmatchcase(name, selector)]
+    return [name for name in names if type(named[name]).__name__ == selector]
+
+
+def _not_found_message(selector: LayerSelector, named: dict[str, nn.Module], names: list[str]) -> str:
+    if isinstance(selector, nn.Module):
+        return f"Module {type(selector).__name__} is not part of this model. Pass one of its submodules or a name."
+    if isinstance(selector, type):
+        types = sorted({type(module).__name__ for module in named.values()})
+        return f"No module of type {selector.__name__} in this model. Types present: {', '.join(types)}."
+    hint = closest_names(selector, names) or names[:5]
+    return f"Unknown layer '{selector}'. Closest: {', '.join(hint)}. See fmapviz.summary(model)."
+
+
+class _StopForward(Exception):
+    """Raised by a hook to end the forward pass once every requested layer has run."""
+
+
+@functools.cache
+def _written_arguments(func: Any) -> tuple[tuple[int, str], ...]:
+    return tuple(
+        (index, argument.name)
+        for index, argument in enumerate(func._schema.arguments)
+        if argument.alias_info is not None and argument.alias_info.is_write
+    )
+
+
+def _storage_key(tensor: torch.Tensor) -> int | None:
+    try:
+        return tensor.untyped_storage().data_ptr()
+    except (RuntimeError, NotImplementedError):
+        return None
+
+
+class _CopyBeforeWrite(TorchDispatchMode):
+    """Copies a captured tensor just before an in-place op would overwrite its storage."""
+
+    def __init__(self, capture: Capture) -> None:
+        super().__init__()
+        self.capture = capture
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        watched = self.capture._watched
+        if watched:
+            for index, name in _written_arguments(func):
+                target = args[index] if index < len(args) else kwargs.get(name)
+                if isinstance(target, torch.Tensor):
+                    for key in watched.pop(_storage_key(target), ()):
+                        self.capture.maps[key] = self.capture.maps[key].clone()
+        return func(*args, **kwargs)
+
+
+class FeatureMaps(dict):
+    """Captured feature maps by layer name, in execution order; ``.grads`` holds their gradients."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.grads: dict[str, torch.Tensor] = {}
+
+
+class Capture:
+    """Context manager that records layer outputs while the model runs.
+
+    Use :func:`capture` to build one. Hooks and the copy-before-write guard live only
+    inside the ``with`` block; they are removed on exit, on exceptions and on
+    KeyboardInterrupt. The model's mode, ``requires_grad`` flags and parameters are
+    never touched.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: LayerSelectors,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        keep_grad: bool = False,
+        stop_early: bool = False,
+        pick: OutputPicker | None = None,
+        reduce: Callable[[str, torch.Tensor], Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.names = resolve_layers(model, layers)
+        self.device = torch.device(device) if device is not None else None
+        self.dtype = dtype
+        self.keep_grad = keep_grad
+        self.stop_early = stop_early
+        self.pick = pick
+        self.reduce = reduce
+        self.maps = FeatureMaps()
+        self._calls: dict[str, int] = {}
+        self._watched: dict[int | None, list[str]] = {}
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._guard: _CopyBeforeWrite | None = None
+
+    def __enter__(self) -> FeatureMaps:
+        try:
+            modules = dict(self.model.named_modules())
+            self._handles.append(self.model.register_forward_pre_hook(self._start_pass))
+            for name in self.names:
+                self._handles.append(modules[name].register_forward_hook(self._hook_for(name)))
+            self._guard = _CopyBeforeWrite(self)
+            self._guard.__enter__()
+        except BaseException:
+            self._release()
+            raise
+        return self.maps
+
+    def __exit__(self, exc_type, exc, traceback) -> bool:
+        self._release()
+        return exc_type is not None and issubclass(exc_type, _StopForward)
+
+    def _release(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        if self._guard is not None:
+            guard, self._guard = self._guard, None
+            guard.__exit__(None, None, None)
+        self._watched.clear()
+
+    def _start_pass(self, module: nn.Module, args: Any) -> None:
+        self.maps.clear()
+        self.maps.grads.clear()
+        self._calls.clear()
+        self._watched.clear()
+
+    def _watch(self, key: str, tensor: torch.Tensor) -> None:
+        self._watched.setdefault(_storage_key(tensor), []).append(key)
+
+    def _hook_for(self, name: str) -> Callable:
+        def hook(module: nn.Module, args: Any, output: Any) -> Any:
+            return self._record(name, output)
+
+        return hook
+
+    def _record(self, name: str, output: Any) -> Any:
+        tensor = output_tensor(output, self.pick)
+        calls = self._calls[name] = self._calls.get(name, 0) + 1
+        key = name if calls == 1 else f"{name}#{calls}"
+        replacement = None
+        if self.reduce is not None:
+            self.maps[key] = self.reduce(key, tensor)
+        elif self.keep_grad and tensor.requires_grad:
+            tensor.register_hook(functools.partial(self.maps.grads.__setitem__, key))
+            self.maps[key] = tensor
+            if output is tensor:  # the model goes on with a copy, so in-place ops cannot touch ours
+                replacement = tensor.clone()
+            else:
+                self._watch(key, tensor)
+        else:
+            value = tensor.detach()
+            converted = value.to(device=self.device, dtype=self.dtype) if self.device or self.dtype else value
+            self.maps[key] = converted
+            if converted is value:
+                self._watch(key, value)
+        if self.stop_early and len(self._calls) == len(self.names):
+            raise _StopForward
+        return replacement
+
+
+def capture(
+    model: nn.Module,
+    layers: LayerSelectors,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    keep_grad: bool = False,
+    stop_early: bool = False,
+    pick: OutputPicker | None = None,
+    reduce: Callable[[str, torch.Tensor], Any] | None = None,
+) -> Capture:
+    """Record the outputs of the selected layers during the forward passes in a ``with`` block.
+
+    Args:
+        model: any ``nn.Module``; it is not modified.
+        layers: layer selectors (see :mod:`fmapviz.capture`).
+        device: move each captured map there (e.g. ``"cpu"`` to free GPU memory).
+        dtype: cast each captured map (``torch.float16`` halves memory).
+        keep_grad: keep maps attached to the autograd graph and record their
+            gradients in ``maps.grads`` when ``backward`` runs (Grad-CAM needs this).
+        stop_early: end the forward pass as soon as every selected layer has run once;
+            the ``with`` block then exits quietly, skipping the rest of its body.
+        pick: which tensor to take from a layer that returns a tuple, dict or object
+            (default: see :mod:`fmapviz.outputs`).
+        reduce: store ``reduce(name, output)`` instead of the map, computed as the layer
+            runs (for streaming statistics that never hold a whole layer).
+
+    Returns:
+        A context manager whose ``__enter__`` gives a :class:`FeatureMaps` dict,
+        refilled on every forward pass of ``model``.
+
+    Raises:
+        LayerNotFoundError: a selector matches no module.
+
+    Example:
+        >>> with fmapviz.capture(model, ["layer1", "layer4"]) as maps:
+        ...     model(x)
+        >>> maps["layer4"].shape
+        torch.Size([1, 512, 7, 7])
+    """
+    return Capture(
+        model, layers, device=device, dtype=dtype, keep_grad=keep_grad, stop_early=stop_early, pick=pick, reduce=reduce
+    )
+
+
+def feature_maps(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: LayerSelectors,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    stop_early: bool = True,
+    pick: OutputPicker | None = None,
+) -> dict[str, torch.Tensor]:
+    """Run ``model(x)`` once without gradients and return the selected layers' outputs.
+
+    Args:
+        model: any ``nn.Module``; it is not modified.
+        x: the model input.
+        layers: layer selectors (see :mod:`fmapviz.capture`).
+        device, dtype, pick: as in :func:`capture`.
+        stop_early: skip the layers after the last selected one (default True).
+
+    Returns:
+        A dict from layer name to tensor, in execution order.
+
+    Example:
+        >>> maps = fmapviz.feature_maps(model, x, "layer3.*.conv2")
+        >>> list(maps)
+        ['layer3.0.conv2', 'layer3.1.conv2']
+    """
+    with torch.no_grad(), capture(model, layers, device=device, dtype=dtype, stop_early=stop_early, pick=pick) as maps:
+        model(x)
+    return dict(maps)
+
+
+@contextmanager
+def model_guard(model: nn.Module, *, train: bool = False, freeze: bool = True) -> Iterator[nn.Module]:
+    """Put ``model`` in eval (or train) mode with frozen parameters, and restore both on exit.
+
+    Engines wrap their work in this so that no parameter gradient is ever computed
+    and the user's model comes back exactly as it was, even after an exception.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    flags = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
+    try:
+        model.train(train)
+        if freeze:
+            for parameter, _ in flags:
+                parameter.requires_grad_(False)
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+        for parameter, requires_grad in flags:
+            parameter.requires_grad_(requires_grad)

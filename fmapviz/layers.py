@@ -1,0 +1,211 @@
+"""summary: each layer's output shape, parameter count, cumulative stride and receptive field.
+
+Geometry follows every op the model runs (convolutions, pooling, upsampling and
+element-wise ops such as residual additions), so branches and functional code are
+handled. For a convolution or pooling with kernel k, stride s, padding p and
+dilation d, the output size is ``out = ⌊(in + 2p − d(k−1) − 1)/s⌋ + 1``; the
+receptive field grows by ``d(k−1)·jump`` and the jump (cumulative stride) is
+multiplied by ``s``. ``start`` is the input coordinate of the centre of output
+pixel (0, 0); output pixel (i, j) sees the input window centred at
+``start + (i, j)·stride`` with side ``receptive_field``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from .capture import capture, model_guard
+
+Pair = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How an output pixel maps back onto the input (per axis: height, width)."""
+
+    receptive_field: Pair = (1, 1)
+    stride: Pair = (1, 1)
+    start: Pair = (0.0, 0.0)
+
+    def window(self, row: int, col: int) -> tuple[float, float, float, float]:
+        """Input window (top, left, bottom, right), unclipped, seen by output pixel (row, col)."""
+        centre_y = self.start[0] + row * self.stride[0]
+        centre_x = self.start[1] + col * self.stride[1]
+        half_h, half_w = (self.receptive_field[0] - 1) / 2, (self.receptive_field[1] - 1) / 2
+        return centre_y - half_h, centre_x - half_w, centre_y + half_h, centre_x + half_w
+
+    def through(self, kernel: Pair, stride: Pair, padding: Pair, dilation: Pair = (1, 1)) -> Geometry:
+        """The geometry after a sliding window with these settings."""
+        span = [dilation[a] * (kernel[a] - 1) for a in range(2)]
+        return Geometry(
+            receptive_field=tuple(self.receptive_field[a] + span[a] * self.stride[a] for a in range(2)),
+            stride=tuple(self.stride[a] * stride[a] for a in range(2)),
+            start=tuple(self.start[a] + (span[a] / 2 - padding[a]) * self.stride[a] for a in range(2)),
+        )
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One row of :func:`summary`."""
+
+    name: str
+    type: str
+    output_shape: tuple[int, ...]
+    parameters: int
+    geometry: Geometry | None
+
+    @property
+    def stride(self) -> Pair | None:
+        return self.geometry.stride if self.geometry else None
+
+    @property
+    def receptive_field(self) -> Pair | None:
+        return self.geometry.receptive_field if self.geometry else None
+
+
+class Summary(list):
+    """Rows of :class:`LayerInfo` in execution order; ``print`` it for a table, index it by name."""
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            for row in self:
+                if row.name == key:
+                    return row
+            raise KeyError(key)
+        return super().__getitem__(key)
+
+    def __str__(self) -> str:
+        header = ("layer", "type", "output shape", "params", "stride", "receptive field")
+        lines = [header] + [
+            (
+                row.name,
+                row.type,
+                "×".join(str(size) for size in row.output_shape),
+                f"{row.parameters:,}",
+                _pair_text(row.stride),
+                _pair_text(row.receptive_field),
+            )
+            for row in self
+        ]
+        widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
+        text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
+        text.insert(1, "  ".join("-" * width for width in widths))
+        return "\n".join(text)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(str(self))
+
+
+def _pair_text(pair: Pair | None) -> str:
+    if pair is None:
+        return "-"
+    values = [f"{value:g}" for value in pair]
+    return values[0] if values[0] == values[1] else "×".join(values)
+
+
+def summary(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)) -> Summary:
+    """Run one forward pass on zeros and describe every layer.
+
+    Args:
+        model: any image model; its mode and parameters are restored afterwards.
+        input_size: the input shape, (N, C, H, W).
+
+    Returns:
+        A :class:`Summary`: rows with name, type, output shape, parameter count and
+        :class:`Geometry` (cumulative stride, receptive field, window centre).
+
+    Example:
+        >>> rows = fmapviz.summary(torchvision.models.resnet18())
+        >>> rows["layer4"].receptive_field
+        (435, 435)
+        >>> print(rows)  # a table
+    """
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    x = torch.zeros(tuple(input_size), device=device)
+    tracker = _GeometryTracker()
+    tracker.geometry[id(x)] = Geometry()
+    tracker.alive.append(x)
+    modules = dict(model.named_modules())
+
+    def describe(name: str, output: torch.Tensor) -> LayerInfo:
+        module = modules[name.split("#")[0]]
+        geometry = tracker.geometry.get(id(output)) if output.ndim == 4 else None
+        parameters = sum(p.numel() for p in module.parameters())
+        return LayerInfo(name, type(module).__name__, tuple(output.shape), parameters, geometry)
+
+    with model_guard(model), torch.no_grad(), capture(model, "all", reduce=describe) as rows, tracker:
+        model(x)
+    return Summary(rows.values())
+
+
+class _GeometryTracker(TorchDispatchMode):
+    """Propagates :class:`Geometry` from op inputs to op outputs, keyed by tensor identity."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.geometry: dict[int, Geometry] = {}
+        self.alive: list[torch.Tensor] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        result = func(*args, **kwargs)
+        inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        known = [self.geometry[id(t)] for t in inputs if id(t) in self.geometry]
+        if not known or not inputs:
+            return result
+        incoming = max(known, key=lambda g: g.receptive_field[0] * g.receptive_field[1])
+        geometry = _after(func, args, inputs[0], incoming)
+        for output in tree_flatten(result)[0]:
+            if isinstance(output, torch.Tensor):
+                self.geometry[id(output)] = geometry
+                self.alive.append(output)
+        return result
+
+
+def _pair(value: Any, default: int) -> Pair:
+    if value is None or value == []:
+        return (default, default)
+    if isinstance(value, (int, float)):
+        return (value, value)
+    return (value[0], value[-1]) if len(value) else (default, default)
+
+
+def _after(func: Any, args: tuple, source: torch.Tensor, incoming: Geometry) -> Geometry:
+    name = func.overloadpacket.__name__
+    if name == "convolution" and not args[6] and args[1].ndim == 4:
+        kernel = tuple(args[1].shape[2:])
+        return incoming.through(kernel, _pair(args[3], 1), _pair(args[4], 0), _pair(args[5], 1))
+    if name in ("max_pool2d", "max_pool2d_with_indices", "avg_pool2d"):
+        kernel = _pair(args[1], 1)
+        stride = _pair(args[2] if len(args) > 2 else None, 0)
+        stride = kernel if stride == (0, 0) else stride
+        padding = _pair(args[3] if len(args) > 3 else None, 0)
+        dilation = _pair(args[4] if len(args) > 4 and "max" in name else None, 1)
+        return incoming.through(kernel, stride, padding, dilation)
+    if name in ("_adaptive_avg_pool2d", "adaptive_max_pool2d", "mean", "amax", "sum") and source.ndim == 4:
+        out_size = _pair(args[1], 1) if name.startswith(("_adaptive", "adaptive")) else (1, 1)
+        if name in ("mean", "amax", "sum") and not _reduces_space(args):
+            return incoming
+        in_size = source.shape[2:]
+        kernel = tuple(-(-in_size[a] // max(out_size[a], 1)) for a in range(2))
+        stride = tuple(max(in_size[a] // max(out_size[a], 1), 1) for a in range(2))
+        return incoming.through(kernel, stride, (0, 0))
+    if name.startswith("upsample") and source.ndim == 4:
+        return incoming  # finer sampling of the same receptive field; stride is not divided here
+    return incoming
+
+
+def _reduces_space(args: tuple) -> bool:
+    dims = args[1] if len(args) > 1 else None
+    if dims is None:
+        return True
+    dims = [dims] if isinstance(dims, int) else list(dims)
+    return {d % 4 for d in dims} >= {2, 3}
