@@ -1,0 +1,30 @@
+"""Run benchmark scripts and join their sections into benchmarks/RESULTS.md.
+
+python benchmarks/run.py                 # every benchmark
+python benchmarks/run.py capture plot    # only these; other sections are kept
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+ORDER = ["capture", "plot", "saliency", "saliency_quality", "actmax", "actmax_quality", "report", "scan", "vit"]
+
+
+def main(argv: list[str]) -> int:
+    names = argv or [name for name in ORDER if (HERE / f"{name}.py").exists()]
+    for name in names:
+        print(f"== {name}", flush=True)
+        subprocess.run([sys.executable, str(HERE / f"{name}.py")], check=True)
+    sections = sorted((HERE / "results").glob("*.md"), key=lambda p: (ORDER + [p.stem]).index(p.stem))
+    text = "# Benchmark results\n\nRatios, not absolute times, are what to compare: this VM's speed drifts (see ../shared/PEERS.md).\n"
+    text += "Each section names the command that produced it. `python benchmarks/run.py` reruns everything.\n\n"
+    (HERE / "RESULTS.md").write_text(text + "\n\n".join(p.read_text() for p in sections))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

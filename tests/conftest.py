@@ -1,0 +1,96 @@
+"""Shared fixtures: tiny CNNs, synthetic images, the real-weights marker."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+ASSETS = ROOT / "assets"
+
+
+def hook_count(model: nn.Module) -> int:
+    """Hooks of any kind left on ``model`` and its submodules."""
+    kinds = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    return sum(len(getattr(module, kind)) for module in model.modules() for kind in kinds)
+
+
+def model_state(model: nn.Module) -> tuple:
+    """Everything a well-behaved engine must leave as it found it."""
+    return (
+        tuple(module.training for module in model.modules()),
+        tuple(p.requires_grad for p in model.parameters()),
+        tuple(p.detach().clone() for p in model.parameters()),
+        tuple(p.grad is None for p in model.parameters()),
+    )
+
+
+def assert_same_state(before: tuple, after: tuple) -> None:
+    assert before[0] == after[0], "train/eval modes changed"
+    assert before[1] == after[1], "requires_grad flags changed"
+    assert all(torch.equal(a, b) for a, b in zip(before[2], after[2])), "parameters changed"
+    assert before[3] == after[3], "parameter gradients were computed"
+
+
+class TinyCNN(nn.Module):
+    """conv-relu-conv-relu-pool-linear, with in-place ReLUs, small enough for any test."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+@pytest.fixture
+def tiny_cnn() -> TinyCNN:
+    torch.manual_seed(0)
+    return TinyCNN().eval()
+
+
+@pytest.fixture
+def resnet18():
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.resnet18(weights=None).eval()
+
+
+def edge_image(size: int = 16) -> torch.Tensor:
+    """(1,3,size,size): left half 0, right half 1, a vertical edge in the middle."""
+    image = torch.zeros(1, 3, size, size)
+    image[..., size // 2 :] = 1.0
+    return image
+
+
+def real_weights_available() -> bool:
+    home = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch"))
+    return (home / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth").is_file()
+
+
+real_weights = pytest.mark.skipif(
+    not real_weights_available(),
+    reason="mobilenet_v2 IMAGENET1K_V1 checkpoint not in $TORCH_HOME/hub/checkpoints; "
+    "export TORCH_HOME=../shared/torch-home (make test does this)",
+)
+
+
+@pytest.fixture(scope="session")
+def mobilenet():
+    """Real mobilenet_v2 IMAGENET1K_V1 (a LoadedModel); use with @real_weights."""
+    import fmapviz
+
+    return fmapviz.load_model("mobilenet_v2", weights="IMAGENET1K_V1")
