@@ -20,7 +20,7 @@ def main(argv: list[str]) -> int:
         print(f"== {name}", flush=True)
         subprocess.run([sys.executable, str(HERE / f"{name}.py")], check=True)
     sections = sorted((HERE / "results").glob("*.md"), key=lambda p: (ORDER + [p.stem]).index(p.stem))
-    text = "# Benchmark results\n\nRatios, not absolute times, are what to compare: this VM's speed drifts (see ../shared/PEERS.md).\n"
+    text = "# Benchmark results\n\nCompare ratios, not absolute times: the VM speed drifts (../shared/PEERS.md).\n"
     text += "Each section names the command that produced it. `python benchmarks/run.py` reruns everything.\n\n"
     (HERE / "RESULTS.md").write_text(text + "\n\n".join(p.read_text() for p in sections))
     return 0
