@@ -3,7 +3,8 @@
 Layer selectors, used everywhere a ``layers`` argument appears:
 
 * an exact module name as in ``model.named_modules()``: ``"features.3.conv.0"``;
-* a glob over those names: ``"layer3.*.conv2"``;
+* a glob over those names: ``"layer3.*.conv2"`` (``*`` stays within one dotted part,
+  ``**`` crosses parts: ``"layer3.**"`` is everything inside layer3);
 * a module type, as a class or its name: ``nn.Conv2d`` or ``"Conv2d"``;
 * a module instance of the model;
 * ``"all"``: every submodule (containers included), in execution order.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -77,8 +79,15 @@ def _match(selector: LayerSelector, named: dict[str, nn.Module], names: list[str
     if selector in named and selector:
         return [selector]
     if any(char in selector for char in "*?["):
-        return [name for name in names if fnmatch.fnmatchcase(name, selector)]
+        pattern = _glob_pattern(selector)
+        return [name for name in names if pattern.fullmatch(name)]
     return [name for name in names if type(named[name]).__name__ == selector]
+
+
+def _glob_pattern(selector: str) -> re.Pattern:
+    """``*`` matches within one dotted part, ``**`` across parts, ``?`` one character."""
+    regex = fnmatch.translate(selector.replace("**", "\0")).replace(".*", "[^.]*").replace("\0", ".*")
+    return re.compile(regex)
 
 
 def _not_found_message(selector: LayerSelector, named: dict[str, nn.Module], names: list[str]) -> str:

@@ -1,0 +1,224 @@
+"""capture and feature_maps: selectors, exact values next to in-place ops, hooks always removed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from conftest import TinyCNN, assert_same_state, edge_image, hook_count, model_state, real_weights
+from torch import nn
+
+import fmapviz
+from fmapviz.errors import LayerNotFoundError
+
+
+def test_vertical_edge_filter_gives_exactly_the_expected_map():
+    conv = nn.Conv2d(1, 1, 3, padding=0, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[-1.0, 0.0, 1.0]] * 3).view(1, 1, 3, 3))
+    model = nn.Sequential(conv, nn.ReLU())
+    image = edge_image(8)[:, :1]  # zeros on the left half, ones on the right
+    maps = fmapviz.feature_maps(model, image, ["0", "1"])
+    expected = torch.zeros(1, 1, 6, 6)
+    expected[..., 2:4] = 3.0  # the two output columns whose window straddles the edge
+    assert torch.equal(maps["0"], expected)
+    assert torch.equal(maps["1"], expected)
+
+
+@pytest.mark.parametrize(
+    ("selector", "expected_names", "expected_shape"),
+    [
+        ("layer3", ["layer3"], (2, 256, 4, 4)),
+        ("layer3.*.conv2", ["layer3.0.conv2", "layer3.1.conv2"], (2, 256, 4, 4)),
+        (nn.AdaptiveAvgPool2d, ["avgpool"], (2, 512, 1, 1)),
+        ("AdaptiveAvgPool2d", ["avgpool"], (2, 512, 1, 1)),
+        (["layer4", "layer1"], ["layer1", "layer4"], None),
+    ],
+)
+def test_selector_styles_give_the_right_layers_and_shapes(resnet18, selector, expected_names, expected_shape):
+    maps = fmapviz.feature_maps(resnet18, torch.randn(2, 3, 64, 64), selector)
+    assert list(maps) == expected_names
+    if expected_shape:
+        assert all(tuple(m.shape) == expected_shape for m in maps.values())
+
+
+def test_all_selector_orders_by_execution_and_counts_repeated_calls(resnet18):
+    maps = fmapviz.feature_maps(resnet18, torch.randn(1, 3, 64, 64), "all", stop_early=False)
+    names = list(maps)
+    assert names.index("conv1") < names.index("layer1.0.conv1") < names.index("layer4") < names.index("fc")
+    # BasicBlock calls its one ReLU module twice: two entries, in order
+    assert names.index("layer1.0.relu") < names.index("layer1.0.relu#2")
+    assert maps["fc"].shape == (1, 1000)
+
+
+def _piecewise_bottleneck(block: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Run a torchvision Bottleneck step by step without hooks or in-place ops."""
+    out = {}
+    h = block.bn1(block.conv1(x))
+    out["bn1"] = h.clone()
+    h = torch.relu(h)
+    h = block.bn2(block.conv2(h))
+    out["bn2"] = h.clone()
+    h = torch.relu(h)
+    h = block.bn3(block.conv3(h))
+    out["bn3"] = h.clone()
+    identity = block.downsample(x) if block.downsample is not None else x
+    out["block"] = torch.relu(h + identity)
+    return out
+
+
+def test_values_equal_a_hook_free_reference_next_to_in_place_ops():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet50(weights=None).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        stem = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+        reference = _piecewise_bottleneck(model.layer1[0], stem)
+    names = ["layer1.0.bn1", "layer1.0.bn2", "layer1.0.bn3", "layer1.0"]
+    maps = fmapviz.feature_maps(model, x, names)
+    for name, key in zip(names, ["bn1", "bn2", "bn3", "block"]):
+        assert torch.allclose(maps[name], reference[key], atol=1e-5), name
+    # bn3's output is rewritten by `out += identity` and relu(inplace) afterwards; ours kept the pre-add value
+    assert (maps["layer1.0.bn3"] < 0).any()
+
+
+def test_in_place_relu_output_and_its_input_both_keep_their_own_values(tiny_cnn):
+    x = torch.randn(2, 3, 8, 8)
+    maps = fmapviz.feature_maps(tiny_cnn, x, ["features.0", "features.1"])
+    with torch.no_grad():
+        conv = tiny_cnn.features[0](x)
+    assert torch.equal(maps["features.0"], conv)
+    assert (maps["features.0"] < 0).any()
+    assert torch.equal(maps["features.1"], conv.clamp(min=0))
+
+
+def test_only_tensors_at_risk_are_copied(resnet18):
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad(), fmapviz.capture(resnet18, ["layer1.0.bn1", "layer1.0.conv1"]) as maps:
+        conv_out = {}
+        handle = resnet18.layer1[0].conv1.register_forward_hook(lambda m, a, o: conv_out.setdefault("t", o))
+        resnet18(x)
+        handle.remove()
+    # conv1's output is never written in place: captured by reference, no copy
+    assert maps["layer1.0.conv1"].untyped_storage().data_ptr() == conv_out["t"].untyped_storage().data_ptr()
+
+
+def test_no_hook_remains_after_normal_exit_and_after_exception(resnet18):
+    before = model_state(resnet18)
+    with fmapviz.capture(resnet18, "all") as maps:
+        resnet18(torch.randn(1, 3, 32, 32))
+    assert maps and hook_count(resnet18) == 0
+    with pytest.raises(RuntimeError, match="boom"), fmapviz.capture(resnet18, "all"):
+        raise RuntimeError("boom")
+    assert hook_count(resnet18) == 0
+    with pytest.raises(KeyboardInterrupt), fmapviz.capture(resnet18, "layer1"):
+        raise KeyboardInterrupt
+    assert hook_count(resnet18) == 0
+    with pytest.raises(RuntimeError), fmapviz.capture(resnet18, "layer1"):
+        resnet18(torch.randn(1, 5, 32, 32))  # wrong channel count fails inside the forward
+    assert hook_count(resnet18) == 0
+    assert_same_state(before, model_state(resnet18))
+
+
+def test_unknown_layer_error_lists_closest_names(resnet18):
+    with pytest.raises(LayerNotFoundError, match=r"Unknown layer 'layer5'.*Closest: .*layer"):
+        fmapviz.capture(resnet18, "layer5")
+    with pytest.raises(LayerNotFoundError, match="layer3.0.conv1"):
+        fmapviz.capture(resnet18, "layer3.0.cnv1")
+    with pytest.raises(LayerNotFoundError, match="No module of type"):
+        fmapviz.capture(resnet18, nn.LSTM)
+    with pytest.raises(LayerNotFoundError):
+        fmapviz.capture(resnet18, "layer9.*")  # a glob that matches nothing is an error, not an empty dict
+    assert hook_count(resnet18) == 0
+
+
+def test_reuse_across_batches_nested_and_two_captures(tiny_cnn):
+    a, b = torch.randn(1, 3, 8, 8), torch.randn(3, 3, 8, 8)
+    with torch.no_grad(), fmapviz.capture(tiny_cnn, "features.2") as outer:
+        with fmapviz.capture(tiny_cnn, ["features.0", "features.2"]) as inner:
+            tiny_cnn(a)
+        assert inner["features.2"].shape[0] == 1
+        assert torch.equal(outer["features.2"], inner["features.2"])
+        tiny_cnn(b)  # the outer capture is refilled for the new batch
+        assert outer["features.2"].shape[0] == 3 and list(outer) == ["features.2"]
+    assert hook_count(tiny_cnn) == 0
+
+
+def test_stop_early_skips_later_layers(tiny_cnn):
+    calls = []
+    handle = tiny_cnn.fc.register_forward_hook(lambda *args: calls.append(1))
+    maps = fmapviz.feature_maps(tiny_cnn, torch.randn(1, 3, 8, 8), "features.0")
+    handle.remove()
+    assert list(maps) == ["features.0"] and calls == []
+
+
+def test_device_and_dtype_options_cast_and_halve_memory(tiny_cnn):
+    x = torch.randn(2, 3, 8, 8)
+    full = fmapviz.feature_maps(tiny_cnn, x, "features.0")["features.0"]
+    half = fmapviz.feature_maps(tiny_cnn, x, "features.0", dtype=torch.float16, device="cpu")["features.0"]
+    assert half.dtype == torch.float16
+    assert half.element_size() * half.numel() * 2 == full.element_size() * full.numel()
+    assert torch.allclose(half.float(), full, atol=1e-2)
+
+
+def test_keep_grad_records_gradients_of_the_captured_value(tiny_cnn):
+    x = torch.randn(1, 3, 8, 8)
+    with fmapviz.capture(tiny_cnn, ["features.0", "features.2"], keep_grad=True) as maps:
+        out = tiny_cnn(x)
+    out[0, 1].backward()
+    conv = maps["features.0"]
+    assert conv.requires_grad and (conv < 0).any()  # the pre-ReLU values, though ReLU(inplace) followed
+    assert maps.grads["features.0"].shape == conv.shape
+    # dL/d(conv out) is zero wherever the following ReLU was inactive
+    assert torch.all(maps.grads["features.0"][conv < 0] == 0)
+    assert hook_count(tiny_cnn) == 0
+    tiny_cnn.zero_grad(set_to_none=True)
+
+
+class TupleOut(nn.Module):
+    def forward(self, x):
+        return x * 2, {"aux": x}
+
+
+class DictModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.pair = TupleOut()
+
+    def forward(self, x):
+        main, extra = self.pair(self.conv(x))
+        return {"out": main, "aux": extra["aux"]}
+
+
+def test_tuple_and_dict_outputs_give_their_first_tensor_or_the_picked_one():
+    model = DictModel().eval()
+    x = torch.randn(1, 3, 4, 4)
+    maps = fmapviz.feature_maps(model, x, "pair")
+    with torch.no_grad():
+        conv = model.conv(x)
+    assert torch.allclose(maps["pair"], conv * 2)
+    picked = fmapviz.feature_maps(model, x, "pair", pick=lambda out: out[1]["aux"])
+    assert torch.allclose(picked["pair"], conv)
+
+
+def test_resolve_layers_on_a_user_cnn_by_module_instance():
+    model = TinyCNN()
+    assert fmapviz.resolve_layers(model, model.features[2]) == ["features.2"]
+
+
+@real_weights
+@pytest.mark.real_weights
+def test_mobilenet_real_weights_shapes_for_each_selector_style(mobilenet):
+    x = torch.randn(1, 3, 224, 224)
+    maps = fmapviz.feature_maps(mobilenet.model, x, ["features.1", "features.7", "features.14.conv.*"])
+    assert maps["features.1"].shape == (1, 16, 112, 112)
+    assert maps["features.7"].shape == (1, 64, 14, 14)
+    assert [n for n in maps if n.startswith("features.14.conv")] == [
+        "features.14.conv.0",
+        "features.14.conv.1",
+        "features.14.conv.2",
+        "features.14.conv.3",
+    ]
+    convs = fmapviz.feature_maps(mobilenet.model, x, nn.Conv2d)
+    assert len(convs) == 52
