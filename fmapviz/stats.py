@@ -140,7 +140,8 @@ class RunningChannelStats:
 
     def to_dict(self) -> dict[str, torch.Tensor]:
         """Plain tensors by field name (safe for ``torch.save`` / ``torch.load(weights_only=True)``)."""
-        return {field.name: getattr(self, field.name) for field in fields(self) if getattr(self, field.name) is not None}
+        values = {field.name: getattr(self, field.name) for field in fields(self)}
+        return {name: value for name, value in values.items() if value is not None}
 
     @classmethod
     def from_dict(cls, state: dict[str, torch.Tensor]) -> RunningChannelStats:
