@@ -1,6 +1,7 @@
 """fmapviz: see what a convolutional network sees."""
 
 from .capture import Capture, FeatureMaps, capture, feature_maps, model_guard, resolve_layers
+from .engines.saliency import SaliencyResult, saliency
 from .errors import FmapvizError, ImageLoadError, LayerNotFoundError, ModelLoadError
 from .images import LoadedImage, denormalize, load_image
 from .layers import Geometry, LayerInfo, Summary, summary
@@ -19,6 +20,7 @@ __all__ = [
     "LoadedImage",
     "LoadedModel",
     "ModelLoadError",
+    "SaliencyResult",
     "Summary",
     "capture",
     "denormalize",
@@ -27,5 +29,6 @@ __all__ = [
     "load_model",
     "model_guard",
     "resolve_layers",
+    "saliency",
     "summary",
 ]
