@@ -124,6 +124,7 @@ def annotated_grid(
     cmap: str | object | None = None,
     colorbar: tuple[float, float] | None = None,
     colorbar_label: str = "",
+    colorbar_cmap: str | object | None = None,
     title: str | None = None,
     row_labels: Sequence[str] | None = None,
     tile_pixels: int = 72,
@@ -139,6 +140,7 @@ def annotated_grid(
         cmap: colormap for one-channel tiles.
         colorbar: (vmin, vmax): draw a colour bar for ``cmap`` labelled with this real value range.
         colorbar_label: text beside the colour bar.
+        colorbar_cmap: colormap of the colour bar when the tiles are already coloured (default ``cmap``).
         title: figure title.
         row_labels: text left of each row (e.g. layer names), may hold newlines.
         tile_pixels: on-screen tile width to aim for; smaller tiles are magnified by a whole factor (nearest).
@@ -214,7 +216,7 @@ def annotated_grid(
     if colorbar is not None:
         draw_colorbar(
             figure,
-            cmap or "gray",
+            colorbar_cmap or cmap or "gray",
             colorbar,
             colorbar_label,
             font_size,

@@ -21,9 +21,8 @@ def as_tiles(tiles: ArrayLike, name: str = "tiles") -> np.ndarray:
     array = to_numpy(tiles, name)
     if array.ndim == 3:
         array = array[..., None]
-    elif array.ndim == 4 and array.shape[1] in (1, 3):
-        if not isinstance(tiles, np.ndarray) or array.shape[3] not in (1, 3):  # tensors are (N,C,H,W)
-            array = np.moveaxis(array, 1, -1)
+    elif array.ndim == 4 and (not isinstance(tiles, np.ndarray) or array.shape[3] not in (1, 3)):
+        array = np.moveaxis(array, 1, -1)  # tensors are (N,C,H,W); arrays may be (N,H,W,C)
     if array.ndim != 4 or array.shape[3] not in (1, 3):
         raise ValueError(f"{name} must be (N,H,W), (N,1,H,W) or (N,3,H,W); got shape {tuple(array.shape)}.")
     if array.shape[0] == 0:

@@ -1,0 +1,129 @@
+"""Plot core: pixels land where promised, colours match matplotlib, figures save what they show."""
+
+from __future__ import annotations
+
+import ast
+import io
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fmapviz.plot import Figure, annotated_grid, apply_colormap, cell_origin, grid, overlay
+from fmapviz.plot.maps import channel_grid, overlay_tiles
+
+PLOT_DIR = Path(__file__).resolve().parents[1] / "fmapviz" / "plot"
+
+
+def test_grid_puts_tile_k_at_its_cell_and_pads_the_rest():
+    tiles = torch.arange(7, dtype=torch.uint8).mul(30).view(7, 1, 1).expand(7, 5, 4).contiguous()
+    mosaic = grid(tiles, ncols=3, padding=2, pad_value=255)
+    assert mosaic.shape == (3 * 7 + 2, 3 * 6 + 2)
+    for k in range(7):
+        top, left = cell_origin(k, (5, 4), 3, 2)
+        assert (mosaic[top : top + 5, left : left + 4] == 30 * k).all()
+    top, left = cell_origin(7, (5, 4), 3, 2)  # empty cells in the last row stay padding
+    assert (mosaic[top : top + 5, left:] == 255).all()
+    assert (mosaic[:2] == 255).all() and (mosaic[:, :2] == 255).all()
+
+
+def test_grid_colours_gray_tiles_with_the_lut_and_upscales():
+    tiles = torch.tensor([0.0, 1.0]).view(2, 1, 1, 1)
+    mosaic = grid(tiles, ncols=2, padding=1, cmap="viridis", upscale=3)
+    viridis = np.round(np.asarray(matplotlib.colormaps["viridis"]([0.0, 1.0]))[:, :3] * 255)
+    assert mosaic.shape == (5, 9, 3)
+    assert (mosaic[1:4, 1:4] == viridis[0]).all() and (mosaic[1:4, 5:8] == viridis[1]).all()
+
+
+def test_grid_keeps_rgb_tiles_in_rgb_order():
+    tiles = torch.zeros(2, 3, 2, 2)
+    tiles[0, 0] = 1.0  # red
+    tiles[1, 2] = 1.0  # blue
+    mosaic = grid(tiles, ncols=2, padding=0)
+    assert mosaic[0, 0].tolist() == [255, 0, 0] and mosaic[0, 2].tolist() == [0, 0, 255]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "word"), [({"ncols": 0}, "ncols"), ({"padding": -1}, "padding"), ({"upscale": 0}, "upscale")]
+)
+def test_grid_errors_name_the_bad_argument(kwargs, word):
+    with pytest.raises(ValueError, match=word):
+        grid(torch.rand(4, 3, 3), **kwargs)
+    with pytest.raises(ValueError, match="tiles"):
+        grid(torch.rand(4, 5, 3, 3))
+
+
+def test_apply_colormap_matches_matplotlib_and_survives_nan_and_inf():
+    values = torch.tensor([[0.0, 0.5, 1.0], [float("nan"), float("inf"), -float("inf")]])
+    coloured = apply_colormap(values, "magma")
+    expected = np.round(np.asarray(matplotlib.colormaps["magma"](np.linspace(0, 1, 256)))[:, :3] * 255)
+    assert coloured.dtype == np.uint8 and coloured.shape == (2, 3, 3)
+    assert coloured[0, 0].tolist() == expected[0].tolist()
+    assert coloured[0, 1].tolist() == expected[128].tolist()
+    assert coloured[0, 2].tolist() == expected[255].tolist()
+    assert coloured[1].tolist() == [expected[0].tolist(), expected[255].tolist(), expected[0].tolist()]
+    diverging = apply_colormap(torch.tensor([-2.0, 0.0, 2.0]), "RdBu_r", vmin=-2, vmax=2)
+    assert diverging[0, 2] > diverging[0, 0] and diverging[2, 0] > diverging[2, 2]
+    with pytest.raises(ValueError, match="cmap"):
+        apply_colormap(values, "not-a-colormap")
+
+
+def test_overlay_blends_with_alpha_and_resizes_the_map_to_the_photo():
+    photo = torch.full((3, 8, 6), 0.5)
+    heat = torch.zeros(4, 3)
+    heat[:2] = 1.0  # top half hot
+    only_photo = overlay(photo, heat, "gray", alpha=0.0)
+    only_map = overlay(photo, heat, "gray", alpha=1.0)
+    assert only_photo.shape == (8, 6, 3) and (only_photo == 128).all()
+    assert (only_map[:3] == 255).all() and (only_map[-3:] == 0).all()
+    half = overlay(photo, heat, "gray", alpha=0.5)
+    assert half[0, 0, 0] == round(0.5 * 128 + 0.5 * 255)
+    with pytest.raises(ValueError, match="alpha"):
+        overlay(photo, heat, alpha=1.5)
+    tiles = overlay_tiles(photo, torch.stack([heat.new_ones(8, 6), heat.new_zeros(8, 6)]), "gray", 1.0)
+    assert tiles.shape == (2, 8, 6, 3) and (tiles[0] == 255).all() and (tiles[1] == 0).all()
+
+
+def test_figure_saves_and_displays_the_same_pixels(tmp_path):
+    image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    figure = Figure(image)
+    saved = np.asarray(Image.open(figure.save(tmp_path / "a.png")))
+    shown = np.asarray(Image.open(io.BytesIO(figure._repr_png_())))
+    assert (saved == image).all() and (shown == image).all()
+    with pytest.raises(TypeError, match="Figure wraps"):
+        Figure("not an image")
+
+
+def test_annotated_grid_is_one_imshow_with_a_title_per_tile_and_a_real_colour_bar(tmp_path):
+    figure = annotated_grid(
+        torch.rand(12, 7, 7), [f"ch {i}" for i in range(12)], ncols=4, cmap="viridis", colorbar=(-1.5, 3.0)
+    )
+    axes = figure.matplotlib.axes
+    assert len(axes[0].images) == 1  # one imshow for all twelve tiles
+    assert [t.get_text() for t in axes[0].texts] == [f"ch {i}" for i in range(12)]
+    colorbar_limits = axes[1].get_ylim()
+    assert colorbar_limits == pytest.approx((-1.5, 3.0))
+    saved = np.asarray(Image.open(figure.save(tmp_path / "g.png")).convert("RGB"))
+    assert saved.shape == figure.image.shape and (saved == figure.image).all()
+    with pytest.raises(ValueError, match="titles"):
+        annotated_grid(torch.rand(3, 4, 4), ["only one"])
+
+
+def test_channel_grid_raw_mode_skips_matplotlib_and_matches_grid():
+    values = torch.rand(10, 6, 6)
+    figure = channel_grid(values, annotate=False, cmap="gray", ncols=5)
+    assert figure.matplotlib is None
+    assert (figure.image == grid(values, 5, 2, 255, cmap="gray")).all()
+
+
+def test_plot_package_never_imports_models_capture_or_engines():
+    forbidden = ("capture", "engines", "models", "display", "layers", "report", "scan")
+    for path in PLOT_DIR.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level >= 2:
+                assert not (node.module or "").startswith(forbidden), f"{path.name} imports {node.module}"
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fmapviz."):
+                assert not node.module.split(".")[1].startswith(forbidden), f"{path.name} imports {node.module}"
