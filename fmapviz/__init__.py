@@ -2,19 +2,6 @@
 
 from .capture import Capture, FeatureMaps, capture, feature_maps, model_guard, resolve_layers
 from .display import channel_stats, show_channel_stats, show_hierarchy, show_maps
-from .engines.actmax import (
-    ActMaxResult,
-    Objective,
-    channel,
-    class_logit,
-    deepdream,
-    direction,
-    diversity,
-    maximize,
-    neuron,
-    objectives,
-    total_variation,
-)
 from .engines.saliency import SaliencyResult, saliency
 from .errors import FmapvizError, ImageLoadError, LayerNotFoundError, ModelLoadError
 from .images import LoadedImage, denormalize, load_image
@@ -24,17 +11,6 @@ from .models import LoadedModel, load_model
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActMaxResult",
-    "Objective",
-    "channel",
-    "class_logit",
-    "deepdream",
-    "direction",
-    "diversity",
-    "maximize",
-    "neuron",
-    "objectives",
-    "total_variation",
     "Capture",
     "FeatureMaps",
     "FmapvizError",
