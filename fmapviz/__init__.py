@@ -2,6 +2,7 @@
 
 from .capture import Capture, FeatureMaps, capture, feature_maps, model_guard, resolve_layers
 from .display import channel_stats, show_channel_stats, show_hierarchy, show_maps
+from . import metrics
 from .engines.saliency import SaliencyResult, saliency
 from .errors import FmapvizError, ImageLoadError, LayerNotFoundError, ModelLoadError
 from .images import LoadedImage, denormalize, load_image
@@ -29,6 +30,7 @@ __all__ = [
     "feature_maps",
     "load_image",
     "load_model",
+    "metrics",
     "model_guard",
     "resolve_layers",
     "saliency",

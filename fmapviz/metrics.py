@@ -1,0 +1,256 @@
+"""How good is a saliency map? Deletion/insertion curves and the model-randomization sanity check.
+
+* :func:`deletion` / :func:`insertion` (Petsiuk et al., "RISE", 2018): remove (or add) pixels in the
+  order the map ranks them and follow the target's softmax probability. A faithful map makes the
+  probability fall fast under deletion (low AUC) and rise fast under insertion (high AUC).
+* :func:`randomization_check` (Adebayo et al., "Sanity Checks for Saliency Maps", 2018): re-initialize
+  the model's blocks from the top down, one more each step, on a deep copy, and measure the Spearman
+  rank correlation of each map with the trained model's map. A map that explains the model must change
+  (correlation falls towards 0); one that stays similar mostly reflects the input.
+
+Targets follow :mod:`fmapviz.engines.saliency` (section Targets).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .capture import LayerSelector, model_guard, resolve_layers
+from .engines.saliency import SaliencyResult, View, apply_view, make_baseline, saliency
+from .outputs import output_tensor
+
+
+@dataclass
+class PerturbationCurve:
+    """A deletion or insertion curve per image.
+
+    Attributes:
+        mode: ``"deletion"`` or ``"insertion"``.
+        fractions: ``(S,)`` fraction of pixels removed (deletion) or inserted (insertion), 0 to 1.
+        scores: ``(N, S)`` softmax probability of each image's target class at each step.
+        auc: ``(N,)`` area under each curve (trapezoid rule over ``fractions``).
+    """
+
+    mode: str
+    fractions: torch.Tensor
+    scores: torch.Tensor
+    auc: torch.Tensor
+
+
+def _maps_and_classes(
+    maps: torch.Tensor | SaliencyResult, target: int | Sequence[int] | torch.Tensor | None, batch: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(maps, SaliencyResult):
+        if target is None and maps.target is None:
+            raise ValueError("This SaliencyResult has no class target; pass target= (class indices).")
+        target = maps.target[:, 0] if target is None else target
+        maps = maps.view_maps()[:, 0]
+    if target is None:
+        raise ValueError("Pass target= (one class index, or one per image) for the probability to follow.")
+    maps = maps[:, 0] if maps.dim() == 4 else maps
+    if maps.dim() != 3 or maps.shape[0] != batch:
+        raise ValueError(f"maps must be (N, H, W) or (N, 1, H, W) with N = {batch}; got {tuple(maps.shape)}.")
+    classes = torch.as_tensor(target, dtype=torch.long, device=maps.device).reshape(-1).expand(batch)
+    return maps, classes
+
+
+def _perturbation_curve(
+    mode: str,
+    model: nn.Module,
+    x: torch.Tensor,
+    maps: torch.Tensor | SaliencyResult,
+    target: int | Sequence[int] | torch.Tensor | None,
+    steps: int,
+    baseline: str | torch.Tensor,
+    batch_size: int,
+) -> PerturbationCurve:
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, not {steps}.")
+    maps, classes = _maps_and_classes(maps, target, x.shape[0])
+    if maps.shape[-2:] != x.shape[-2:]:
+        raise ValueError(f"maps are {tuple(maps.shape[-2:])} but x is {tuple(x.shape[-2:])}; upsample them first.")
+    reference = make_baseline(x, baseline)
+    pixels = maps[0].numel()
+    counts = torch.linspace(0, pixels, steps + 1, device=x.device).round().long()  # pixels changed per step
+    rank = torch.empty_like(maps.flatten(1), dtype=torch.long)
+    order = maps.flatten(1).argsort(dim=1, descending=True, stable=True)
+    rank.scatter_(1, order, torch.arange(pixels, device=x.device).expand_as(order))
+    scores = torch.empty(x.shape[0], steps + 1, device=x.device)
+    with torch.no_grad(), model_guard(model):
+        for image in range(x.shape[0]):
+            changed = (rank[image][None] < counts[:, None]).reshape(steps + 1, 1, *x.shape[-2:]).to(x.dtype)
+            start, end = (x[image], reference[image]) if mode == "deletion" else (reference[image], x[image])
+            for first in range(0, steps + 1, batch_size):
+                mask = changed[first : first + batch_size]
+                probabilities = output_tensor(model(start * (1 - mask) + end * mask)).softmax(1)
+                scores[image, first : first + batch_size] = probabilities[:, classes[image]]
+    fractions = counts.to(scores.dtype) / pixels
+    return PerturbationCurve(mode, fractions, scores, torch.trapezoid(scores, fractions, dim=1))
+
+
+def deletion(
+    model: nn.Module,
+    x: torch.Tensor,
+    maps: torch.Tensor | SaliencyResult,
+    target: int | Sequence[int] | torch.Tensor | None = None,
+    steps: int = 50,
+    baseline: str | torch.Tensor = "black",
+    batch_size: int = 16,
+) -> PerturbationCurve:
+    """Deletion curve: replace the most salient pixels first by ``baseline``; lower AUC is better.
+
+    Args:
+        model: a classifier; its output passes through :func:`fmapviz.outputs.output_tensor`.
+        x: ``(N, C, H, W)`` model input.
+        maps: ``(N, H, W)`` maps, or a :class:`SaliencyResult` (its first target and default view).
+        target: class per image (or one for all); taken from a SaliencyResult when None.
+        steps: number of equal pixel steps from 0 to all pixels (``steps + 1`` forward rows per image).
+        baseline: what replaces removed pixels: ``"black"`` (zeros), ``"blur"``, ``"noise"`` or a tensor.
+        batch_size: rows per forward pass.
+
+    Returns:
+        A :class:`PerturbationCurve` with one AUC per image.
+
+    Raises:
+        ValueError: maps and x do not match, or no target is known.
+
+    Example:
+        >>> result = fmapviz.saliency(model, x, "gradcam")
+        >>> fmapviz.metrics.deletion(model, x, result).auc
+        tensor([0.0812])
+    """
+    return _perturbation_curve("deletion", model, x, maps, target, steps, baseline, batch_size)
+
+
+def insertion(
+    model: nn.Module,
+    x: torch.Tensor,
+    maps: torch.Tensor | SaliencyResult,
+    target: int | Sequence[int] | torch.Tensor | None = None,
+    steps: int = 50,
+    baseline: str | torch.Tensor = "blur",
+    batch_size: int = 16,
+) -> PerturbationCurve:
+    """Insertion curve: start from ``baseline`` (a blurred image) and put back the most salient pixels first.
+
+    Higher AUC is better. Arguments, return value and errors are those of :func:`deletion`.
+
+    Example:
+        >>> fmapviz.metrics.insertion(model, x, fmapviz.saliency(model, x, "gradcam")).auc
+        tensor([0.6230])
+    """
+    return _perturbation_curve("insertion", model, x, maps, target, steps, baseline, batch_size)
+
+
+def spearman(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Spearman rank correlation of each pair of rows (ties get their average rank): ``(N, ...) -> (N,)``."""
+    first_ranks, second_ranks = _ranks(first.flatten(1)), _ranks(second.flatten(1))
+    first_ranks = first_ranks - first_ranks.mean(1, keepdim=True)
+    second_ranks = second_ranks - second_ranks.mean(1, keepdim=True)
+    denominator = (first_ranks.norm(dim=1) * second_ranks.norm(dim=1)).clamp(min=1e-12)
+    return (first_ranks * second_ranks).sum(1) / denominator
+
+
+def _ranks(rows: torch.Tensor) -> torch.Tensor:
+    ranks = torch.empty_like(rows, dtype=torch.float64)
+    for index, row in enumerate(rows):
+        _, inverse, counts = torch.unique(row, return_inverse=True, return_counts=True)
+        ends = counts.cumsum(0).to(torch.float64)
+        ranks[index] = (ends - (counts.to(torch.float64) - 1) / 2)[inverse]
+    return ranks
+
+
+def cascade_blocks(model: nn.Module) -> list[str]:
+    """Blocks in definition order: children owning parameters, with ``Sequential``/``ModuleList`` opened."""
+    blocks: list[str] = []
+
+    def visit(module: nn.Module, prefix: str) -> None:
+        for name, child in module.named_children():
+            full = f"{prefix}{name}"
+            if isinstance(child, (nn.Sequential, nn.ModuleList)):
+                visit(child, full + ".")
+            elif any(True for _ in child.parameters()):
+                blocks.append(full)
+
+    visit(model, "")
+    return blocks
+
+
+@dataclass
+class RandomizationResult:
+    """Cascading randomization: how similar each map stays as more blocks are re-initialized.
+
+    Attributes:
+        method: the saliency method checked.
+        blocks: the blocks re-initialized, top first; step ``i`` has ``blocks[: i + 1]`` random.
+        correlations: ``(len(blocks), N)`` Spearman correlation with the trained model's map.
+        original: the trained model's :class:`SaliencyResult`.
+        view: the view (``"abs"``, ``"positive"``, ``"signed"``) the maps were compared in.
+    """
+
+    method: str
+    blocks: list[str]
+    correlations: torch.Tensor
+    original: SaliencyResult
+    view: View
+
+
+def randomization_check(
+    model: nn.Module,
+    x: torch.Tensor,
+    method: str = "gradient",
+    target: Any = "top",
+    blocks: Sequence[LayerSelector | Sequence[LayerSelector]] | None = None,
+    seed: int = 0,
+    view: View | None = None,
+    **saliency_options: Any,
+) -> RandomizationResult:
+    """Cascading model-parameter randomization (Adebayo et al., 2018) on a deep copy of ``model``.
+
+    The target is fixed to the trained model's classes, so every map explains the same class.
+
+    Args:
+        model: the trained model; it is never modified (the check runs on a deep copy).
+        x: ``(N, C, H, W)`` model input.
+        method: a saliency method name (see :data:`fmapviz.engines.saliency.METHODS`).
+        target: see the Targets section of :mod:`fmapviz.engines.saliency`.
+        blocks: what to re-initialize, top first; each entry is a layer selector or a list of them,
+            randomized together in one step. Default: :func:`cascade_blocks`, reversed.
+        seed: seeds the re-initialization (the caller's RNG state is left untouched).
+        view: compare maps in this view; default: the method's own view.
+        **saliency_options: passed to :func:`fmapviz.saliency` (``layer``, ``steps``, ...).
+
+    Returns:
+        A :class:`RandomizationResult` with one correlation per block and image.
+
+    Example:
+        >>> check = fmapviz.metrics.randomization_check(model, x, "gradcam")
+        >>> check.correlations.mean(1)  # falls towards 0 as blocks are randomized
+    """
+    original = saliency(model, x, method, target=target, **saliency_options)
+    fixed = original.target[:, 0] if original.target is not None else target
+    view = view or original.view
+    reference = apply_view(original.maps[:, 0], view)
+    steps = list(blocks) if blocks is not None else list(reversed(cascade_blocks(model)))
+    randomized = copy.deepcopy(model)
+    names: list[str] = []
+    correlations = []
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        for step in steps:
+            selected = resolve_layers(randomized, step)
+            for name in selected:
+                for module in randomized.get_submodule(name).modules():
+                    if hasattr(module, "reset_parameters"):
+                        module.reset_parameters()
+            names.append(step if isinstance(step, str) else ",".join(selected))
+            maps = saliency(randomized, x, method, target=fixed, **saliency_options).maps[:, 0]
+            correlations.append(spearman(reference, apply_view(maps, view)))
+    return RandomizationResult(method, names, torch.stack(correlations), original, view)
