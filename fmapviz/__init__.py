@@ -2,16 +2,41 @@
 
 from .capture import Capture, FeatureMaps, capture, feature_maps, model_guard, resolve_layers
 from .display import channel_stats, show_channel_stats, show_hierarchy, show_maps
+from .engines.actmax import (
+    ActMaxResult,
+    Objective,
+    channel,
+    class_logit,
+    deepdream,
+    direction,
+    diversity,
+    maximize,
+    neuron,
+    objectives,
+    total_variation,
+)
 from . import metrics
 from .engines.saliency import SaliencyResult, saliency
 from .errors import FmapvizError, ImageLoadError, LayerNotFoundError, ModelLoadError
 from .images import LoadedImage, denormalize, load_image
 from .layers import Geometry, LayerInfo, Summary, summary
 from .models import LoadedModel, load_model
+from .plot.gallery import show_gallery
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActMaxResult",
+    "Objective",
+    "channel",
+    "class_logit",
+    "deepdream",
+    "direction",
+    "diversity",
+    "maximize",
+    "neuron",
+    "objectives",
+    "total_variation",
     "Capture",
     "FeatureMaps",
     "FmapvizError",
@@ -33,6 +58,7 @@ __all__ = [
     "metrics",
     "model_guard",
     "resolve_layers",
+    "show_gallery",
     "saliency",
     "show_channel_stats",
     "show_hierarchy",

@@ -1,0 +1,311 @@
+"""Activation maximization: optimize images so that objectives (channels, classes, layers) grow.
+
+Speed comes from not doing wasted work: parameters are frozen (no weight gradients), the
+forward pass stops after the deepest layer an objective reads (unless a class objective
+needs the output), the model sees the image at its own size (no upsample unless
+``model_size=`` asks), and the images of many channels are optimized in one batch.
+
+Seeds, by design: image ``i`` has its own ``torch.Generator`` seeded ``seed + copy`` (``copy``
+is 0 unless ``copies > 1``), used for its initial noise and for every random transform it
+sees. A per-image objective (one per channel or class) reads only its own image's
+activations. So image ``i`` of a batched run equals a single run with the same seed, and
+``channels=range(16)`` gives the same images as sixteen one-channel calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ...capture import capture, model_guard
+from ...errors import LayerNotFoundError, closest_names
+from ...models import IMAGENET_MEAN, IMAGENET_STD
+from ...outputs import output_tensor
+from .objectives import INPUT, OUTPUT, Objective, channel, class_logit, parse_objective
+from .param import PARAMS
+from .transforms import Transform, apply, resolve_transforms
+
+ObjectiveLike = str | Objective
+
+
+@dataclass
+class ActMaxResult:
+    """What :func:`maximize` returns.
+
+    Attributes:
+        images: (N,3,H,W) optimized images in [0, 1], on the model's device.
+        history: (steps, N) objective value of each image at each step (with random transforms).
+        initial_activation: (N,) objective of each starting image, without random transforms.
+        final_activation: (N,) objective of each final image, without random transforms.
+        labels: N readable objective names (``"features.10:17"``).
+        channels: the channel (or class) index of each image when ``channels=`` was given, else None.
+        settings: the arguments used (size, steps, lr, param, seed, ...).
+    """
+
+    images: torch.Tensor
+    history: torch.Tensor
+    initial_activation: torch.Tensor
+    final_activation: torch.Tensor
+    labels: list[str]
+    channels: list[int] | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def maximize(
+    model: nn.Module,
+    objective: ObjectiveLike | Sequence[ObjectiveLike] | Callable[[int], Objective],
+    *,
+    channels: Iterable[int] | str | None = None,
+    size: int | tuple[int, int] = 224,
+    steps: int = 256,
+    lr: float = 0.05,
+    param: str = "fft",
+    decorrelate: bool = True,
+    transforms: str | Sequence[Transform] | None = "standard",
+    seed: int = 0,
+    batch_size: int | str = "auto",
+    progress: bool = True,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    init: torch.Tensor | None = None,
+    categories: Sequence[str] | None = None,
+    copies: int = 1,
+    model_size: int | tuple[int, int] | None = None,
+) -> ActMaxResult:
+    """Optimize images that maximize ``objective`` (Lucid-style feature visualization).
+
+    Args:
+        model: any image model; used as is (eval mode, frozen parameters, all restored afterwards).
+        objective: an :class:`Objective`, its string form (``"features.10:17"``, ``"features.10"``,
+            ``"class:954"``; see :mod:`fmapviz.engines.actmax.objectives`), or a list of them (one image
+            each). With ``channels=``: a layer name (one image per channel of it), ``"class"`` (one image
+            per class index), or a function ``index -> Objective``.
+        channels: channel (or class) indices, or ``"all"``; image ``i`` maximizes channel ``channels[i]``.
+        size: image height and width in pixels (ignored when ``init`` is given).
+        steps: optimization steps (Adam).
+        lr: Adam learning rate.
+        param: ``"fft"`` (1/f-scaled Fourier spectrum) or ``"pixels"``.
+        decorrelate: use Lucid's ImageNet colour decorrelation.
+        transforms: ``"standard"`` (pad, jitter, scale, rotate, jitter), ``"none"``/None, or a list of transforms.
+        seed: seed of the per-image generators (see the module docstring).
+        batch_size: images optimized together; ``"auto"`` picks 16 on CPU (bigger batches do not pay
+            there) and 64 on GPUs. Results do not depend on it.
+        progress: show a tqdm bar with the current mean objective.
+        mean, std: the model's input normalization (default ImageNet), applied inside.
+        init: start from these images (1 or N, 3, H, W) in [0, 1] instead of noise (DeepDream on a photo).
+        categories: class names, for ``"class:banana"``.
+        copies: images per objective, each with seed ``seed + copy`` (use with ``diversity``).
+        model_size: resize the transformed image to this size before the model (lucent uses 224);
+            default: the model sees the image at its own size.
+
+    Returns:
+        An :class:`ActMaxResult`.
+
+    Raises:
+        LayerNotFoundError: an objective names a layer the model lacks; the message lists the closest.
+        ValueError: an objective string, channel, parameterization or size is invalid.
+
+    Example:
+        >>> result = fmapviz.maximize(model, "features.10", channels=range(16), size=128, steps=128)
+        >>> result.images.shape
+        torch.Size([16, 3, 128, 128])
+    """
+    if param not in PARAMS:
+        raise ValueError(f"Unknown param '{param}'. Use one of {sorted(PARAMS)}.")
+    if steps < 0 or copies < 1:
+        raise ValueError(f"steps must be >= 0 and copies >= 1, got steps={steps}, copies={copies}.")
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    height, width = _pair(size) if init is None else tuple(init.shape[-2:])
+    chain = resolve_transforms(transforms)
+    mean_t = torch.tensor(IMAGENET_MEAN if mean is None else mean, device=device).view(1, -1, 1, 1)
+    std_t = torch.tensor(IMAGENET_STD if std is None else std, device=device).view(1, -1, 1, 1)
+
+    with model_guard(model):
+        shared, per_image, channel_list = _objectives(model, objective, channels, categories, (height, width), device)
+        if shared is not None:
+            count = max(copies, init.shape[0] if init is not None and init.dim() == 4 else 1)
+            objectives = [shared] * count
+            seeds = [seed + i for i in range(count)] if copies > 1 else [seed] * count
+        else:
+            if copies > 1:
+                raise ValueError("copies > 1 needs a single objective, not one per channel or a list.")
+            objectives, seeds = per_image, [seed] * len(per_image)
+        _check_layers(model, objectives)
+        starts = _init_images(init, len(objectives), device)
+        chunk = _chunk_size(batch_size, len(objectives), device)
+
+        def evaluate(image: torch.Tensor, chosen: list[Objective], random: list[torch.Generator] | None):
+            x = apply(image, chain, random) if random is not None else image
+            if model_size is not None:
+                x = F.interpolate(x, size=_pair(model_size), mode="bilinear", align_corners=False)
+            tensors = _forward(model, (x - mean_t) / std_t, chosen)
+            tensors[INPUT] = image
+            if shared is not None:
+                return shared(tensors)
+            return torch.cat([obj({k: v[i : i + 1] for k, v in tensors.items()}) for i, obj in enumerate(chosen)])
+
+        images, history, initial, final = [], [], [], []
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=steps * len(objectives), disable=not progress, desc="maximize", unit="img-step")
+        try:
+            for start in range(0, len(objectives), chunk):
+                part = slice(start, start + chunk)
+                generators = [torch.Generator().manual_seed(s) for s in seeds[part]]
+                parameters, render = PARAMS[param](
+                    (height, width),
+                    generators,
+                    decorrelate=decorrelate,
+                    init=None if starts is None else starts[part],
+                    device=device,
+                )
+                optimizer = torch.optim.Adam(parameters, lr=lr)
+                with torch.no_grad():
+                    initial.append(evaluate(render(), objectives[part], None))
+                values = []
+                for step in range(steps):
+                    optimizer.zero_grad(set_to_none=True)
+                    score = evaluate(render(), objectives[part], generators)
+                    (-score.sum()).backward()
+                    optimizer.step()
+                    values.append(score.detach())
+                    bar.update(score.shape[0])
+                    if step % 8 == 0 or step == steps - 1:
+                        bar.set_postfix(objective=f"{score.detach().mean().item():.3g}")
+                with torch.no_grad():
+                    image = render()
+                    final.append(evaluate(image, objectives[part], None))
+                images.append(image.detach())
+                history.append(torch.stack(values) if values else _empty_history(part, len(objectives), device))
+        finally:
+            bar.close()
+
+    settings = dict(size=(height, width), steps=steps, lr=lr, param=param, decorrelate=decorrelate, seed=seed,
+                    transforms=transforms if isinstance(transforms, str) or transforms is None else "custom",
+                    batch_size=chunk, mean=tuple(mean_t.flatten().tolist()), std=tuple(std_t.flatten().tolist()),
+                    copies=copies, model_size=model_size, init=init is not None)  # fmt: skip
+    return ActMaxResult(
+        images=torch.cat(images),
+        history=torch.cat(history, dim=1),
+        initial_activation=torch.cat(initial),
+        final_activation=torch.cat(final),
+        labels=[obj.name for obj in objectives],
+        channels=channel_list,
+        settings=settings,
+    )
+
+
+def _empty_history(part: slice, total: int, device: torch.device) -> torch.Tensor:
+    return torch.zeros(0, len(range(total)[part]), device=device)
+
+
+def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    height, width = (size, size) if isinstance(size, int) else tuple(size)
+    if height < 1 or width < 1:
+        raise ValueError(f"size must be positive, got {size}.")
+    return int(height), int(width)
+
+
+def _objectives(
+    model: nn.Module,
+    objective: Any,
+    channels: Iterable[int] | str | None,
+    categories: Sequence[str] | None,
+    size: tuple[int, int],
+    device: torch.device,
+) -> tuple[Objective | None, list[Objective], list[int] | None]:
+    """(shared objective, per-image objectives, channel indices): exactly one of the first two is used."""
+    if channels is None:
+        if isinstance(objective, (str, Objective)):
+            return parse_objective(objective, categories), [], None
+        if callable(objective):
+            raise ValueError("A function objective needs channels=, e.g. channels=range(16).")
+        per_image = [parse_objective(item, categories) for item in objective]
+        if not per_image:
+            raise ValueError("The objective list is empty.")
+        return None, per_image, None
+    if isinstance(objective, Objective) or (isinstance(objective, str) and ":" in objective):
+        raise ValueError(
+            f"With channels=, pass a layer name (e.g. 'features.10'), 'class' or a function index -> Objective; "
+            f"got {getattr(objective, 'name', objective)!r}."
+        )
+    if callable(objective) and not isinstance(objective, str):
+        make = objective
+    elif objective == "class":
+        make = class_logit
+    else:
+        make = lambda index: channel(objective, index)  # noqa: E731
+    if isinstance(channels, str):
+        if channels != "all":
+            raise ValueError(f"channels must be indices or 'all', got '{channels}'.")
+        channels = range(_channel_count(model, objective, size, device))
+    channel_list = [int(c) for c in channels]
+    if not channel_list:
+        raise ValueError("channels is empty; pass indices such as range(16) or 'all'.")
+    return None, [make(c) for c in channel_list], channel_list
+
+
+def _channel_count(model: nn.Module, objective: Any, size: tuple[int, int], device: torch.device) -> int:
+    if not isinstance(objective, str):
+        raise ValueError("channels='all' needs a layer name (or 'class') as the objective.")
+    probe = torch.zeros(1, 3, *size, device=device)
+    with torch.no_grad():
+        if objective == "class":
+            return output_tensor(model(probe)).flatten(1).shape[1]
+        _check_layers(model, [channel(objective, 0)])
+        with capture(model, objective, stop_early=True) as maps:
+            model(probe)
+    return maps[objective].shape[1]
+
+
+def _check_layers(model: nn.Module, objectives: Sequence[Objective]) -> None:
+    names = [name for name, _ in model.named_modules() if name]
+    known = set(names)
+    for objective in objectives:
+        for layer in sorted(objective.layers - known):
+            hint = closest_names(layer, names) or names[:5]
+            raise LayerNotFoundError(
+                f"Unknown layer '{layer}' in objective '{objective.name}'. Closest: {', '.join(hint)}. "
+                "See fmapviz.summary(model)."
+            )
+
+
+def _forward(model: nn.Module, x: torch.Tensor, objectives: Sequence[Objective]) -> dict[str, torch.Tensor]:
+    layers = sorted(set().union(*(obj.layers for obj in objectives)))
+    needs_output = any(obj.needs_output for obj in objectives)
+    output = None
+    if layers:
+        with capture(model, layers, keep_grad=True, stop_early=not needs_output) as maps:
+            output = model(x)
+        tensors = dict(maps)
+    else:
+        output, tensors = model(x), {}
+    if needs_output:
+        tensors[OUTPUT] = output_tensor(output)
+    return tensors
+
+
+def _init_images(init: torch.Tensor | None, count: int, device: torch.device) -> torch.Tensor | None:
+    if init is None:
+        return None
+    images = init.unsqueeze(0) if init.dim() == 3 else init
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"init must be (3,H,W) or (N,3,H,W) in [0, 1], got shape {tuple(init.shape)}.")
+    if images.shape[0] not in (1, count):
+        raise ValueError(f"init has {images.shape[0]} images but {count} are optimized; pass 1 or {count}.")
+    if images.min() < 0 or images.max() > 1:
+        raise ValueError("init must hold values in [0, 1] (a display image, not a normalized tensor).")
+    return images.to(device).expand(count, -1, -1, -1)
+
+
+def _chunk_size(batch_size: int | str, count: int, device: torch.device) -> int:
+    if batch_size == "auto":
+        return min(count, 64 if device.type == "cuda" else 16)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int or 'auto', got {batch_size!r}.")
+    return min(batch_size, count)

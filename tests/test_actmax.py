@@ -1,0 +1,179 @@
+"""Activation maximization: objective algebra, optimization, seeds, batching, clean-up, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import TinyCNN, assert_same_state, hook_count, model_state
+
+import fmapviz
+from fmapviz.engines.actmax import objectives as obj
+from fmapviz.engines.actmax.param import PARAMS, correlate_colors, decorrelate_colors
+from fmapviz.engines.actmax.transforms import TRANSFORMS, apply, standard
+
+FAST = dict(size=24, steps=12, progress=False)
+
+
+@pytest.fixture
+def tiny() -> TinyCNN:
+    torch.manual_seed(0)
+    return TinyCNN().eval()
+
+
+def test_objectives_add_subtract_and_scale_like_numbers():
+    tensors = {"layer": torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).view(2, 3, 2, 2)}
+    first, second = obj.channel("layer", 0), obj.channel("layer", 2)
+    combined = 2 * first - second / 4 + 1.0
+    expected = 2 * first(tensors) - second(tensors) / 4 + 1.0
+    assert torch.allclose(combined(tensors), expected)
+    assert torch.allclose((-first)(tensors), -first(tensors))
+    assert torch.allclose(sum([first, second])(tensors), first(tensors) + second(tensors))
+    assert combined.layers == frozenset({"layer"})
+    assert "layer:0" in combined.name and "layer:2" in combined.name
+
+
+def test_objective_strings_parse_to_the_right_constructor():
+    tensors = {"f": torch.arange(2 * 3 * 3 * 3, dtype=torch.float32).view(2, 3, 3, 3)}
+    assert torch.equal(obj.parse_objective("f:1")(tensors), tensors["f"][:, 1].mean((1, 2)))
+    assert torch.equal(obj.parse_objective("f:1@0,2")(tensors), tensors["f"][:, 1, 0, 2])
+    assert torch.equal(obj.parse_objective("f:1@")(tensors), tensors["f"][:, 1, 1, 1])
+    assert torch.equal(obj.parse_objective("f")(tensors), tensors["f"].pow(2).mean((1, 2, 3)))
+    assert obj.parse_objective("deepdream:f").name == "deepdream:f"
+    assert obj.parse_objective("class:banana", categories=["apple", "Banana"]).name == "class:1"
+    assert obj.parse_objective("class:954").needs_output
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("features.2:abc", "channel must be an integer"),
+        ("features.2:1@3", "row,col"),
+        ("class:banana", "pass categories="),
+        (":3", "Bad objective"),
+        ("", "Bad objective"),
+    ],
+)
+def test_bad_objective_strings_raise_clear_errors(spec, message):
+    with pytest.raises(ValueError, match=message):
+        obj.parse_objective(spec)
+
+
+def test_unknown_layer_raises_layer_not_found_with_suggestions(tiny):
+    with pytest.raises(fmapviz.LayerNotFoundError, match=r"Unknown layer 'features\.9'.*Closest: features"):
+        fmapviz.maximize(tiny, "features.9:1", **FAST)
+
+
+def test_out_of_range_channel_names_the_layer_size(tiny):
+    with pytest.raises(ValueError, match="Channel 99 is out of range for layer 'features.2' with 16 channels"):
+        fmapviz.maximize(tiny, "features.2:99", **FAST)
+
+
+def test_direction_and_diversity_scores():
+    activation = torch.randn(3, 4, 5, 5)
+    tensors = {"l": activation}
+    vector = torch.tensor([0.0, 2.0, 0.0, 0.0])
+    assert torch.allclose(obj.direction("l", vector)(tensors), activation[:, 1].mean((1, 2)))
+    same = {"l": activation[:1].expand(3, -1, -1, -1)}
+    assert torch.allclose(obj.diversity("l")(same), torch.full((3,), -1.0))
+    assert (obj.diversity("l")(tensors) > -1.0).all()
+
+
+def test_channel_objective_rises_far_above_its_start(tiny):
+    result = fmapviz.maximize(tiny, "features.2:3", size=32, steps=60, progress=False)
+    assert result.final_activation.item() > 5 * max(result.initial_activation.item(), 0.05)
+    assert result.history.shape == (60, 1)
+    assert result.images.shape == (1, 3, 32, 32)
+    assert 0.0 <= result.images.min() and result.images.max() <= 1.0
+
+
+@pytest.mark.parametrize("param", sorted(PARAMS))
+def test_batch_of_channels_equals_single_runs_with_same_seed(tiny, param):
+    batched = fmapviz.maximize(tiny, "features.2", channels=[5, 0, 9], param=param, seed=3, **FAST)
+    singles = [fmapviz.maximize(tiny, f"features.2:{c}", param=param, seed=3, **FAST) for c in (5, 0, 9)]
+    assert batched.channels == [5, 0, 9]
+    assert torch.allclose(batched.images, torch.cat([s.images for s in singles]), atol=1e-5)
+    assert torch.allclose(batched.final_activation, torch.cat([s.final_activation for s in singles]), atol=1e-5)
+
+
+def test_results_do_not_depend_on_batch_size(tiny):
+    whole = fmapviz.maximize(tiny, "features.2", channels=range(4), batch_size=4, **FAST)
+    chunked = fmapviz.maximize(tiny, "features.2", channels=range(4), batch_size=3, **FAST)
+    assert torch.allclose(whole.images, chunked.images, atol=1e-5)
+
+
+def test_same_seed_same_image_and_other_seed_other_image(tiny):
+    first = fmapviz.maximize(tiny, "features.2:1", seed=7, **FAST)
+    again = fmapviz.maximize(tiny, "features.2:1", seed=7, **FAST)
+    other = fmapviz.maximize(tiny, "features.2:1", seed=8, **FAST)
+    assert torch.equal(first.images, again.images)
+    assert not torch.allclose(first.images, other.images)
+
+
+def test_class_objectives_and_lists_give_one_image_each(tiny):
+    result = fmapviz.maximize(tiny, ["class:1", "class:2", obj.channel("features.0", 0)], **FAST)
+    assert result.labels == ["class:1", "class:2", "features.0:0"]
+    assert (result.final_activation > result.initial_activation).all()
+    by_class = fmapviz.maximize(tiny, "class", channels=[1, 2], **FAST)
+    assert torch.allclose(by_class.images, result.images[:2], atol=1e-5)
+
+
+def test_copies_with_diversity_differ(tiny):
+    objective = obj.channel("features.2", 0) + 0.5 * obj.diversity("features.2")
+    result = fmapviz.maximize(tiny, objective, copies=2, **FAST)
+    assert result.images.shape[0] == 2
+    assert not torch.allclose(result.images[0], result.images[1])
+
+
+def test_penalties_reduce_what_they_penalize(tiny):
+    plain = fmapviz.maximize(tiny, "features.2:0", param="pixels", decorrelate=False, size=24, steps=30,
+                             progress=False)  # fmt: skip
+    for penalty in (obj.total_variation(), obj.blur(), obj.l2()):
+        tensors = {obj.INPUT: plain.images}
+        smoothed = fmapviz.maximize(tiny, obj.channel("features.2", 0) - 20.0 * penalty, param="pixels",
+                                    decorrelate=False, size=24, steps=30, progress=False)  # fmt: skip
+        assert penalty({obj.INPUT: smoothed.images}) < penalty(tensors)
+
+
+def test_init_image_starts_from_the_photo_and_zero_steps_keeps_it(tiny):
+    photo = torch.rand(1, 3, 20, 28)
+    for param in PARAMS:
+        result = fmapviz.maximize(tiny, "features.2", init=photo, param=param, steps=0, progress=False)
+        assert result.images.shape == (1, 3, 20, 28)
+        assert torch.allclose(result.images, photo, atol=1e-3)
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
+        fmapviz.maximize(tiny, "features.2", init=photo * 3, steps=1, progress=False)
+
+
+def test_colour_decorrelation_round_trips():
+    image = torch.randn(2, 3, 4, 5)
+    assert torch.allclose(correlate_colors(decorrelate_colors(image)), image, atol=1e-5)
+
+
+def test_transforms_use_only_each_images_generator():
+    images = torch.rand(3, 3, 20, 20)
+    chain = standard()
+    batched = apply(images, chain, [torch.Generator().manual_seed(s) for s in (1, 2, 3)])
+    alone = apply(images[1:2], chain, [torch.Generator().manual_seed(2)])
+    assert batched.shape == (3, 3, 32, 32)
+    assert torch.allclose(batched[1:2], alone, atol=1e-6)
+    assert set(TRANSFORMS) == {"pad", "jitter", "random_scale", "random_rotate"}
+
+
+def test_maximize_leaves_no_hooks_and_an_untouched_model(tiny):
+    tiny.train()
+    before = model_state(tiny)
+    fmapviz.maximize(tiny, obj.channel("features.2", 1) + obj.class_logit(0), **FAST)
+    assert hook_count(tiny) == 0
+    assert_same_state(before, model_state(tiny))
+
+
+def test_maximize_cleans_up_after_an_error_inside_the_loop(tiny):
+    before = model_state(tiny)
+
+    def failing(tensors):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fmapviz.maximize(tiny, obj.Objective(failing, "failing", frozenset({"features.2"})), **FAST)
+    assert hook_count(tiny) == 0
+    assert_same_state(before, model_state(tiny))
