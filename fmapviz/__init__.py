@@ -22,6 +22,9 @@ from .images import LoadedImage, denormalize, load_image
 from .layers import Geometry, LayerInfo, Summary, summary
 from .models import LoadedModel, load_model
 from .plot.gallery import show_gallery
+from .plot.scan import show_channel_page, show_dead_channels
+from .scan import ScanResult, channel_page, load_scan, scan
+from .stats import RunningChannelStats
 
 __version__ = "0.1.0"
 
@@ -64,4 +67,11 @@ __all__ = [
     "show_hierarchy",
     "show_maps",
     "summary",
+    "RunningChannelStats",
+    "ScanResult",
+    "channel_page",
+    "load_scan",
+    "scan",
+    "show_channel_page",
+    "show_dead_channels",
 ]

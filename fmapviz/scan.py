@@ -36,15 +36,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler, Subset
 
 from .capture import LayerSelectors, capture, model_guard, resolve_layers
+from .engines.direct import ChannelStats, stats_from_running
 from .errors import FmapvizError, ImageLoadError
 from .images import IMAGE_SUFFIXES, denormalize, read_image_file
 from .layers import Geometry, summary
 from .models import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, default_transform, load_model
 from .stats import RunningChannelStats
 
-_DECADES = 10.0 ** torch.linspace(-3, 4, 57, dtype=torch.float64)
+_DECADES = 10.0 ** torch.linspace(-3, 4, 85, dtype=torch.float64)
 HISTOGRAM_EDGES = torch.cat([-_DECADES.flip(0), torch.zeros(1, dtype=torch.float64), _DECADES])
-"""Signed-log bin edges (8 per decade from 1e-3 to 1e4, both signs, and 0). Bin ``b`` counts
+"""Signed-log bin edges (12 per decade from 1e-3 to 1e4, both signs, and 0). Bin ``b`` counts
 values in ``(edges[b-1], edges[b]]``; bin 0 and the last bin take everything beyond the ends."""
 
 FORMAT_VERSION = 1
@@ -169,22 +170,6 @@ class TopExample:
 
 
 @dataclass
-class ChannelHealth:
-    """Dead and weak channels of one layer (see :meth:`ScanResult.dead_channels`)."""
-
-    layer: str
-    strength: torch.Tensor  # (C,) mean over images of each image's maximum
-    median: float
-    dead: torch.Tensor  # indices of channels whose maximum over the whole dataset is ≤ 0
-    weak: torch.Tensor  # indices of live channels with strength < weak_fraction × median
-    weak_fraction: float
-
-    @property
-    def channels(self) -> int:
-        return self.strength.numel()
-
-
-@dataclass
 class ScanResult:
     """Everything a scan learned, by layer; small (O(channels × k)), mergeable and savable.
 
@@ -258,35 +243,22 @@ class ScanResult:
             transform=a.transform or b.transform,
         )
 
-    def dead_channels(self, weak_fraction: float = 0.1) -> dict[str, ChannelHealth]:
-        """Channels that never fire and channels that fire far less than their layer's median.
+    def dead_channels(self, weak_ratio: float = 0.1) -> dict[str, ChannelStats]:
+        """Channels that never fire and channels that fire far less than their layer's median, by layer.
 
-        A channel is dead when its maximum over every image and position is ≤ 0. Its
-        strength is the mean over images of each image's maximum; a live channel is weak
-        when its strength is below ``weak_fraction`` × the median strength of its layer
-        (only when that median is > 0).
-
-        Args:
-            weak_fraction: the share of the layer median below which a channel is weak.
+        The definitions are those of :class:`~fmapviz.engines.direct.ChannelStats`, over every
+        image and position scanned: dead means ``max <= 0``; weak means alive with
+        ``max < weak_ratio`` × the median max of the layer's live channels.
 
         Returns:
-            A :class:`ChannelHealth` by layer.
+            A ``ChannelStats`` by layer (``.dead_channels``, ``.weak_channels``, ``str()`` for a summary).
 
         Example:
             >>> health = result.dead_channels()["features.7"]
-            >>> health.dead.numel(), health.weak.numel(), health.channels
-            (0, 3, 64)
+            >>> len(health.dead_channels), len(health.weak_channels), health.channels
+            (0, 2, 64)
         """
-        report = {}
-        for name, layer in self.layers.items():
-            strength = layer.image_max.mean.float()
-            median = float(strength.median())
-            dead = layer.stats.max <= 0
-            weak = ~dead & (strength < weak_fraction * median) if median > 0 else torch.zeros_like(dead)
-            report[name] = ChannelHealth(
-                name, strength, median, dead.nonzero().flatten(), weak.nonzero().flatten(), weak_fraction
-            )
-        return report
+        return {name: stats_from_running(layer.stats, name, weak_ratio) for name, layer in self.layers.items()}
 
     def examples(
         self,
@@ -753,6 +725,60 @@ def _gather(result: ScanResult) -> ScanResult:
         merged = ScanResult.merge(merged, shard)
     merged.shard, merged.transform = None, result.transform
     return merged
+
+
+def channel_page(
+    model: nn.Module | LoadedModel,
+    scan_result: ScanResult,
+    layer: str,
+    channel: int,
+    *,
+    with_actmax: bool = True,
+    steps: int = 128,
+    size: int = 128,
+    seed: int = 0,
+    data: DataLoader | Dataset | None = None,
+    transform: Callable[[Any], torch.Tensor] | None = None,
+) -> Any:
+    """A channel page: the unit's activation-maximization image beside its top-k crops and histogram.
+
+    Glue over :func:`fmapviz.maximize` and :func:`fmapviz.plot.scan.show_channel_page`.
+
+    Args:
+        model: the scanned model (``nn.Module`` or :class:`~fmapviz.models.LoadedModel`).
+        scan_result: its :class:`ScanResult`.
+        layer, channel: which unit.
+        with_actmax: optimize an image for the unit (``steps`` Adam steps at ``size`` pixels, ``seed``).
+        data, transform: passed to :meth:`ScanResult.examples` to read the top images.
+
+    Returns:
+        A :class:`~fmapviz.plot.figures.Figure`.
+
+    Example:
+        >>> fmapviz.channel_page(loaded, result, "features.7", 12).save("features7_12.png")
+    """
+    from .plot.scan import show_channel_page
+
+    if isinstance(model, LoadedModel):
+        transform = transform or model.transform
+        model = model.model
+    actmax_image = None
+    if with_actmax:
+        from .engines.actmax import maximize
+
+        optimized = maximize(
+            model,
+            f"{layer}:{channel}",
+            size=size,
+            steps=steps,
+            seed=seed,
+            progress=False,
+            mean=scan_result.mean,
+            std=scan_result.std,
+        )
+        actmax_image = optimized.images[0]
+    examples = scan_result.examples(layer, channel, data=data, transform=transform)
+    return show_channel_page(scan_result, layer, channel, examples=examples, actmax_image=actmax_image)
 
 
 # ----------------------------------------------------------------------------------------------- command line

@@ -190,10 +190,10 @@ def test_dead_and_weak_channels_are_found(image_folder):
         model.features[2].weight[7] *= 1e-3  # channel 7 fires a thousand times less
         model.features[2].bias[7] = 0.0
     result = scan(model, image_folder, "features.3", transform=_transform())
-    health = result.dead_channels(weak_fraction=0.1)["features.3"]
-    assert health.dead.tolist() == [3]
-    assert 7 in health.weak.tolist() and 3 not in health.weak.tolist()
-    assert health.channels == 16 and health.median > 0
+    health = result.dead_channels(weak_ratio=0.1)["features.3"]
+    assert health.dead_channels == [3]
+    assert health.weak_channels == [7]
+    assert health.channels == 16 and health.count == 11 * (SIZE // 2) ** 2
 
 
 def test_scan_leaves_no_hooks_and_an_untouched_model(tiny_cnn, image_folder):
@@ -270,3 +270,41 @@ def test_torchrun_two_processes_give_the_same_result_as_one(tmp_path, image_fold
 def test_histogram_edges_are_sorted_and_symmetric():
     assert torch.all(HISTOGRAM_EDGES[1:] > HISTOGRAM_EDGES[:-1])
     torch.testing.assert_close(HISTOGRAM_EDGES, -HISTOGRAM_EDGES.flip(0))
+
+
+def test_channel_page_shows_actmax_image_crops_and_histogram(tiny_cnn, image_folder, tmp_path):
+    result = scan(tiny_cnn, image_folder, LAYERS, topk=5, transform=_transform())
+    green = torch.zeros(3, 40, 40)
+    green[1] = 1.0
+    figure = fmapviz.show_channel_page(result, "features.2", 4, actmax_image=green)
+    pixels = figure.image.astype(int)
+    pure_green = (pixels[..., 1] > 240) & (pixels[..., 0] < 15) & (pixels[..., 2] < 15)
+    assert pure_green.sum() > 40 * 40  # the actmax panel, drawn larger than 40×40
+    titles = [axes.get_title() for axes in figure.matplotlib.axes]
+    assert "activation maximization" in titles and "histogram over the dataset" in titles
+    captions = [text.get_text() for axes in figure.matplotlib.axes for text in axes.texts]
+    values = result["features.2"].top_values[4]
+    assert [caption for caption in captions if caption.startswith("#")] == [
+        f"#{i + 1} {v:.3g}" for i, v in enumerate(values.tolist())
+    ]
+    assert figure.save(tmp_path / "page.png").stat().st_size > 10_000
+    plain = fmapviz.channel_page(tiny_cnn, result, "features.2", 4, with_actmax=False)
+    assert "activation maximization" not in [axes.get_title() for axes in plain.matplotlib.axes]
+
+
+def test_channel_page_glue_runs_activation_maximization(tiny_cnn, image_folder):
+    result = scan(tiny_cnn, image_folder, "features.2", topk=3, transform=_transform())
+    before = model_state(tiny_cnn)
+    figure = fmapviz.channel_page(tiny_cnn, result, "features.2", 1, steps=2, size=24)
+    assert "activation maximization" in [axes.get_title() for axes in figure.matplotlib.axes]
+    assert hook_count(tiny_cnn) == 0
+    assert_same_state(before, model_state(tiny_cnn))
+
+
+def test_dead_channel_figure_has_one_panel_per_layer(tiny_cnn, image_folder):
+    result = scan(tiny_cnn, image_folder, ["features.1", "features.3"], transform=_transform())
+    figure = fmapviz.show_dead_channels(result)
+    titles = [axes.get_title() for axes in figure.matplotlib.axes if axes.get_title()]
+    assert [title.split(":")[0] for title in titles] == ["features.1", "features.3"]
+    dead = result.dead_channels()
+    assert all(f"{len(dead[name].dead_channels)} dead" in title for name, title in zip(dead, titles))
