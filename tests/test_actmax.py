@@ -11,7 +11,7 @@ from fmapviz.engines.actmax import objectives as obj
 from fmapviz.engines.actmax.param import PARAMS, correlate_colors, decorrelate_colors
 from fmapviz.engines.actmax.transforms import TRANSFORMS, apply, standard
 
-FAST = dict(size=24, steps=12, progress=False)
+FAST = dict(size=16, steps=8, progress=False)
 
 
 @pytest.fixture
@@ -79,10 +79,10 @@ def test_direction_and_diversity_scores():
 
 
 def test_channel_objective_rises_far_above_its_start(tiny):
-    result = fmapviz.maximize(tiny, "features.2:3", size=32, steps=60, progress=False)
+    result = fmapviz.maximize(tiny, "features.2:3", size=24, steps=40, lr=0.1, progress=False)
     assert result.final_activation.item() > 5 * max(result.initial_activation.item(), 0.05)
-    assert result.history.shape == (60, 1)
-    assert result.images.shape == (1, 3, 32, 32)
+    assert result.history.shape == (40, 1)
+    assert result.images.shape == (1, 3, 24, 24)
     assert 0.0 <= result.images.min() and result.images.max() <= 1.0
 
 
@@ -125,12 +125,12 @@ def test_copies_with_diversity_differ(tiny):
 
 
 def test_penalties_reduce_what_they_penalize(tiny):
-    plain = fmapviz.maximize(tiny, "features.2:0", param="pixels", decorrelate=False, size=24, steps=30,
+    plain = fmapviz.maximize(tiny, "features.2:0", param="pixels", decorrelate=False, size=16, steps=15,
                              progress=False)  # fmt: skip
     for penalty in (obj.total_variation(), obj.blur(), obj.l2()):
         tensors = {obj.INPUT: plain.images}
         smoothed = fmapviz.maximize(tiny, obj.channel("features.2", 0) - 20.0 * penalty, param="pixels",
-                                    decorrelate=False, size=24, steps=30, progress=False)  # fmt: skip
+                                    decorrelate=False, size=16, steps=15, progress=False)  # fmt: skip
         assert penalty({obj.INPUT: smoothed.images}) < penalty(tensors)
 
 
@@ -156,7 +156,7 @@ def test_transforms_use_only_each_images_generator():
     alone = apply(images[1:2], chain, [torch.Generator().manual_seed(2)])
     assert batched.shape == (3, 3, 32, 32)
     assert torch.allclose(batched[1:2], alone, atol=1e-6)
-    assert set(TRANSFORMS) == {"pad", "jitter", "random_scale", "random_rotate"}
+    assert set(TRANSFORMS) == {"pad", "jitter", "random_scale", "random_rotate", "random_affine"}
 
 
 def test_maximize_leaves_no_hooks_and_an_untouched_model(tiny):

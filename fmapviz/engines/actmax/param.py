@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 Render = Callable[[], torch.Tensor]
 
@@ -27,14 +28,12 @@ def _noise(shape: Sequence[int], generators: Sequence[torch.Generator], std: flo
 
 def decorrelate_colors(image: torch.Tensor) -> torch.Tensor:
     """Map decorrelated colour channels (B,3,H,W) to RGB-correlated ones."""
-    matrix = COLOR_CORRELATION.to(image)
-    return torch.einsum("bchw,dc->bdhw", image, matrix)
+    return F.conv2d(image, COLOR_CORRELATION.to(image)[:, :, None, None])
 
 
 def correlate_colors(image: torch.Tensor) -> torch.Tensor:
     """Inverse of :func:`decorrelate_colors`."""
-    matrix = torch.linalg.inv(COLOR_CORRELATION).to(image)
-    return torch.einsum("bchw,dc->bdhw", image, matrix)
+    return F.conv2d(image, torch.linalg.inv(COLOR_CORRELATION).to(image)[:, :, None, None])
 
 
 def _to_rgb(raw: torch.Tensor, decorrelate: bool) -> torch.Tensor:

@@ -34,12 +34,14 @@ def jitter(distance: int) -> Transform:
     """Crop ``distance`` pixels less on each axis, at a random offset per image (a random shift)."""
 
     def transform(images: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
-        height, width = images.shape[-2] - distance, images.shape[-1] - distance
-        crops = []
-        for image, generator in zip(images, generators):
-            top, left = torch.randint(distance + 1, (2,), generator=generator).tolist()
-            crops.append(image[:, top : top + height, left : left + width])
-        return torch.stack(crops)
+        batch, colours, full_width = images.shape[0], images.shape[1], images.shape[-1]
+        height, width = images.shape[-2] - distance, full_width - distance
+        offsets = torch.stack([torch.randint(distance + 1, (2,), generator=g) for g in generators]).to(images.device)
+        rows = offsets[:, :1] + torch.arange(height, device=images.device)
+        cols = offsets[:, 1:] + torch.arange(width, device=images.device)
+        # one gather: per-image slices + stack would backprop through B full-size zero tensors
+        index = (rows[:, :, None] * full_width + cols[:, None, :]).view(batch, 1, -1).expand(-1, colours, -1)
+        return images.flatten(2).gather(2, index).view(batch, colours, height, width)
 
     return transform
 
@@ -54,22 +56,25 @@ def _warp(images: torch.Tensor, zoom: Sequence[float], degrees: Sequence[float])
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def random_scale(scales: Sequence[float]) -> Transform:
-    """Zoom each image about its centre by a factor drawn from ``scales`` (size unchanged)."""
+def random_affine(scales: Sequence[float] = (1.0,), degrees: Sequence[float] = (0.0,)) -> Transform:
+    """Zoom each image about its centre by a factor from ``scales`` and rotate it by an angle (degrees) from
+    ``degrees``, in one resampling (size unchanged)."""
 
     def transform(images: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
-        return _warp(images, [_choice(scales, g) for g in generators], [0.0] * len(generators))
+        zoom = [_choice(scales, g) for g in generators]
+        return _warp(images, zoom, [_choice(degrees, g) for g in generators])
 
     return transform
+
+
+def random_scale(scales: Sequence[float]) -> Transform:
+    """Zoom each image about its centre by a factor drawn from ``scales`` (size unchanged)."""
+    return random_affine(scales=scales)
 
 
 def random_rotate(degrees: Sequence[float]) -> Transform:
     """Rotate each image about its centre by an angle in degrees drawn from ``degrees``."""
-
-    def transform(images: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
-        return _warp(images, [1.0] * len(generators), [_choice(degrees, g) for g in generators])
-
-    return transform
+    return random_affine(degrees=degrees)
 
 
 TRANSFORMS: dict[str, Callable[..., Transform]] = {
@@ -77,16 +82,17 @@ TRANSFORMS: dict[str, Callable[..., Transform]] = {
     "jitter": jitter,
     "random_scale": random_scale,
     "random_rotate": random_rotate,
+    "random_affine": random_affine,
 }
 
 
 def standard() -> list[Transform]:
-    """Lucid's standard transforms: pad 12, jitter 8, scale 0.9-1.1, rotate -10..10 degrees, jitter 4."""
+    """Lucid's standard transforms: pad 12, jitter 8, scale 0.9-1.1 and rotate -10..10 degrees (one resampling),
+    jitter 4."""
     return [
         pad(12),
         jitter(8),
-        random_scale([1 + (i - 5) / 50.0 for i in range(11)]),
-        random_rotate(list(range(-10, 11)) + 5 * [0]),
+        random_affine(scales=[1 + (i - 5) / 50.0 for i in range(11)], degrees=list(range(-10, 11)) + 5 * [0]),
         jitter(4),
     ]
 
