@@ -42,22 +42,25 @@ def time_interleaved(methods: dict[str, Callable[[], object]], rounds: int = 7, 
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def peak_rss_delta_mb(code: str, setup_code: str = "") -> float:
+def peak_rss_delta_mb(code: str, setup_code: str = "", report: str = "None") -> tuple[float, object]:
     """Peak resident memory increase (MB) of ``code`` run in a fresh interpreter after ``setup_code``.
 
     The snippet runs in a subprocess so earlier allocations do not hide its peak; the
-    baseline is the peak after ``setup_code`` (imports and model construction).
+    baseline is the peak after ``setup_code`` (imports and model construction). Returns
+    the increase and the value of the expression ``report`` evaluated after ``code``.
     """
     script = (
         "import resource, json, torch\ntorch.set_num_threads(2)\n"
         f"{setup_code}\n"
         "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
         f"{code}\n"
-        "print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024))\n"
+        "delta = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024\n"
+        f"print(json.dumps([delta, {report}]))\n"
     )
     root = Path(__file__).resolve().parents[1]
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=root)
-    return float(json.loads(out.stdout.strip().splitlines()[-1]))
+    delta, value = json.loads(out.stdout.strip().splitlines()[-1])
+    return float(delta), value
 
 
 def machine_line() -> str:

@@ -1,0 +1,362 @@
+"""The ``fmapviz`` command: argparse subcommands over the public API, nothing else.
+
+``main(argv) -> int`` returns 0 on success, 1 on a runtime error, 2 on a usage error.
+Errors are one line on stderr; ``--debug`` shows the traceback. Output files that exist
+are never overwritten without ``--force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXAMPLES = {
+    "layers": "fmapviz layers mobilenet_v2\n  fmapviz layers my_net.py:build --size 128",
+    "maps": "fmapviz maps mobilenet_v2 --weights IMAGENET1K_V1 cat.png --layer features.1 features.7 -o maps/\n"
+    "  fmapviz maps resnet18 cat.png --layer 'layer3.*.conv2' --channels top:32 --overlay",
+    "saliency": "fmapviz saliency mobilenet_v2 --weights IMAGENET1K_V1 cat.png --method gradcam smoothgrad\n"
+    "  fmapviz saliency resnet18 cat.png --method integrated_gradients --target tabby -o sal/",
+    "actmax": "fmapviz actmax mobilenet_v2 --weights IMAGENET1K_V1 --layer features.10 --channels 0-15\n"
+    "  fmapviz actmax mobilenet_v2 --weights IMAGENET1K_V1 --class banana --steps 256",
+    "report": "fmapviz report mobilenet_v2 --weights IMAGENET1K_V1 cat.png dog.jpg -o report/\n"
+    "  fmapviz report my_net.py:build --checkpoint best.pt photos/ -o report/ --actmax",
+    "scan": "fmapviz scan mobilenet_v2 --weights IMAGENET1K_V1 photos/ --layer features.7 features.14 -o scan/",
+    "channel": "fmapviz channel mobilenet_v2 --weights IMAGENET1K_V1 scan/ --layer features.7 --channel 12 "
+    "-o channel.png",
+}
+
+
+class UsageError(Exception):
+    """A command line that cannot be run as written (exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, instead of argparse's usage dump
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+def channel_list(text: str) -> list[int]:
+    """Parse ``"0-15"``, ``"3,7,9"`` or ``"0-3,8"`` into channel indices."""
+    channels: list[int] = []
+    try:
+        for part in text.split(","):
+            first, _, last = part.partition("-")
+            channels += list(range(int(first), int(last) + 1)) if last else [int(first)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad channel list '{text}': use forms like 0-15, 3,7,9 or 0-3,8") from None
+    return channels
+
+
+def build_parser() -> _Parser:
+    """The argument parser of every subcommand (exposed for tests and docs)."""
+    common = _Parser(add_help=False)
+    common.add_argument("--weights", default="DEFAULT", help="torchvision weights: DEFAULT, an enum name, or none")
+    common.add_argument("--checkpoint", help="state dict to load into the model")
+    common.add_argument("--trust-checkpoint", action="store_true", help="allow pickled objects in --checkpoint")
+    common.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cpu)")
+    common.add_argument("--seed", type=int, default=0, help="seed for noise and optimization (default 0)")
+    common.add_argument("--size", type=int, help="input size in pixels (default: the model's own transform)")
+    common.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+    common.add_argument("--force", action="store_true", help="overwrite existing output files")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    parser = _Parser(prog="fmapviz", description="See what a convolutional network sees.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def command(name: str, help_text: str) -> _Parser:
+        return commands.add_parser(
+            name,
+            parents=[common],
+            help=help_text,
+            description=help_text,
+            epilog="examples:\n  " + EXAMPLES[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    model_help = "torchvision name, file.py:factory, package.module:factory or a TorchScript file"
+    layers = command("layers", "Print every layer: output shape, parameters, stride and receptive field.")
+    layers.add_argument("model", help=model_help)
+
+    maps = command("maps", "Write feature-map grids of the chosen layers for each image.")
+    maps.add_argument("model", help=model_help)
+    maps.add_argument("images", nargs="+", help="image files, folders or globs")
+    maps.add_argument("--layer", nargs="+", required=True, help="layer selectors: names, globs, types")
+    maps.add_argument("--channels", default="top:16", help="all, top:K, bottom:K or 0-15 (default top:16)")
+    maps.add_argument("--rank", default="mean", help="mean, max or std (default mean)")
+    maps.add_argument("--normalize", default="layer", help="layer, channel or global (default layer)")
+    maps.add_argument("--overlay", action="store_true", help="draw each map over the photo")
+    maps.add_argument("--cmap", default="viridis")
+    maps.add_argument("-o", "--out", default="fmapviz-maps", help="output folder (default fmapviz-maps)")
+
+    sal = command("saliency", "Write saliency maps (Grad-CAM, SmoothGrad, IG, ...) for each image.")
+    sal.add_argument("model", help=model_help)
+    sal.add_argument("images", nargs="+", help="image files, folders or globs")
+    sal.add_argument("--method", nargs="+", default=["gradcam"], help="saliency methods (default gradcam)")
+    sal.add_argument("--target", default="top", help="top, top:3, a class index or a class name")
+    sal.add_argument("--layer", nargs="+", help="layers for Grad-CAM methods (default: the last spatial one)")
+    sal.add_argument("-o", "--out", default="fmapviz-saliency", help="output folder (default fmapviz-saliency)")
+
+    act = command("actmax", "Synthesize images that maximize channels of a layer, or a class.")
+    act.add_argument("model", help=model_help)
+    goal = act.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--layer", help="layer whose channels to visualize (with --channels)")
+    goal.add_argument("--class", dest="class_name", nargs="+", help="class names or indices to visualize")
+    act.add_argument("--channels", type=channel_list, default=list(range(8)), help="e.g. 0-15 (default 0-7)")
+    act.add_argument("--steps", type=int, default=256, help="optimization steps (default 256)")
+    act.add_argument("-o", "--out", default="actmax.png", help="output PNG (default actmax.png)")
+
+    rep = command("report", "Write a full PNG report per image, manifest.json and index.html.")
+    rep.add_argument("model", help=model_help)
+    rep.add_argument("images", nargs="+", help="image files, folders or globs")
+    rep.add_argument("--layer", nargs="+", help="hierarchy layers (default: the deepest block per resolution)")
+    rep.add_argument("--actmax", action="store_true", help="add activation maximization of the top channels")
+    rep.add_argument("-o", "--out", default="fmapviz-report", help="output folder (default fmapviz-report)")
+
+    scn = command("scan", "Scan a dataset: channel statistics, dead channels and top-k images per channel.")
+    scn.add_argument("model", help=model_help)
+    scn.add_argument("data", help="a folder of images")
+    scn.add_argument("--layer", nargs="+", required=True, help="layer selectors")
+    scn.add_argument("--topk", type=int, default=16)
+    scn.add_argument("--batch-size", type=int, default=32)
+    scn.add_argument("--shard", help="i/n: scan every n-th image from i")
+    scn.add_argument("-o", "--out", default="fmapviz-scan", help="output folder (default fmapviz-scan)")
+
+    chan = command("channel", "Draw one channel's page from a scan: actmax image, top-k crops, histogram.")
+    chan.add_argument("model", help=model_help)
+    chan.add_argument("scan", help="folder written by fmapviz scan")
+    chan.add_argument("--layer", required=True)
+    chan.add_argument("--channel", type=int, required=True)
+    chan.add_argument("--no-actmax", action="store_true", help="skip the activation-maximization image")
+    chan.add_argument("--steps", type=int, default=128)
+    chan.add_argument("-o", "--out", default="channel.png", help="output PNG (default channel.png)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the fmapviz command line; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    try:
+        return RUNNERS[args.command](args)
+    except UsageError as error:
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # the one place errors become exit codes
+        if args.debug:
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    if not args.quiet:
+        print(text)
+
+
+def _model(args: argparse.Namespace) -> Any:
+    import fmapviz
+
+    weights = None if str(args.weights).lower() == "none" else args.weights
+    return fmapviz.load_model(
+        args.model,
+        weights=weights,
+        checkpoint=args.checkpoint,
+        device=args.device,
+        trust_checkpoint=args.trust_checkpoint,
+    )
+
+
+def _images(args: argparse.Namespace, loaded: Any) -> Any:
+    import fmapviz
+
+    transform = loaded.transform
+    if args.size:
+        from torchvision.transforms._presets import ImageClassification
+
+        transform = ImageClassification(
+            crop_size=args.size, resize_size=round(args.size * 256 / 224), mean=loaded.mean, std=loaded.std
+        )
+    return fmapviz.load_image(args.images, transform, mean=loaded.mean, std=loaded.std)
+
+
+def _free(path: Path, args: argparse.Namespace) -> Path:
+    """``path`` if it may be written: its folder is created, and it does not exist unless --force."""
+    from fmapviz.errors import FmapvizError
+
+    if path.exists() and not args.force:
+        raise FmapvizError(f"{path} already exists; pass --force to overwrite it.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise FmapvizError(
+            f"Cannot create folder '{path.parent}': {error.strerror}. Choose another -o/--out."
+        ) from None
+    return path
+
+
+def _safe(text: str) -> str:
+    return "".join(char if char.isalnum() or char in "._-" else "_" for char in text)
+
+
+def run_layers(args: argparse.Namespace) -> int:
+    import fmapviz
+
+    loaded = _model(args)
+    size = args.size or 224
+    print(fmapviz.summary(loaded.model, (1, 3, size, size)))
+    return 0
+
+
+def run_maps(args: argparse.Namespace) -> int:
+    import fmapviz
+
+    loaded = _model(args)
+    image = _images(args, loaded)
+    channels = args.channels if not args.channels[:1].isdigit() else channel_list(args.channels)
+    out = Path(args.out)
+    jobs = []
+    for index, name in enumerate(image.names):
+        x = image.tensor[index : index + 1].to(loaded.device)
+        maps = fmapviz.feature_maps(loaded.model, x, args.layer)
+        for layer in maps:
+            jobs.append((_free(out / f"{_safe(Path(name).stem)}_{_safe(layer)}.png", args), maps, layer, index))
+    for path, maps, layer, index in jobs:
+        figure = fmapviz.show_maps(
+            maps,
+            channels=channels,
+            rank=args.rank,
+            normalize=args.normalize,
+            image=image.display[index],
+            overlay=args.overlay,
+            cmap=args.cmap,
+            layer=layer,
+        )
+        figure.save(path)
+        _say(args, f"wrote {path}")
+    return 0
+
+
+def run_saliency(args: argparse.Namespace) -> int:
+    import fmapviz
+
+    loaded = _model(args)
+    image = _images(args, loaded)
+    target = int(args.target) if args.target.isdigit() else args.target
+    out = Path(args.out)
+    for index, name in enumerate(image.names):
+        path = _free(out / f"{_safe(Path(name).stem)}_saliency.png", args)
+        x = image.tensor[index : index + 1].to(loaded.device)
+        results = [
+            fmapviz.saliency(
+                loaded.model,
+                x,
+                method,
+                target=target,
+                layer=args.layer,
+                categories=loaded.categories,
+                **({"seed": args.seed} if method in ("smoothgrad", "integrated_gradients") else {}),
+            )
+            for method in args.method
+        ]
+        fmapviz.show_saliency(results, image.display[index]).save(path)
+        _say(args, f"wrote {path}")
+    return 0
+
+
+def run_actmax(args: argparse.Namespace) -> int:
+    import fmapviz
+
+    loaded = _model(args)
+    path = _free(Path(args.out), args)
+    size = args.size or 224
+    options = dict(
+        size=size, steps=args.steps, seed=args.seed, progress=not args.quiet, mean=loaded.mean, std=loaded.std
+    )
+    if args.class_name:
+        goals = [f"class:{name}" for name in args.class_name]
+        result = fmapviz.maximize(loaded.model, goals, categories=loaded.categories, **options)
+        title = f"{loaded.name}: class visualizations"
+    else:
+        result = fmapviz.maximize(loaded.model, args.layer, channels=args.channels, **options)
+        title = f"{loaded.name} {args.layer}: channel visualizations"
+    fmapviz.show_gallery(result, title=title).save(path)
+    _say(args, f"wrote {path}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    import fmapviz
+    from fmapviz.report import ReportSpec
+
+    loaded = _model(args)
+    image = _images(args, loaded)
+    spec = ReportSpec(layers=tuple(args.layer) if args.layer else None, actmax=args.actmax, seed=args.seed)
+    result = fmapviz.report(loaded, image, args.out, spec=spec, force=args.force, progress=not args.quiet)
+    for page in result.pages:
+        _say(args, f"wrote {page}")
+    _say(args, f"wrote {result.index} and {result.manifest}")
+    return 0
+
+
+def run_scan(args: argparse.Namespace) -> int:
+    import fmapviz
+
+    shard = None
+    if args.shard:
+        try:
+            index, count = (int(part) for part in args.shard.split("/"))
+        except ValueError:
+            raise UsageError(f"--shard must look like i/n (e.g. 0/4), not '{args.shard}'") from None
+        shard = (index, count)
+    loaded = _model(args)
+    out = Path(args.out)
+    _free(out / "scan.json", args)
+    result = fmapviz.scan(loaded, args.data, args.layer, topk=args.topk, batch_size=args.batch_size, shard=shard)
+    result.save(out)
+    for path, reason in getattr(result, "skipped", []) or []:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    _say(args, f"wrote {out}")
+    return 0
+
+
+def run_channel(args: argparse.Namespace) -> int:
+    import fmapviz
+    from fmapviz.scan import channel_page
+
+    loaded = _model(args)
+    path = _free(Path(args.out), args)
+    result = fmapviz.load_scan(args.scan)
+    figure = channel_page(
+        loaded, result, args.layer, args.channel, with_actmax=not args.no_actmax, steps=args.steps, seed=args.seed
+    )
+    figure.save(path)
+    _say(args, f"wrote {path}")
+    return 0
+
+
+RUNNERS = {
+    "layers": run_layers,
+    "maps": run_maps,
+    "saliency": run_saliency,
+    "actmax": run_actmax,
+    "report": run_report,
+    "scan": run_scan,
+    "channel": run_channel,
+}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
