@@ -177,3 +177,23 @@ def test_maximize_cleans_up_after_an_error_inside_the_loop(tiny):
         fmapviz.maximize(tiny, obj.Objective(failing, "failing", frozenset({"features.2"})), **FAST)
     assert hook_count(tiny) == 0
     assert_same_state(before, model_state(tiny))
+
+
+def test_gallery_draws_every_image_and_a_row_of_extras_per_channel(tmp_path):
+    images = torch.zeros(3, 3, 16, 16)
+    images[:, 0] = 1.0  # pure red tiles
+    result = fmapviz.ActMaxResult(images, torch.zeros(1, 3), torch.zeros(3), torch.tensor([1.0, 2.0, 3.0]),
+                                  ["l:4", "l:5", "l:6"], channels=[4, 5, 6])  # fmt: skip
+    figure = fmapviz.show_gallery(result, ncols=3)
+    pixels = figure.image
+    red = (pixels[..., 0] > 200) & (pixels[..., 1] < 60) & (pixels[..., 2] < 60)
+    assert red.sum() >= 3 * 16 * 16
+    path = figure.save(tmp_path / "gallery.png")
+    assert path.stat().st_size > 0
+    crops = torch.rand(3, 2, 3, 8, 8)
+    with_extras = fmapviz.show_gallery(result, extra=crops)
+    assert with_extras.image.shape[1] > pixels.shape[1] * 0.9
+    with pytest.raises(ValueError, match="one name per image"):
+        fmapviz.show_gallery(result, names=["a"])
+    with pytest.raises(ValueError, match="extra has 2 entries"):
+        fmapviz.show_gallery(result, extra=crops[:2])
