@@ -17,6 +17,7 @@ from .engines.actmax import (
 )
 from . import metrics
 from .engines.saliency import SaliencyResult, saliency
+from .plot.saliency import show_saliency
 from .errors import FmapvizError, ImageLoadError, LayerNotFoundError, ModelLoadError
 from .images import LoadedImage, denormalize, load_image
 from .layers import Geometry, LayerInfo, Summary, summary
@@ -66,6 +67,7 @@ __all__ = [
     "show_channel_stats",
     "show_hierarchy",
     "show_maps",
+    "show_saliency",
     "summary",
     "RunningChannelStats",
     "ScanResult",

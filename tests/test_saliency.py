@@ -246,3 +246,17 @@ def test_bad_arguments_raise_clear_errors(tiny_cnn):
         saliency(tiny_cnn, x, "gradient", target=1.5)
     with pytest.raises(ValueError, match="x must be"):
         saliency(tiny_cnn, x[0], "gradient")
+
+
+def test_show_saliency_draws_one_tile_per_image_and_method(tiny_cnn, tmp_path):
+    from fmapviz.plot.saliency import show_saliency
+
+    x = torch.randn(2, 3, 16, 16)
+    results = [saliency(tiny_cnn, x, "integrated_gradients", steps=4), saliency(tiny_cnn, x, "gradcam", target="top:2")]
+    for scale in ("per_map", "shared"):
+        path = show_saliency(results, torch.rand(2, 3, 16, 16), scale=scale).save(tmp_path / f"{scale}.png")
+        assert path.stat().st_size > 1000
+    with pytest.raises(ValueError, match="scale"):
+        show_saliency(results, torch.rand(2, 3, 16, 16), scale="global")
+    with pytest.raises(ValueError, match="image must be"):
+        show_saliency(results, torch.rand(3, 3, 16, 16))
