@@ -13,6 +13,7 @@ Run from the repo root: TORCH_HOME=../shared/torch-home .venv/bin/python benchma
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import sys
 import time
@@ -41,6 +42,12 @@ def high_frequency_fraction(images: torch.Tensor, cutoff: float = 0.25) -> torch
     cols = torch.fft.rfftfreq(gray.shape[-1])[None, :]
     high = (rows**2 + cols**2).sqrt() > cutoff
     return (power * high).sum((-2, -1)) / power.sum((-2, -1))
+
+
+def shrunk(result, size: int = 112):
+    """The result with images downsampled (antialiased) so a gallery PNG stays under ~400 KB."""
+    images = torch.nn.functional.interpolate(result.images, size=size, mode="bilinear", antialias=True)
+    return dataclasses.replace(result, images=images.clamp(0, 1))
 
 
 def photo_channel_max(model: torch.nn.Module, transform) -> torch.Tensor:
@@ -85,8 +92,9 @@ def main() -> None:
         f"{class_seconds:.0f} s. Evaluated on the final image, no random transforms, ImageNet normalization.\n\n"
         + markdown_table(["class", "name", "softmax", "top-1", "logit"], rows)
     )
-    fmapviz.show_gallery(classes, names=[names[i] for i in CLASSES], ncols=5, title="mobilenet_v2 classes",
-                         tile_pixels=160).save(FIGURES / "actmax_classes.png")  # fmt: skip
+    torch.save(classes, "/tmp/actmax_quality_classes.pt")
+    fmapviz.show_gallery(shrunk(classes), names=[names[i] for i in CLASSES], ncols=5, title="mobilenet_v2 classes",
+                         tile_pixels=128).save(FIGURES / "actmax_classes.png")  # fmt: skip
 
     # (b) 16 channels of features.10 vs. the best of 100 photos
     start = time.perf_counter()
@@ -102,7 +110,8 @@ def main() -> None:
         f"Median ratio {ratio.median():.1f}x, lowest {ratio.min():.1f}x.\n\n"
         + markdown_table(["channel", "reached", "best photo", "ratio"], rows)
     )
-    fmapviz.show_gallery(channels, title=f"mobilenet_v2 {LAYER}, channels 0-15 (final channel mean)",
+    torch.save(channels, "/tmp/actmax_quality_channels.pt")
+    fmapviz.show_gallery(shrunk(channels, 96), title=f"mobilenet_v2 {LAYER}, channels 0-15 (final channel mean)",
                          ncols=8, tile_pixels=128).save(FIGURES / "actmax_features10.png")  # fmt: skip
 
     # (c) high-frequency energy, fft + decorrelate vs pixels, equal steps
