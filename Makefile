@@ -20,7 +20,8 @@ test: install
 	$(PY) -m pytest -q
 
 demo: install
-	$(PY) -c "import fmapviz; m = fmapviz.load_model('mobilenet_v2', weights='IMAGENET1K_V1'); x = fmapviz.load_image('assets/chelsea.png', m.transform).tensor; p = m.model(x).softmax(1); print('mobilenet_v2 on chelsea.png:', m.categories[p.argmax()], round(p.max().item(), 3)); print('The PNG report arrives with the CLI issue.')"
+	$(VENV)/bin/fmapviz report mobilenet_v2 --weights IMAGENET1K_V1 assets/chelsea.png -o demo-report --force
+	@echo "Report: demo-report/chelsea.png (and demo-report/index.html)"
 
 lint: install
 	$(VENV)/bin/ruff check fmapviz tests benchmarks

@@ -23,6 +23,7 @@ from .images import LoadedImage, denormalize, load_image
 from .layers import Geometry, LayerInfo, Summary, summary
 from .models import LoadedModel, load_model
 from .plot.gallery import show_gallery
+from .report import ReportResult, ReportSpec, report
 from .plot.scan import show_channel_page, show_dead_channels
 from .scan import ScanResult, channel_page, load_scan, scan
 from .stats import RunningChannelStats
@@ -70,6 +71,9 @@ __all__ = [
     "show_saliency",
     "summary",
     "RunningChannelStats",
+    "ReportResult",
+    "ReportSpec",
+    "report",
     "ScanResult",
     "channel_page",
     "load_scan",

@@ -80,9 +80,13 @@ def hierarchy_layers(rows: Sequence[LayerInfo], depth: int = 2) -> list[str]:
     Only modules at most ``depth`` names deep are considered (``features.7``, ``layer3``), so
     the picks are whole blocks rather than single convolutions.
     """
+    candidates = [
+        row for row in rows if row.geometry is not None and "#" not in row.name and row.name.count(".") < depth
+    ]
+    names = [row.name for row in candidates]
     deepest: dict[tuple[float, float], str] = {}
-    for row in rows:
-        if row.geometry is not None and "#" not in row.name and row.name.count(".") < depth:
+    for row in candidates:
+        if not any(other.startswith(row.name + ".") for other in names):  # a container repeats its last child
             deepest[row.geometry.stride] = row.name
     return list(deepest.values())
 
@@ -196,16 +200,15 @@ def _page(
         facts = [
             f"{loaded.name}" + (f" · {loaded.weights}" if loaded.weights else " · random weights"),
             f"image: {Path(name).name}",
-            f"input {tuple(x.shape[1:])}, target class: {predictions[0][0]}",
-            f"hierarchy layers: {', '.join(layers)}",
+            f"input {tuple(x.shape[1:])}, explained class: {predictions[0][0]}",
         ]
         sections.append((None, header_figure(display, facts, predictions)))
         hierarchy = show_hierarchy(maps, display, rows, channels=spec.channels)
         sections.append(("Feature maps, shallow to deep (top channels by mean activation)", hierarchy))
     results, scores = _saliency_results(model, x, target, layers, spec, categories, clock)
     with clock.stage("drawing"):
-        titles = [_saliency_title(result, scores.get(key)) for key, result in results]
-        figure = show_saliency([result for _, result in results], display, titles=titles)
+        captioned = {_saliency_title(result, scores.get(key)): result for key, result in results}
+        figure = show_saliency(captioned, display)
         sections.append(("Saliency: what drives the top class (deletion ↓ and insertion ↑ AUC)", figure))
         stats = channel_stats(maps)
         sections.append(("Channel health: dead (never positive) and weak channels", show_channel_stats(stats)))
@@ -278,7 +281,7 @@ def _layer_view(result: Any, layer: str) -> Any:
 def _saliency_title(result: Any, score: dict[str, float] | None) -> str:
     name = result.method.replace("_", " ")
     if result.layer and isinstance(result.layer, str):
-        name += f"\n{result.layer}"
+        name += f" · {result.layer}"
     if score:
         name += f"\ndel {score['deletion']:.2f} · ins {score['insertion']:.2f}"
     return name

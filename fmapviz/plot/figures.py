@@ -36,9 +36,10 @@ class Figure:
     def __init__(self, source: Any) -> None:
         from PIL import Image
 
-        if isinstance(source, Image.Image):
-            source = np.asarray(source.convert("RGB"))
-        if isinstance(source, np.ndarray):
+        self._pil = None
+        if isinstance(source, Image.Image):  # kept as is (palette images stay small); pixels made on demand
+            self.matplotlib, self._image, self._pil = None, None, source
+        elif isinstance(source, np.ndarray):
             if source.dtype != np.uint8 or source.ndim not in (2, 3):
                 raise ValueError(
                     f"A Figure image must be a uint8 (H,W) or (H,W,3) array, got {source.dtype} {source.shape}."
@@ -56,6 +57,8 @@ class Figure:
     @property
     def image(self) -> np.ndarray:
         """The rendered pixels, uint8 (H,W,3) (or (H,W) for a gray image)."""
+        if self._image is None and self._pil is not None:
+            self._image = np.asarray(self._pil.convert("RGB"))
         if self._image is None:
             canvas = self.matplotlib.canvas
             canvas.draw()
@@ -77,6 +80,9 @@ class Figure:
         path.parent.mkdir(parents=True, exist_ok=True)
         if self.matplotlib is not None and (path.suffix.lower() != ".png" or savefig_kwargs):
             self.matplotlib.savefig(path, dpi=self.matplotlib.dpi, **savefig_kwargs)
+            return path
+        if path.suffix.lower() == ".png" and self._pil is not None:
+            self._pil.save(path, compress_level=1)
             return path
         if path.suffix.lower() == ".png":
             return save_png(self.image, path)
@@ -168,7 +174,8 @@ def annotated_grid(
         height, width = height * magnify, width * magnify
     scale = 1.0
     font_pixels = font_size * DPI / 72.0
-    band = math.ceil(font_pixels * 1.6) if titles is not None else 0
+    lines = max((str(text).count("\n") + 1 for text in titles or []), default=1)
+    band = math.ceil(font_pixels * (1.25 * lines + 0.35)) if titles is not None else 0
     if cmap is not None and tiles.shape[3] == 1:
         tiles = colormap_lut(cmap)[tiles[..., 0]]
     if band:
