@@ -147,7 +147,9 @@ def maximize(
             tensors[INPUT] = image
             if shared is not None:
                 return shared(tensors)
-            return torch.cat([obj({k: v[i : i + 1] for k, v in tensors.items()}) for i, obj in enumerate(chosen)])
+            # unbind: one backward node per tensor; B slices would each backprop through a full-size zero tensor
+            parts = {key: value.unbind(0) for key, value in tensors.items()}
+            return torch.cat([obj({k: v[i][None] for k, v in parts.items()}) for i, obj in enumerate(chosen)])
 
         images, history, initial, final = [], [], [], []
         from tqdm.auto import tqdm
