@@ -65,7 +65,7 @@ def test_channel_k_lands_at_its_grid_cell():
     maps = torch.arange(10, dtype=torch.float32).view(1, 10, 1, 1).expand(1, 10, 5, 5)
     figure = fmapviz.show_maps(maps, "all", normalize="layer", cmap="gray", annotate=False, ncols=4)
     for k, cell in enumerate(raw_cells(figure, 10, (5, 5), 4)):
-        assert (cell == round(255 * k / 9)).all(), k
+        assert (np.abs(cell.astype(int) - round(255 * k / 9)) <= 1).all(), k  # 255 palette levels
 
 
 def test_layer_normalization_puts_the_global_max_at_full_scale_in_exactly_one_cell():

@@ -176,6 +176,10 @@ class NormalizedMaps:
 
 def _quantiles(rows: torch.Tensor, lower: float, upper: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Percentiles of each row's finite values: (R, M) → two (R,) tensors; rows with no finite value give 0."""
+    if lower <= 0.0 and upper >= 100.0 and rows.shape[1]:
+        low, high = rows.amin(dim=1), rows.amax(dim=1)  # NaN propagates, so finite bounds mean clean rows
+        if bool(torch.isfinite(low).all() and torch.isfinite(high).all()):
+            return low, high
     finite = torch.isfinite(rows)
     counts = finite.sum(dim=1)
     empty = counts == 0
@@ -202,13 +206,18 @@ def _check_clip(clip: tuple[float, float] | None) -> tuple[float, float]:
     return float(lower), float(upper)
 
 
-def scale_to_unit(maps: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """(maps - low) / (high - low) clamped to [0, 1]; NaN → 0, +inf → 1, flat ranges → 0."""
+def scale_to_unit(maps: torch.Tensor, low: torch.Tensor, high: torch.Tensor, finite: bool = False) -> torch.Tensor:
+    """(maps - low) / (high - low) clamped to [0, 1]; NaN → 0, +inf → 1, flat ranges → 0.
+
+    ``finite=True`` promises ``maps`` holds no NaN or inf and skips that pass.
+    """
     span = high - low
     flat = span <= 0
-    scaled = (maps - low) / torch.where(flat, torch.ones_like(span), span)
-    scaled = torch.nan_to_num(scaled, nan=0.0, posinf=1.0, neginf=0.0).clamp_(0.0, 1.0)
-    return torch.where(flat, torch.zeros_like(scaled), scaled)
+    scaled = (maps - low).mul_(1.0 / torch.where(flat, torch.ones_like(span), span))
+    if not finite:
+        scaled = torch.nan_to_num_(scaled, nan=0.0, posinf=1.0, neginf=0.0)
+    scaled = scaled.clamp_(0.0, 1.0)
+    return scaled.masked_fill_(flat.expand_as(scaled), 0.0) if bool(flat.any()) else scaled
 
 
 def normalize_maps(maps: torch.Tensor, mode: str = "layer", clip: tuple[float, float] | None = None) -> NormalizedMaps:
@@ -232,6 +241,7 @@ def normalize_maps(maps: torch.Tensor, mode: str = "layer", clip: tuple[float, f
     """
     maps = as_batch(maps).float()
     lower, upper = _check_clip(clip)
+    finite = maps.numel() > 0 and bool(torch.isfinite(maps.sum()))  # one cheap pass: a NaN or inf poisons the sum
     if mode == "channel":
         rows = maps.transpose(0, 1).reshape(maps.shape[1], -1)
         low, high = _quantiles(rows, lower, upper)
@@ -241,7 +251,7 @@ def normalize_maps(maps: torch.Tensor, mode: str = "layer", clip: tuple[float, f
         low, high = low.view(1, 1, 1, 1), high.view(1, 1, 1, 1)
     else:
         raise ValueError(f"Unknown normalize={mode!r}. Choose one of {', '.join(NORMALIZE_MODES)}.")
-    return NormalizedMaps(scale_to_unit(maps, low, high), low, high, mode)
+    return NormalizedMaps(scale_to_unit(maps, low, high, finite), low, high, mode)
 
 
 def normalize_layers(

@@ -8,7 +8,7 @@
 
 from .colors import apply_colormap, colormap_lut, overlay, to_uint8_image
 from .figures import Figure, annotated_grid
-from .mosaic import cell_origin, grid, save_png
+from .mosaic import cell_origin, grid, indexed_mosaic, save_png
 
 __all__ = [
     "Figure",
@@ -17,6 +17,7 @@ __all__ = [
     "cell_origin",
     "colormap_lut",
     "grid",
+    "indexed_mosaic",
     "overlay",
     "save_png",
     "to_uint8_image",

@@ -13,7 +13,7 @@ import numpy as np
 
 from .colors import ArrayLike, colormap_lut, lut_indices, to_numpy, to_uint8_image
 from .figures import Figure, annotated_grid, new_figure
-from .mosaic import grid
+from .mosaic import grid, indexed_mosaic
 
 
 def channel_grid(
@@ -53,6 +53,8 @@ def channel_grid(
         colour_map = None
     else:
         colour_map = cmap
+    if not annotate and colour_map is not None and (tiles.ndim == 3 or (tiles.ndim == 4 and tiles.shape[1] == 1)):
+        return Figure(indexed_mosaic(tiles, ncols, padding, pad_value, colour_map))
     if not annotate:
         return Figure(grid(tiles, ncols, padding, pad_value, cmap=colour_map))
     return annotated_grid(

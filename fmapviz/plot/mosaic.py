@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -96,6 +97,43 @@ def grid(
     if rest:
         body[full_rows, :height, :rest, :width] = source[full_rows * columns :].transpose(1, 0, 2, 3)
     return canvas[..., 0] if out_channels == 1 else canvas
+
+
+def indexed_mosaic(
+    values01: ArrayLike,
+    ncols: int | None = None,
+    padding: int = 2,
+    pad_value: int | tuple[int, int, int] = 255,
+    cmap: str | object = "viridis",
+) -> Any:
+    """The fast path for many one-channel maps: a palette PNG image (1 byte per pixel) laid out like :func:`grid`.
+
+    Values in [0,1] become palette indices 0..254 (the colormap sampled at 255 levels);
+    index 255 is the padding colour. Writing it is about three times less work than RGB.
+
+    Returns:
+        A PIL image in mode "P"; ``np.asarray(image.convert("RGB"))`` gives the pixels.
+
+    Example:
+        >>> indexed_mosaic(torch.rand(512, 56, 56), cmap="viridis").save("maps.png", compress_level=1)
+    """
+    from PIL import Image
+
+    array = to_numpy(values01, "values01")
+    if array.ndim == 4 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 3:
+        raise ValueError(f"values01 must be one-channel maps (N,H,W) or (N,1,H,W), got shape {tuple(array.shape)}.")
+    if array.dtype == np.uint8:
+        indices = np.minimum(array, 254)
+    else:
+        indices = lut_indices(array, 0.0, 255.0 / 254.0)  # 1.0 → 254
+    mosaic = grid(indices, ncols, padding, 255)
+    palette = colormap_lut(cmap)[np.round(np.linspace(0, 255, 255)).astype(np.intp)]
+    pad_rgb = np.broadcast_to(np.asarray(pad_value, dtype=np.uint8), (3,))
+    image = Image.fromarray(mosaic)  # mode "L"; putpalette turns it into "P"
+    image.putpalette(np.concatenate([palette, pad_rgb[None]]).tobytes())
+    return image
 
 
 def cell_origin(index: int, tile_size: tuple[int, int], ncols: int, padding: int) -> tuple[int, int]:
