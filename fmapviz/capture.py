@@ -225,15 +225,18 @@ class Capture:
 
     def _record(self, name: str, output: Any) -> Any:
         tensor = output_tensor(output, self.pick)
+        whole_output = output is tensor
         calls = self._calls[name] = self._calls.get(name, 0) + 1
         key = name if calls == 1 else f"{name}#{calls}"
         replacement = None
         if self.reduce is not None:
             self.maps[key] = self.reduce(key, tensor)
-        elif self.keep_grad and tensor.requires_grad:
+        elif self.keep_grad and torch.is_grad_enabled() and (tensor.requires_grad or whole_output):
+            if not tensor.requires_grad:  # nothing upstream needs gradients: the graph may start here
+                tensor = tensor.detach().requires_grad_()
             tensor.register_hook(functools.partial(self.maps.grads.__setitem__, key))
             self.maps[key] = tensor
-            if output is tensor:  # the model goes on with a copy, so in-place ops cannot touch ours
+            if whole_output:  # the model goes on with a copy, so in-place ops cannot touch ours
                 replacement = tensor.clone()
             else:
                 self._watch(key, tensor)
@@ -268,6 +271,9 @@ def capture(
         dtype: cast each captured map (``torch.float16`` halves memory).
         keep_grad: keep maps attached to the autograd graph and record their
             gradients in ``maps.grads`` when ``backward`` runs (Grad-CAM needs this).
+            When neither the input nor the parameters require gradients, the first
+            captured layer becomes the start of the graph, so a backward pass stops
+            there instead of running down to the input.
         stop_early: end the forward pass as soon as every selected layer has run once;
             the ``with`` block then exits quietly, skipping the rest of its body.
         pick: which tensor to take from a layer that returns a tuple, dict or object

@@ -222,3 +222,16 @@ def test_mobilenet_real_weights_shapes_for_each_selector_style(mobilenet):
     ]
     convs = fmapviz.feature_maps(mobilenet.model, x, nn.Conv2d)
     assert len(convs) == 52
+
+
+def test_keep_grad_starts_the_graph_at_the_first_layer_when_nothing_upstream_needs_it(tiny_cnn):
+    for parameter in tiny_cnn.parameters():
+        parameter.requires_grad_(False)
+    x = torch.randn(1, 3, 8, 8)  # does not require grad either
+    with fmapviz.capture(tiny_cnn, ["features.0", "features.2"], keep_grad=True) as maps:
+        out = tiny_cnn(x)
+    (grad_deep,) = torch.autograd.grad(out[0, 1], maps["features.2"], retain_graph=True)
+    out[0, 1].backward()
+    assert torch.equal(maps.grads["features.2"], grad_deep)
+    assert maps.grads["features.0"].shape == (1, 8, 8, 8) and maps.grads["features.0"].abs().sum() > 0
+    assert x.grad is None
