@@ -376,10 +376,9 @@ def layercam_weights(activation: torch.Tensor, grad: torch.Tensor) -> torch.Tens
 
 def _layer_pipeline(job: _Job, weigh: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
     """One forward, one backward per target down to the layers only; ``(N, K, H, W)`` maps per layer."""
-    # x must require grad so that capture keeps the layer outputs on the graph; autograd.grad
-    # only walks the graph from the scores down to those layers, never to the input.
-    x = job.x.detach().requires_grad_(True)
-    _, maps, scores = job.forward_scores(x, job.layers)
+    # x does not require grad: capture starts the graph at the first captured layer, so the
+    # backward walks from the scores down to the layers only, never to the input.
+    _, maps, scores = job.forward_scores(job.x.detach(), job.layers)
     missing = [name for name in job.layers if name not in maps]
     if missing:
         raise ValueError(f"Layer {missing[0]} did not run before the target was computed; pick an earlier layer.")
