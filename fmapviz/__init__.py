@@ -1,5 +1,6 @@
 """fmapviz: see what a convolutional network sees."""
 
+from . import metrics
 from .capture import Capture, FeatureMaps, capture, feature_maps, model_guard, resolve_layers
 from .display import channel_stats, show_channel_stats, show_hierarchy, show_maps
 from .engines.actmax import (
@@ -15,16 +16,15 @@ from .engines.actmax import (
     objectives,
     total_variation,
 )
-from . import metrics
 from .engines.saliency import SaliencyResult, saliency
-from .plot.saliency import show_saliency
 from .errors import FmapvizError, ImageLoadError, LayerNotFoundError, ModelLoadError
 from .images import LoadedImage, denormalize, load_image
 from .layers import Geometry, LayerInfo, Summary, summary
 from .models import LoadedModel, load_model
 from .plot.gallery import show_gallery
-from .report import ReportResult, ReportSpec, report
+from .plot.saliency import show_saliency
 from .plot.scan import show_channel_page, show_dead_channels
+from .report import ReportResult, ReportSpec, report
 from .scan import ScanResult, channel_page, load_scan, scan
 from .stats import RunningChannelStats
 

@@ -14,6 +14,10 @@ that tensor in place (``ReLU(inplace=True)``, ``out += identity``): a captured
 tensor is copied only at the moment an in-place op is about to overwrite it.
 A module that runs more than once per forward gives one entry per call:
 ``"relu"``, ``"relu#2"``, ``"relu#3"``.
+
+Transformer outputs are stored as (N, C, H, W) maps: ViT tokens ``(N, 1+H*W, C)`` and Swin's
+channels-last ``(N, H, W, C)`` are read with :func:`fmapviz.tokens.to_spatial` (``layout=`` overrides
+the guess). NCHW and (N, C) outputs are stored exactly as returned, without a copy.
 """
 
 from __future__ import annotations
@@ -31,9 +35,11 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from .errors import LayerNotFoundError, closest_names
 from .outputs import OutputPicker, output_tensor
+from .tokens import LAYOUTS, as_spatial, from_spatial, resolve_layout
 
 LayerSelector = str | type | nn.Module
 LayerSelectors = LayerSelector | Sequence[LayerSelector]
+Layout = str | dict[str, str]
 
 
 def resolve_layers(model: nn.Module, layers: LayerSelectors) -> list[str]:
@@ -167,6 +173,7 @@ class Capture:
         stop_early: bool = False,
         pick: OutputPicker | None = None,
         reduce: Callable[[str, torch.Tensor], Any] | None = None,
+        layout: Layout = "auto",
     ) -> None:
         self.model = model
         self.names = resolve_layers(model, layers)
@@ -176,6 +183,7 @@ class Capture:
         self.stop_early = stop_early
         self.pick = pick
         self.reduce = reduce
+        self.layouts = _layouts(layout, self.names)
         self.maps = FeatureMaps()
         self._calls: dict[str, int] = {}
         self._watched: dict[int | None, list[str]] = {}
@@ -228,20 +236,26 @@ class Capture:
         whole_output = output is tensor
         calls = self._calls[name] = self._calls.get(name, 0) + 1
         key = name if calls == 1 else f"{name}#{calls}"
+        layout = self.layouts.get(name, "auto")
+        layout = resolve_layout(tensor, layout, name, strict=layout != "auto")
         replacement = None
         if self.reduce is not None:
-            self.maps[key] = self.reduce(key, tensor)
+            self.maps[key] = self.reduce(key, as_spatial(tensor, layout))
         elif self.keep_grad and torch.is_grad_enabled() and (tensor.requires_grad or whole_output):
-            if not tensor.requires_grad:  # nothing upstream needs gradients: the graph may start here
-                tensor = tensor.detach().requires_grad_()
-            tensor.register_hook(functools.partial(self.maps.grads.__setitem__, key))
-            self.maps[key] = tensor
-            if whole_output:  # the model goes on with a copy, so in-place ops cannot touch ours
-                replacement = tensor.clone()
+            live = tensor if tensor.requires_grad else tensor.detach().requires_grad_()  # the graph may start here
+            if layout == "nchw":
+                live.register_hook(functools.partial(self.maps.grads.__setitem__, key))
             else:
+                live.register_hook(functools.partial(self._store_grad, key, layout))
+            spatial = self.maps[key] = as_spatial(live, layout)
+            if whole_output or layout != "nchw":
+                # the model goes on with a copy rebuilt from our map: in-place ops cannot touch it, and
+                # gradients from the output reach the map (token and NHWC maps are views, off that path)
+                replacement = _substitute(output, tensor, from_spatial(spatial, live, layout))
+            if replacement is None:
                 self._watch(key, tensor)
         else:
-            value = tensor.detach()
+            value = as_spatial(tensor.detach(), layout)
             converted = value.to(device=self.device, dtype=self.dtype) if self.device or self.dtype else value
             self.maps[key] = converted
             if converted is value:
@@ -249,6 +263,42 @@ class Capture:
         if self.stop_early and len(self._calls) == len(self.names):
             raise _StopForward
         return replacement
+
+    def _store_grad(self, key: str, layout: str, grad: torch.Tensor) -> None:
+        self.maps.grads[key] = as_spatial(grad, layout)
+
+
+def _layouts(layout: Layout, names: list[str]) -> dict[str, str]:
+    """Layer name -> layout; dict keys may be names or globs (as layer selectors)."""
+    if isinstance(layout, str):
+        chosen = dict.fromkeys(names, layout)
+    elif isinstance(layout, dict):
+        chosen = {}
+        for selector, value in layout.items():
+            pattern = _glob_pattern(selector) if any(char in selector for char in "*?[") else None
+            matched = [name for name in names if name == selector or (pattern and pattern.fullmatch(name))]
+            if not matched:
+                raise LayerNotFoundError(f"layout names '{selector}', not a captured layer: {', '.join(names)}.")
+            chosen.update(dict.fromkeys(matched, value))
+    else:
+        raise TypeError(f"layout must be a str or a dict of layer name -> str, not {type(layout).__name__}.")
+    for value in chosen.values():
+        if value not in LAYOUTS:
+            raise ValueError(f"Unknown layout '{value}'. Use one of {', '.join(LAYOUTS)}.")
+    return chosen
+
+
+def _substitute(output: Any, old: torch.Tensor, new: torch.Tensor) -> Any:
+    """``output`` with the tensor ``old`` replaced by ``new`` (a tensor or one level of tuple/list/dict), or None."""
+    if output is old:
+        return new
+    if isinstance(output, dict):
+        keys = [key for key, value in output.items() if value is old]
+        return type(output)({**output, keys[0]: new}) if keys else None
+    if isinstance(output, (tuple, list)) and any(item is old for item in output):
+        items = [new if item is old else item for item in output]
+        return type(output)(*items) if hasattr(output, "_fields") else type(output)(items)
+    return None
 
 
 def capture(
@@ -261,6 +311,7 @@ def capture(
     stop_early: bool = False,
     pick: OutputPicker | None = None,
     reduce: Callable[[str, torch.Tensor], Any] | None = None,
+    layout: Layout = "auto",
 ) -> Capture:
     """Record the outputs of the selected layers during the forward passes in a ``with`` block.
 
@@ -279,14 +330,20 @@ def capture(
         pick: which tensor to take from a layer that returns a tuple, dict or object
             (default: see :mod:`fmapviz.outputs`).
         reduce: store ``reduce(name, output)`` instead of the map, computed as the layer
-            runs (for streaming statistics that never hold a whole layer).
+            runs (for streaming statistics that never hold a whole layer); it gets the
+            (N, C, H, W) map, as stored.
+        layout: how to read outputs as (N, C, H, W) maps: ``"auto"`` (ViT tokens and Swin
+            channels-last are detected), ``"nchw"`` (as is), ``"tokens"``, ``"nhwc"``, or a dict
+            from layer name (or glob) to one of these; see :mod:`fmapviz.tokens`. With
+            ``keep_grad``, ``maps.grads`` uses the same layout as the maps.
 
     Returns:
         A context manager whose ``__enter__`` gives a :class:`FeatureMaps` dict,
         refilled on every forward pass of ``model``.
 
     Raises:
-        LayerNotFoundError: a selector matches no module.
+        LayerNotFoundError: a selector (or a ``layout`` key) matches no selected layer.
+        ValueError: an explicit ``layout`` does not fit a layer's output (raised during the forward).
 
     Example:
         >>> with fmapviz.capture(model, ["layer1", "layer4"]) as maps:
@@ -294,9 +351,8 @@ def capture(
         >>> maps["layer4"].shape
         torch.Size([1, 512, 7, 7])
     """
-    return Capture(
-        model, layers, device=device, dtype=dtype, keep_grad=keep_grad, stop_early=stop_early, pick=pick, reduce=reduce
-    )
+    options = dict(device=device, dtype=dtype, keep_grad=keep_grad, stop_early=stop_early, pick=pick, reduce=reduce)
+    return Capture(model, layers, layout=layout, **options)
 
 
 def feature_maps(
@@ -308,6 +364,7 @@ def feature_maps(
     dtype: torch.dtype | None = None,
     stop_early: bool = True,
     pick: OutputPicker | None = None,
+    layout: Layout = "auto",
 ) -> dict[str, torch.Tensor]:
     """Run ``model(x)`` once without gradients and return the selected layers' outputs.
 
@@ -315,7 +372,7 @@ def feature_maps(
         model: any ``nn.Module``; it is not modified.
         x: the model input.
         layers: layer selectors (see :mod:`fmapviz.capture`).
-        device, dtype, pick: as in :func:`capture`.
+        device, dtype, pick, layout: as in :func:`capture`.
         stop_early: skip the layers after the last selected one (default True).
 
     Returns:
@@ -326,7 +383,8 @@ def feature_maps(
         >>> list(maps)
         ['layer3.0.conv2', 'layer3.1.conv2']
     """
-    with torch.no_grad(), capture(model, layers, device=device, dtype=dtype, stop_early=stop_early, pick=pick) as maps:
+    options = dict(device=device, dtype=dtype, stop_early=stop_early, pick=pick, layout=layout)
+    with torch.no_grad(), capture(model, layers, **options) as maps:
         model(x)
     return dict(maps)
 

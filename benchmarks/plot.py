@@ -1,0 +1,103 @@
+"""Plotting many feature maps into one PNG: fmapviz vs one subplot per channel vs torchvision make_grid.
+
+Case 1: resnet18 layer4 (random weights), 512×7×7, nearest-upsampled to 56 px tiles.
+Case 2: resnet50 layer1 (random weights), 256×56×56.
+Every method normalizes, builds the picture and writes a PNG; all run interleaved in one process.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+from torchvision.utils import make_grid, save_image  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import fmapviz  # noqa: E402
+from benchmarks.common import markdown_table, setup, time_interleaved, write_section  # noqa: E402
+from fmapviz.engines.direct import upsample  # noqa: E402
+
+
+def subplot_per_channel(maps: torch.Tensor, path: Path) -> None:
+    count = maps.shape[1]
+    columns = math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(columns * 0.6, rows * 0.6))
+    for index, axis in enumerate(axes.flat):
+        if index < count:
+            axis.imshow(maps[0, index].numpy(), cmap="viridis")
+        axis.axis("off")
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def torchvision_grid(maps: torch.Tensor, path: Path) -> None:
+    tiles = maps[0].unsqueeze(1)
+    save_image(make_grid(tiles, nrow=math.ceil(math.sqrt(tiles.shape[0])), normalize=True, scale_each=True), path)
+
+
+def fmapviz_raw(maps: torch.Tensor, path: Path) -> None:
+    fmapviz.show_maps(maps, "all", normalize="layer", cmap="viridis", annotate=False).save(path)
+
+
+def fmapviz_annotated(maps: torch.Tensor, path: Path, channels: str) -> None:
+    figure = fmapviz.show_maps(maps, channels, normalize="layer", cmap="viridis")
+    figure.save(path)
+    figure.close()
+
+
+def main() -> None:
+    setup()
+    image = fmapviz.load_image("assets/chelsea.png").tensor
+    resnet18 = torchvision.models.resnet18(weights=None).eval()
+    resnet50 = torchvision.models.resnet50(weights=None).eval()
+    layer4 = fmapviz.feature_maps(resnet18, image, "layer4")["layer4"]
+    layer1 = fmapviz.feature_maps(resnet50, image, "layer1")["layer1"]
+    layer4_56 = upsample(layer4, (56, 56), "nearest")
+    out = Path(tempfile.mkdtemp())
+    cases = {
+        "512 maps 7×7 → 56 px": layer4_56,
+        "256 maps 56×56": layer1,
+    }
+    rows = []
+    for case, maps in cases.items():
+        methods = {
+            "matplotlib, one subplot per channel": lambda m=maps: subplot_per_channel(m, out / "a.png"),
+            "torchvision make_grid + save_image (gray)": lambda m=maps: torchvision_grid(m, out / "b.png"),
+            "fmapviz show_maps(annotate=False) (viridis, PIL)": lambda m=maps: fmapviz_raw(m, out / "c.png"),
+            "fmapviz show_maps top:16, annotated matplotlib": lambda m=maps: fmapviz_annotated(
+                m, out / "d.png", "top:16"
+            ),
+            "fmapviz show_maps top:64, annotated matplotlib": lambda m=maps: fmapviz_annotated(
+                m, out / "e.png", "top:64"
+            ),
+        }
+        if case.startswith("512"):  # the upsampling is part of the work in the 7×7 case
+            methods["fmapviz show_maps(annotate=False) (viridis, PIL)"] = lambda: fmapviz_raw(
+                upsample(layer4, (56, 56), "nearest"), out / "c.png"
+            )
+        times = time_interleaved(methods, rounds=3, warmup=1)
+        slowest = times["matplotlib, one subplot per channel"]
+        for name, seconds in times.items():
+            rows.append([case, name, f"{seconds:.3f}", f"{slowest / seconds:.1f}×"])
+        print(case, {name: round(value, 3) for name, value in times.items()}, flush=True)
+    body = (
+        "Random-weight resnet18 `layer4` (512×7×7, nearest-upsampled to 56 px inside the timed call) and "
+        "resnet50 `layer1` (256×56×56) on assets/chelsea.png. Each call normalizes, draws and writes one PNG. "
+        "Median of 3 interleaved rounds after a warm-up. Targets: raw mosaic ≤ 0.1 s (512 maps) and ≤ 0.15 s "
+        "(256 maps); annotated figure ≤ 0.25 s.\n\n"
+        + markdown_table(["case", "method", "seconds", "speed-up vs subplots"], rows)
+    )
+    write_section("plot", "Plotting many feature maps into one PNG", "python benchmarks/plot.py", body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""The notebooks run top to bottom on CPU (outputs are stripped in git)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import nbformat
+import pytest
+from conftest import ROOT, real_weights
+from nbclient import NotebookClient
+
+
+def execute(name: str, tmp_path) -> nbformat.NotebookNode:
+    notebook = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    client = NotebookClient(notebook, timeout=240, kernel_name="python3", resources={"metadata": {"path": tmp_path}})
+    client.execute()
+    return notebook
+
+
+def test_notebooks_are_committed_without_outputs():
+    for path in (ROOT / "notebooks").glob("*.ipynb"):
+        cells = json.loads(path.read_text())["cells"]
+        assert all(not cell.get("outputs") for cell in cells if cell["cell_type"] == "code"), path.name
+
+
+@pytest.mark.slow
+def test_tour_runs(tmp_path):
+    notebook = execute("tour.ipynb", tmp_path)
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    assert any("image/png" in output.get("data", {}) for output in outputs)
+    assert any("0 hooks left" in output.get("text", "") for output in outputs)
+
+
+@real_weights
+@pytest.mark.real_weights
+@pytest.mark.slow
+def test_quickstart_runs_with_real_weights(tmp_path):
+    (tmp_path / "assets").mkdir()
+    shutil.copy(ROOT / "assets" / "chelsea.png", tmp_path / "assets" / "chelsea.png")
+    (tmp_path / "notebooks").mkdir()
+    notebook = execute("quickstart.ipynb", tmp_path / "notebooks")
+    texts = [output.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    assert any("Egyptian cat" in text for text in texts)
+    assert (tmp_path / "notebooks" / "quickstart-report" / "chelsea.png").is_file()
