@@ -18,6 +18,13 @@ A module that runs more than once per forward gives one entry per call:
 Transformer outputs are stored as (N, C, H, W) maps: ViT tokens ``(N, 1+H*W, C)`` and Swin's
 channels-last ``(N, H, W, C)`` are read with :func:`fmapviz.tokens.to_spatial` (``layout=`` overrides
 the guess). NCHW and (N, C) outputs are stored exactly as returned, without a copy.
+
+Other outputs go through :mod:`fmapviz.outputs` (the first tensor of a tuple, dict or dataclass,
+or ``.logits``), with two exceptions. A dict of maps (every value a tensor of 3 or more dims,
+as the OrderedDict of an FPN backbone or a segmentation model's ``{"out", "aux"}``) gives one
+entry per level, ``"<layer>:<key>"``: ``"backbone:0"``, ``"backbone:1"``, ``"backbone:pool"``.
+A layer whose output holds no tensor at all (a detector's ``transform`` returns an ``ImageList``)
+gets no entry.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -34,7 +41,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .errors import LayerNotFoundError, closest_names
-from .outputs import OutputPicker, output_tensor
+from .outputs import OutputPicker, first_tensor, output_tensor
 from .tokens import LAYOUTS, as_spatial, from_spatial, resolve_layout
 
 LayerSelector = str | type | nn.Module
@@ -232,13 +239,29 @@ class Capture:
         return hook
 
     def _record(self, name: str, output: Any) -> Any:
-        tensor = output_tensor(output, self.pick)
-        whole_output = output is tensor
         calls = self._calls[name] = self._calls.get(name, 0) + 1
         key = name if calls == 1 else f"{name}#{calls}"
         layout = self.layouts.get(name, "auto")
-        layout = resolve_layout(tensor, layout, name, strict=layout != "auto")
+        levels = None if self.pick is not None else map_levels(output)
         replacement = None
+        if self.pick is None and levels is None and first_tensor(output) is None:
+            pass  # nothing to show (a detector's transform returns an ImageList): no entry
+        elif levels is None:
+            tensor = output_tensor(output, self.pick)
+            new = self._store(key, tensor, layout, whole_output=output is tensor)
+            replacement = None if new is None else _substitute(output, tensor, new)
+        else:
+            # a dict of maps (a feature pyramid): one entry per level, "name:level"
+            news = {level: self._store(f"{key}:{level}", value, layout, True) for level, value in levels.items()}
+            changed = {level: new for level, new in news.items() if new is not None}
+            replacement = type(output)({**output, **changed}) if changed else None
+        if self.stop_early and len(self._calls) == len(self.names):
+            raise _StopForward
+        return replacement
+
+    def _store(self, key: str, tensor: torch.Tensor, layout: str, whole_output: bool) -> torch.Tensor | None:
+        """Store ``tensor``'s map under ``key``; return the tensor the model should go on with, or None."""
+        layout = resolve_layout(tensor, layout, key, strict=layout != "auto")
         if self.reduce is not None:
             self.maps[key] = self.reduce(key, as_spatial(tensor, layout))
         elif self.keep_grad and torch.is_grad_enabled() and (tensor.requires_grad or whole_output):
@@ -251,18 +274,15 @@ class Capture:
             if whole_output or layout != "nchw":
                 # the model goes on with a copy rebuilt from our map: in-place ops cannot touch it, and
                 # gradients from the output reach the map (token and NHWC maps are views, off that path)
-                replacement = _substitute(output, tensor, from_spatial(spatial, live, layout))
-            if replacement is None:
-                self._watch(key, tensor)
+                return from_spatial(spatial, live, layout)
+            self._watch(key, tensor)
         else:
             value = as_spatial(tensor.detach(), layout)
             converted = value.to(device=self.device, dtype=self.dtype) if self.device or self.dtype else value
             self.maps[key] = converted
             if converted is value:
                 self._watch(key, value)
-        if self.stop_early and len(self._calls) == len(self.names):
-            raise _StopForward
-        return replacement
+        return None
 
     def _store_grad(self, key: str, layout: str, grad: torch.Tensor) -> None:
         self.maps.grads[key] = as_spatial(grad, layout)
@@ -286,6 +306,19 @@ def _layouts(layout: Layout, names: list[str]) -> dict[str, str]:
         if value not in LAYOUTS:
             raise ValueError(f"Unknown layout '{value}'. Use one of {', '.join(LAYOUTS)}.")
     return chosen
+
+
+def map_levels(output: Any) -> dict[Any, torch.Tensor] | None:
+    """The levels of a dict of maps (every value a tensor with 3 or more dims, two or more of them), or None.
+
+    Feature pyramids (torchvision's FPN backbones) and segmentation heads return such dicts;
+    :func:`capture` stores each level under ``"layer:level"``, e.g. ``"backbone:0"``, ``"backbone:pool"``.
+    """
+    if not isinstance(output, Mapping) or len(output) < 2 or getattr(output, "logits", None) is not None:
+        return None
+    if all(isinstance(value, torch.Tensor) and value.dim() >= 3 for value in output.values()):
+        return dict(output)
+    return None
 
 
 def _substitute(output: Any, old: torch.Tensor, new: torch.Tensor) -> Any:

@@ -9,7 +9,10 @@ Layouts (the ``layout`` argument of :func:`to_spatial` and :func:`fmapviz.captur
 
 * ``"auto"`` (default): a 4-D tensor stays NCHW unless ``shape[1] == shape[2] != shape[3]``
   (then NHWC, as Swin's ``(1, 56, 56, 96)``); a 3-D ``(N, T, C)`` tensor is tokens when ``T``
-  minus 0 to 8 leading tokens is a perfect square; anything else is left as it is.
+  minus 0 to 8 leading tokens is a perfect square (a class token is tried first, then none, then
+  1 + k register tokens); when only register counts fit and several do (``T = 11``: 2 + 3x3 or
+  7 + 2x2) the guess is ambiguous and :func:`to_spatial` raises. A 4-D tensor with ``C == H == W``
+  stays NCHW. Anything else is left as it is.
 * ``"nchw"``: leave the tensor as it is.
 * ``"tokens"``: ``(N, T, C)``; drop the leading non-grid tokens (1 class token, else 0, else
   1 + k registers: the smallest count that leaves a perfect square) and fold the rest into a grid.
@@ -29,14 +32,21 @@ MAX_LEADING_TOKENS = 8
 _LEADING_ORDER = (1, 0, *range(2, MAX_LEADING_TOKENS + 1))  # class token first, then none, then registers
 
 
-def token_grid(tokens: int) -> tuple[int, int] | None:
-    """``(leading, side)``: how many leading tokens to drop so that ``side * side`` remain, or None."""
+def token_grids(tokens: int) -> list[tuple[int, int]]:
+    """Every ``(leading, side)`` leaving a ``side * side`` grid, most likely first (class token, none, registers)."""
+    fits = []
     for leading in _LEADING_ORDER:
         remaining = tokens - leading
         side = math.isqrt(max(remaining, 0))
         if remaining > 0 and side * side == remaining:
-            return leading, side
-    return None
+            fits.append((leading, side))
+    return fits
+
+
+def token_grid(tokens: int) -> tuple[int, int] | None:
+    """``(leading, side)``: how many leading tokens to drop so that ``side * side`` remain, or None."""
+    fits = token_grids(tokens)
+    return fits[0] if fits else None
 
 
 def _override_hint(name: str | None) -> str:
@@ -65,7 +75,13 @@ def resolve_layout(tensor: torch.Tensor, layout: str = "auto", name: str | None 
         if tensor.dim() == 4 and shape[1] == shape[2] != shape[3]:
             return "nhwc"
         if tensor.dim() == 3:
-            if token_grid(shape[1]) is not None:
+            fits = token_grids(shape[1])
+            if strict and len(fits) > 1 and fits[0][0] >= 2:
+                options = " or ".join(f"{leading} leading + {side}x{side}" for leading, side in fits[:2])
+                raise ValueError(
+                    f"{where} has shape {shape}: {shape[1]} tokens are ambiguous ({options}). {_override_hint(name)}"
+                )
+            if fits:
                 return "tokens"
             if strict:
                 raise ValueError(

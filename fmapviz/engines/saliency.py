@@ -14,7 +14,10 @@ Targets (the ``target`` argument, explained here once for every function that ta
 * an ``int``: that class index for every image; a list or 1-D tensor of ints: one class per image.
 * a ``str``: a class name looked up in ``categories`` (e.g. ``LoadedModel.categories``).
 * a callable ``fn(output) -> (N,) tensor``: any score computed from the model output
-  (the output passes through :func:`fmapviz.outputs.output_tensor` first).
+  (the output passes through :func:`fmapviz.outputs.output_tensor` first, unless the callable
+  has ``raw_output = True``: then it gets the model's output as returned, e.g. a detection
+  model's list of dicts). :mod:`fmapviz.targets` has ready-made ones: ``BoxScoreTarget`` for
+  detection models and ``MaskTarget`` for segmentation models.
 * a feature-map target ``("features.10", 17)``: the mean activation of channel 17 of layer
   ``features.10``, so the map shows which pixels drive that feature map.
 
@@ -36,6 +39,7 @@ from torch import nn
 
 from ..capture import LayerSelectors, capture, model_guard, resolve_layers
 from ..outputs import output_tensor
+from ..tokens import as_spatial, resolve_layout, token_grid
 
 View = Literal["signed", "abs", "positive"]
 TargetSpec = Any  # see the module docstring, section "Targets"
@@ -100,8 +104,9 @@ class _Target:
     label: str
     classes: torch.Tensor | None = None  # (K,) or (N, 1) fixed class indices
     top: int = 0
-    score: Callable[[torch.Tensor], torch.Tensor] | None = None
+    score: Callable[[Any], torch.Tensor] | None = None
     feature: tuple[str, int] | None = None
+    raw: bool = False  # the score function takes the model output as returned
 
     @property
     def needs_output(self) -> bool:
@@ -131,13 +136,13 @@ class _Target:
         return self.classes.to(device).expand(batch, -1)
 
     def scores(
-        self, output: torch.Tensor | None, maps: dict[str, torch.Tensor], indices: torch.Tensor | None
+        self, output: Any, maps: dict[str, torch.Tensor], indices: torch.Tensor | None, batch: int
     ) -> list[torch.Tensor]:
         """One ``(N,)`` score per target column, differentiable."""
         if self.feature is not None:
             return [feature_score(maps[self.feature[0]], self.feature[1])]
         if self.score is not None:
-            return [_check_scores(self.score(output), output.shape[0])]
+            return [_check_scores(self.score(output), batch)]
         return [output.gather(1, indices[:, k : k + 1]).squeeze(1) for k in range(indices.shape[1])]
 
 
@@ -183,7 +188,8 @@ def parse_target(target: TargetSpec, categories: Sequence[str] | None = None) ->
         classes = torch.as_tensor(target, dtype=torch.long).reshape(-1, 1)
         return _Target(label="per-image classes", classes=classes)
     if callable(target):
-        return _Target(label=getattr(target, "__name__", "score"), score=target)
+        label = getattr(target, "label", None) or getattr(target, "__name__", type(target).__name__)
+        return _Target(label=label, score=target, raw=bool(getattr(target, "raw_output", False)))
     raise TypeError(
         f"Cannot use a target of type {type(target).__name__}. Pass 'top', 'top:k', a class index, "
         "a class name with categories=, a callable on the output, or (layer, channel)."
@@ -204,6 +210,7 @@ class _Job:
     batch_size: int
     options: dict[str, Any]
     indices: torch.Tensor | None = None  # (N, K) class indices once known
+    candidates: list[str] | None = None  # layer=None probe: the pipeline keeps the last one reached
 
     def option(self, name: str, default: Any) -> Any:
         value = self.options.setdefault(name, default)
@@ -214,15 +221,19 @@ class _Job:
         layers = list(extra_layers) + ([self.target.feature[0]] if self.target.feature else [])
         maps: dict[str, torch.Tensor] = {}
         if not layers:
-            output = output_tensor(self.model(x))
+            output = self.output(self.model(x))
         else:
             output = None
             with capture(self.model, layers, keep_grad=True, stop_early=not self.target.needs_output) as maps:
                 output = self.model(x)
-            output = output_tensor(output) if output is not None else None
-        if output is not None and self.indices is None:
+            output = self.output(output) if output is not None else None
+        if output is not None and self.indices is None and not self.target.raw:
             self.indices = self.target.indices(output)
-        return output, maps, self.target.scores(output, maps, self.indices)
+        return output, maps, self.target.scores(output, maps, self.indices, x.shape[0])
+
+    def output(self, raw: Any) -> Any:
+        """The model output as the target reads it: raw for ``raw_output`` targets, else a tensor."""
+        return raw if self.target.raw else output_tensor(raw)
 
     def class_indices(self) -> torch.Tensor | None:
         """``(N, K)`` class indices, running one gradient-free forward only for top-k targets."""
@@ -246,7 +257,7 @@ class _Job:
             return feature_forward
         if self.target.score is not None:
             score = self.target.score
-            return lambda inputs: _check_scores(score(output_tensor(self.model(inputs))), inputs.shape[0])
+            return lambda inputs: _check_scores(score(self.output(self.model(inputs))), inputs.shape[0])
         return lambda inputs: output_tensor(self.model(inputs))
 
     def per_target(self, attribute: Callable[[torch.Tensor | None], Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -375,29 +386,78 @@ def layercam_weights(activation: torch.Tensor, grad: torch.Tensor) -> torch.Tens
 
 
 def _layer_pipeline(job: _Job, weigh: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> dict[str, torch.Tensor]:
-    """One forward, one backward per target down to the layers only; ``(N, K, H, W)`` maps per layer."""
+    """One forward, one backward per target down to the layers only; ``(N, K, H, W)`` maps per layer.
+
+    A layer returning a dict of maps (an FPN backbone) gives one map per level (``"backbone:0"``, ...)
+    and, under its own name, the sum of its level maps.
+    """
     # x does not require grad: capture starts the graph at the first captured layer, so the
     # backward walks from the scores down to the layers only, never to the input.
-    _, maps, scores = job.forward_scores(job.x.detach(), job.layers)
-    missing = [name for name in job.layers if name not in maps]
+    _, maps, scores = job.forward_scores(job.x.detach(), job.candidates or job.layers)
+    if job.candidates:
+        maps = {key: value for key, value in maps.items() if value.requires_grad}
+        job.layers = list(dict.fromkeys(_module_name(key) for key in maps))
+    levels = {name: [name] if name in maps else _level_keys(maps, name) for name in job.layers}
+    missing = [name for name, keys in levels.items() if not keys]
     if missing:
         raise ValueError(f"Layer {missing[0]} did not run before the target was computed; pick an earlier layer.")
-    activations = [maps[name] for name in job.layers]
-    for name, activation in zip(job.layers, activations):
+    keys = [key for name in job.layers for key in levels[name]]
+    activations = [maps[key] for key in keys]
+    for key, activation in zip(keys, activations):
         if activation.dim() != 4:
-            raise ValueError(f"Layer {name} has a {activation.dim()}-D output; CAM methods need a 4-D (N,C,H,W) layer.")
+            raise ValueError(f"Layer {key} has a {activation.dim()}-D output; CAM methods need a 4-D (N,C,H,W) layer.")
     relu = job.option("relu", True)
-    per_layer: dict[str, list[torch.Tensor]] = {name: [] for name in job.layers}
+    per_key: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
     for k, score in enumerate(scores):
         grads = torch.autograd.grad(score.sum(), activations, retain_graph=k < len(scores) - 1, allow_unused=True)
-        unused = [name for name, grad in zip(job.layers, grads) if grad is None]
+        if job.candidates:  # layer=None with a probe: keep the last layer that gets a gradient
+            keys, activations, grads = _last_reached(job, keys, activations, grads)
+            per_key = {key: [] for key in keys}
+        if k == 0:  # pyramid levels the target never reads (an FPN's "pool" feeds only the RPN) are left out
+            keys, activations, grads = _drop_unread_levels(keys, activations, grads)
+            per_key = {key: per_key.get(key, []) for key in keys}
+        unused = [key for key, grad in zip(keys, grads) if grad is None]
         if unused:
             raise ValueError(f"The target does not depend on layer {unused[0]}; pick a layer that runs before it.")
-        for name, activation, grad in zip(job.layers, activations, grads):
+        for key, activation, grad in zip(keys, activations, grads):
             cam = weigh(activation.detach(), grad).unsqueeze(1)
             cam = F.interpolate(cam, size=job.x.shape[-2:], mode="bilinear", align_corners=False).squeeze(1)
-            per_layer[name].append(cam.clamp(min=0) if relu else cam)
-    return {name: torch.stack(cams, 1) for name, cams in per_layer.items()}
+            per_key[key].append(cam.clamp(min=0) if relu else cam)
+    result = {key: torch.stack(cams, 1) for key, cams in per_key.items()}
+    for name in job.layers:
+        if levels[name] != [name]:
+            result[name] = torch.stack([result[key] for key in levels[name] if key in result]).sum(0)
+    return result
+
+
+def _module_name(key: str) -> str:
+    """The module a capture key comes from: ``"relu#2"`` -> ``"relu"``, ``"backbone:pool"`` -> ``"backbone"``."""
+    return key.split("#")[0].split(":")[0]
+
+
+def _level_keys(maps: dict[str, torch.Tensor], name: str) -> list[str]:
+    return [key for key in maps if key.startswith(f"{name}:")]
+
+
+def _drop_unread_levels(
+    keys: list[str], activations: list[torch.Tensor], grads: Sequence[torch.Tensor | None]
+) -> tuple[list[str], list[torch.Tensor], list[torch.Tensor | None]]:
+    """Leave out the levels of a dict layer that get no gradient when another level of it does."""
+    read = {_module_name(key) for key, grad in zip(keys, grads) if grad is not None and ":" in key}
+    kept = [i for i, key in enumerate(keys) if grads[i] is not None or ":" not in key or _module_name(key) not in read]
+    return [keys[i] for i in kept], [activations[i] for i in kept], [grads[i] for i in kept]
+
+
+def _last_reached(
+    job: _Job, keys: list[str], activations: list[torch.Tensor], grads: Sequence[torch.Tensor | None]
+) -> tuple[list[str], list[torch.Tensor], list[torch.Tensor | None]]:
+    """Narrow the probed candidates to the last module whose map gets a non-zero gradient."""
+    reached = [_module_name(key) for key, grad in zip(keys, grads) if grad is not None and bool(grad.any())]
+    if not reached:
+        raise ValueError("No spatial layer near the output gets a gradient from the target; pass layer= explicitly.")
+    job.layers, job.candidates = [reached[-1]], None
+    chosen = [index for index, key in enumerate(keys) if _module_name(key) == reached[-1]]
+    return [keys[i] for i in chosen], [activations[i] for i in chosen], [grads[i] for i in chosen]
 
 
 # -------------------------------------------------------------------------------------- registry
@@ -433,17 +493,48 @@ def auto_batch_size(device: torch.device) -> int:
     return 8 if device.type == "cpu" else 64
 
 
-def last_spatial_layer(model: nn.Module, x: torch.Tensor, until: str | None = None) -> str:
-    """The last module to finish, in execution order (up to ``until``), whose output is (N, C, H, W) with H*W > 1."""
-    with torch.no_grad(), capture(model, "all", reduce=lambda name, tensor: tuple(tensor.shape)) as shapes:
+def _layer_shape(name: str, tensor: torch.Tensor) -> tuple[tuple[int, ...], bool]:
+    """The (N, C, H, W) shape a layer is captured with, and whether it has leading (class) tokens."""
+    layout = resolve_layout(tensor, "auto", name, strict=False)
+    leading = layout == "tokens" and token_grid(tensor.shape[1])[0] > 0
+    return tuple(as_spatial(tensor, layout).shape), leading
+
+
+def spatial_layers(model: nn.Module, x: torch.Tensor, until: str | None = None) -> tuple[list[str], bool]:
+    """Modules with a (1, C, H, W) map, H*W > 1, for ``x[:1]``, in the order they finish (up to ``until``).
+
+    Returns:
+        The module names, and whether the last one has leading class tokens (a ViT: its patch
+        tokens may not reach the output at all).
+    """
+    with torch.no_grad(), capture(model, "all", layout="nchw", reduce=_layer_shape) as shapes:
         model(x[:1])
     names = list(shapes)
     if until is not None and until in shapes:
         names = names[: names.index(until) + 1]
-    spatial = [name.split("#")[0] for name in names if len(shapes[name]) == 4 and shapes[name][2] * shapes[name][3] > 1]
-    if not spatial:
+    spatial = [name for name in names if len(shapes[name][0]) == 4 and shapes[name][0][0] == 1]
+    spatial = [name for name in spatial if shapes[name][0][2] * shapes[name][0][3] > 1]
+    modules = list(dict.fromkeys(_module_name(name) for name in spatial))
+    return modules, bool(spatial) and shapes[spatial[-1]][1]
+
+
+def auto_layer(job: _Job, until: str | None = None) -> str:
+    """The layer Grad-CAM uses when ``layer=None``: the last spatial layer the target depends on.
+
+    That is the last module with a 4-D map, unless that map has class tokens (ViT) or the target
+    reads a raw output (detection): then the final 32 spatial modules become ``job.candidates``,
+    all captured in the one Grad-CAM pass, which keeps the last whose map gets a non-zero gradient
+    from the (first) target. For torchvision's ``vit_b_16`` this is
+    ``encoder.layers.encoder_layer_11.ln_1``: the last block's output reaches the logits only
+    through the class token, so its patch maps get no gradient; for a detector with a
+    :class:`fmapviz.targets.BoxScoreTarget` it is ``backbone`` (one map per FPN level, summed).
+    """
+    modules, has_class_tokens = spatial_layers(job.model, job.x, until)
+    if not modules:
         raise ValueError("The model has no layer with a 4-D (N,C,H,W) output; pass layer= explicitly.")
-    return spatial[-1]
+    if has_class_tokens or job.target.raw:
+        job.candidates = modules[-32:]
+    return modules[-1]
 
 
 def saliency(
@@ -502,16 +593,15 @@ def saliency(
         resolve_layers(model, parsed.feature[0])
     rows = auto_batch_size(x.device) if batch_size == "auto" else batch_size
     with model_guard(model):
-        layers: list[str] = []
-        if method in _USES_LAYER:
-            until = parsed.feature[0] if parsed.feature else None
-            layers = resolve_layers(model, layer) if layer is not None else [last_spatial_layer(model, x, until)]
+        layers = resolve_layers(model, layer) if method in _USES_LAYER and layer is not None else []
         job = _Job(model, x, parsed, layers, rows, dict(options))
+        if method in _USES_LAYER and layer is None:
+            job.layers = [auto_layer(job, parsed.feature[0] if parsed.feature else None)]
         attributions = delta = None
         layer_maps: dict[str, torch.Tensor] = {}
         if entry.space == "layer":
             layer_maps = _layer_pipeline(job, entry.compute)
-            maps = layer_maps[layers[-1]]
+            maps = layer_maps[job.layers[-1]]
         else:
             produced = entry.compute(job)
             if method == "guided_gradcam":
@@ -532,7 +622,7 @@ def saliency(
         target=indices,
         target_label=parsed.label,
         target_names=names,
-        layer=(layers[0] if len(layers) == 1 else layers) if layers else None,
+        layer=(job.layers[0] if len(job.layers) == 1 else job.layers) if job.layers else None,
         layer_maps={name: value.detach() for name, value in layer_maps.items()},
         attributions=attributions.detach() if attributions is not None else None,
         delta=delta.detach() if delta is not None else None,
