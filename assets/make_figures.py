@@ -1,12 +1,14 @@
-"""Make the README feature-map figures from real mobilenet_v2 weights and assets/chelsea.png.
+"""Make the README figures from real mobilenet_v2 weights and assets/chelsea.png.
 
     TORCH_HOME=../shared/torch-home python assets/make_figures.py
 
-Writes PNGs into assets/figures/.
+Writes PNGs into assets/figures/: feature maps, the hierarchy, channel health, saliency and a report page.
+The activation-maximization galleries come from benchmarks/actmax_quality.py, which also measures them.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import torch.nn.functional as F
@@ -26,16 +28,14 @@ def shrink(display, size: int):
     return F.interpolate(display, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
 
 
-def save(figure: fmapviz.plot.Figure, name: str) -> Path:
+def save(figure: fmapviz.plot.Figure | Image.Image, name: str) -> Path:
     """Write with full PNG compression (these files are committed, each < 400 KB) and report the size."""
     path = OUT / name
-    Image.fromarray(figure.image).save(path, optimize=True)
+    picture = figure if isinstance(figure, Image.Image) else Image.fromarray(figure.image)
+    picture.save(path, optimize=True)
     if path.stat().st_size > 400 * 1024:  # noisy early-layer maps: a 256-colour palette keeps the file small
-        Image.fromarray(figure.image).quantize(256, dither=Image.Dither.NONE).save(path, optimize=True)
-    print(
-        f"{path.relative_to(HERE.parent)}: {figure.image.shape[1]}×{figure.image.shape[0]} px, "
-        f"{path.stat().st_size / 1024:.0f} KB"
-    )
+        picture.quantize(256, dither=Image.Dither.NONE).save(path, optimize=True)
+    print(f"{path.relative_to(HERE.parent)}: {picture.width}×{picture.height} px, {path.stat().st_size / 1024:.0f} KB")
     return path
 
 
@@ -98,6 +98,30 @@ def main() -> None:
     for layer in stats.values():
         print(layer)
     save(fmapviz.show_channel_stats(stats), "channel_health.png")
+    save_saliency(loaded, image)
+    save_report(loaded, image)
+
+
+def save_saliency(loaded: fmapviz.LoadedModel, image: fmapviz.LoadedImage) -> None:
+    """Grad-CAM at three depths (one forward and backward), SmoothGrad and Integrated Gradients."""
+    model, x = loaded.model, image.tensor
+    results = {}
+    cams = fmapviz.saliency(model, x, "gradcam", layer=["features.7", "features.14", "features.18"])
+    for layer in cams.layer_maps:
+        results[f"Grad-CAM {layer}"] = cams.for_layer(layer)
+    results["SmoothGrad"] = fmapviz.saliency(model, x, "smoothgrad", samples=25)
+    results["Integrated Gradients"] = fmapviz.saliency(model, x, "integrated_gradients", baseline="blur")
+    title = f"mobilenet_v2 on chelsea.png, target: {loaded.categories[int(cams.target[0, 0])]}"
+    save(fmapviz.show_saliency(results, image.display, view="abs", title=title), "saliency.png")
+
+
+def save_report(loaded: fmapviz.LoadedModel, image: fmapviz.LoadedImage) -> None:
+    """The page `fmapviz report mobilenet_v2 --weights IMAGENET1K_V1 assets/chelsea.png --actmax` writes."""
+    with tempfile.TemporaryDirectory() as folder:
+        written = fmapviz.report(loaded, image, folder, spec=fmapviz.ReportSpec(actmax=True))
+        page = Image.open(written.pages[0])
+        page.load()
+    save(page.convert("RGB"), "report_chelsea.png")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 
 resnet50 and mobilenet_v2 (random weights, seed 0, eval), batch 8, 224×224, 2 threads,
 torch.no_grad. Times are medians of round-robin rounds, divided by the plain forward.
-Peak memory: ru_maxrss increase in a fresh process for one call, captured maps held.
+Peak memory: increase of the resident high-water mark (VmHWM) in a fresh process for one call, captured maps held.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def time_model(name: str, x: torch.Tensor) -> list[list[object]]:
     except Exception as error:  # an optional peer: report, do not fail
         print(f"torchlens skipped: {error}")
     with torch.no_grad():
-        times = time_interleaved(methods, rounds=5 if name == "resnet50" else 9)
+        times = time_interleaved(methods, rounds=10 if name == "resnet50" else 20)
     base = times["plain forward"]
     return [[name, method, f"{seconds / base:.2f}", f"{seconds:.3f}"] for method, seconds in times.items()]
 
@@ -121,9 +121,10 @@ def main() -> None:
         print(markdown_table(["model", "method", "× plain", "s"], time_table), flush=True)
     body = (
         "resnet50 and mobilenet_v2, random weights (seed 0), eval, batch 8, 224×224, torch.no_grad, 2 threads. "
-        "Methods timed round-robin in one process; medians of 5 (resnet50) or 9 (mobilenet_v2) rounds.\n\n"
+        "Methods timed round-robin in one process; medians of 10 (resnet50) or 20 (mobilenet_v2) rounds, "
+        "each round starting one method later.\n\n"
         + markdown_table(["model", "method", "time × plain forward", "median s"], time_table)
-        + "\n\nPeak memory: ru_maxrss increase in a fresh process for one call with the maps held. "
+        + "\n\nPeak memory: VmHWM increase in a fresh process for one call with the maps held (median of 3 processes). "
         "Extra = peak Δ − plain forward's peak Δ. Target: extra ≤ 1.15 × captured bytes; float16 halves it.\n\n"
         + markdown_table(["model", "case", "peak Δ MB", "captured MB", "extra MB", "extra / captured"], memory_table)
     )

@@ -7,8 +7,8 @@ Every benchmark script writes its own section to ``benchmarks/results/<name>.md`
 from __future__ import annotations
 
 import json
+import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -29,45 +29,61 @@ def setup(threads: int = 2, seed: int = 0) -> None:
 
 
 def time_interleaved(methods: dict[str, Callable[[], object]], rounds: int = 7, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per method, timed round-robin so machine drift hits every method alike."""
+    """Median seconds per method, timed round-robin so machine drift hits every method alike.
+
+    Each round starts one method later than the last, so no method always runs right after
+    the same neighbour (one that frees a lot of memory, say).
+    """
     for _ in range(warmup):
         for method in methods.values():
             method()
     samples: dict[str, list[float]] = {name: [] for name in methods}
-    for _ in range(rounds):
-        for name, method in methods.items():
+    names = list(methods)
+    for round_index in range(rounds):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
             start = time.perf_counter()
-            method()
+            methods[name]()
             samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-def peak_rss_delta_mb(code: str, setup_code: str = "", report: str = "None") -> tuple[float, object]:
+def peak_rss_delta_mb(code: str, setup_code: str = "", report: str = "None", repeats: int = 3) -> tuple[float, object]:
     """Peak resident memory increase (MB) of ``code`` run in a fresh interpreter after ``setup_code``.
 
-    The snippet runs in a subprocess so earlier allocations do not hide its peak; the
-    baseline is the peak after ``setup_code`` (imports and model construction). Returns
-    the increase and the value of the expression ``report`` evaluated after ``code``.
+    The snippet runs in a subprocess so earlier allocations do not hide its peak. After
+    ``setup_code`` (imports, model construction) the kernel's high-water mark is reset
+    (``/proc/self/clear_refs``), so the increase is the peak of ``code`` above the resident
+    memory at that point. ``ru_maxrss`` is not used: Linux carries it across ``exec`` from the
+    parent, so a child of a large process reports the parent's peak. Median of ``repeats``
+    processes; also returns the value of the expression ``report`` evaluated after ``code``.
     """
     script = (
-        "import resource, json, torch\ntorch.set_num_threads(2)\n"
+        "import json, torch\ntorch.set_num_threads(2)\n"
+        "def status(field):\n"
+        "    line = next(l for l in open('/proc/self/status') if l.startswith(field + ':'))\n"
+        "    return int(line.split()[1])\n"
         f"{setup_code}\n"
-        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "open('/proc/self/clear_refs', 'w').write('5')\n"
+        "base = status('VmRSS')\n"
         f"{code}\n"
-        "delta = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024\n"
+        "delta = (status('VmHWM') - base) / 1024\n"
         f"print(json.dumps([delta, {report}]))\n"
     )
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=root)
-    delta, value = json.loads(out.stdout.strip().splitlines()[-1])
-    return float(delta), value
+    runs = []
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=root)
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    delta = statistics.median(float(run[0]) for run in runs)
+    return delta, runs[0][1]
 
 
 def machine_line() -> str:
     """One line describing the machine and library versions."""
     return (
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}, python {platform.python_version()}"
+        f"torch {torch.__version__}, python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}"
     )
 
 
@@ -85,8 +101,3 @@ def write_section(name: str, title: str, command: str, body: str) -> Path:
     stamp = time.strftime("%Y-%m-%d %H:%M")
     path.write_text(f"## {title}\n\nCommand: `{command}` ({stamp}; {machine_line()})\n\n{body.strip()}\n")
     return path
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory so far, in MB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -6,6 +6,9 @@
    Writes benchmarks/results/saliency_randomization.png.
 
     python benchmarks/saliency_quality.py [--images 100] [--subset 24] [--steps 16] [--random-images 8]
+        [--ig-steps 16] [--samples 10] [--device cuda]
+
+The photos and weights are read from ../shared (or from $FMAPVIZ_SHARED, for a copy taken to another machine).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -22,8 +26,9 @@ from common import RESULTS_DIR, SHARED, markdown_table, setup, write_section
 import fmapviz
 from fmapviz.engines.saliency import METHODS
 
+SHARED = Path(os.environ.get("FMAPVIZ_SHARED", SHARED))
 SAMPLES = SHARED / "imagenet-samples"
-EXPENSIVE = {"integrated_gradients": {"steps": 16}, "smoothgrad": {"samples": 10}}
+EXPENSIVE = {"integrated_gradients": {"steps": 16}, "smoothgrad": {"samples": 10}}  # reset from the command line
 RANDOMIZED_METHODS = ["gradient", "guided_backprop", "gradcam", "input_x_gradient"]
 # randomized together per step, top first (fewer steps than one per block, for time)
 CASCADE = [
@@ -81,7 +86,7 @@ def perturbation_table(loaded, x, classes, subset: int, steps: int, chunk: int =
         print(rows[-1], flush=True)
     # reference: a random map, same protocol
     generator = torch.Generator().manual_seed(0)
-    random_maps = torch.rand(len(x), *x.shape[-2:], generator=generator)
+    random_maps = torch.rand(len(x), *x.shape[-2:], generator=generator).to(x.device)
     deletion = fmapviz.metrics.deletion(model, x, random_maps, classes, steps=steps, baseline=black).auc
     insertion = fmapviz.metrics.insertion(model, x, random_maps, classes, steps=steps).auc
     rows.append(["(random map)", len(x), f"{deletion.mean():.3f}", f"{insertion.mean():.3f}", ""])
@@ -110,8 +115,8 @@ def plot_randomization(checks: dict, path: Path) -> None:
     blocks = next(iter(checks.values())).blocks
     positions = list(range(len(blocks) + 1))
     for method, check in checks.items():
-        mean = torch.cat([torch.ones(1), check.correlations.mean(1).float()])
-        spread = torch.cat([torch.zeros(1), check.correlations.std(1).float()])
+        mean = torch.cat([torch.ones(1), check.correlations.mean(1).float().cpu()])
+        spread = torch.cat([torch.zeros(1), check.correlations.std(1).float().cpu()])
         axis.plot(positions, mean, marker="o", markersize=3, label=f"{method} ({check.view})")
         axis.fill_between(positions, mean - spread, mean + spread, alpha=0.12)
     axis.set_xticks(positions, ["trained"] + blocks, rotation=60, ha="right", fontsize=8)
@@ -132,11 +137,16 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=24, help="images for integrated_gradients and smoothgrad")
     parser.add_argument("--steps", type=int, default=16, help="deletion/insertion steps")
     parser.add_argument("--random-images", type=int, default=8, help="images for the randomization check")
+    parser.add_argument("--ig-steps", type=int, default=16, help="integrated_gradients steps")
+    parser.add_argument("--samples", type=int, default=10, help="smoothgrad samples")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    EXPENSIVE.update(integrated_gradients={"steps": args.ig_steps}, smoothgrad={"samples": args.samples})
     setup(threads=2)
     os.environ.setdefault("TORCH_HOME", str(SHARED / "torch-home"))
-    loaded = fmapviz.load_model("mobilenet_v2", weights="IMAGENET1K_V1")
+    loaded = fmapviz.load_model("mobilenet_v2", weights="IMAGENET1K_V1", device=args.device)
     x, classes = load_samples(args.images, loaded)
+    x, classes = x.to(args.device), classes.to(args.device)
     rows, perturbation_seconds = perturbation_table(loaded, x, classes, args.subset, args.steps)
     checks, randomization_seconds = randomization(loaded, x[: args.random_images], classes[: args.random_images])
     figure = RESULTS_DIR / "saliency_randomization.png"
@@ -149,10 +159,10 @@ def main() -> None:
 
 ### Deletion / insertion AUC
 
-{args.steps} pixel steps (not RISE's 224-pixel steps, for time); deletion replaces pixels by black, insertion starts
+{args.steps} pixel steps (RISE uses 224); deletion replaces pixels by black, insertion starts
 from a blurred image; score = softmax probability of the true class. Mean ± standard error. Layer methods use
-{LAYER}. Reduced settings, for time: {settings}, on the first {args.subset} images only. Lower deletion and higher
-insertion are better.
+{LAYER}. Settings: {settings}, on the first {args.subset} images. Lower deletion and higher insertion are better.
+Device: {args.device}.
 
 {markdown_table(["method", "images", "deletion AUC ↓", "insertion AUC ↑", "seconds"], rows)}
 
@@ -169,7 +179,7 @@ Time: perturbation metrics {perturbation_seconds:.0f} s, randomization {randomiz
     write_section(
         "saliency_quality",
         "Saliency quality (mobilenet_v2, real weights)",
-        "python benchmarks/saliency_quality.py",
+        "python benchmarks/saliency_quality.py " + " ".join(sys.argv[1:]),
         body,
     )
 

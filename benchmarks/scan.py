@@ -7,7 +7,7 @@ photos in ../shared/imagenet-samples, first shrunk once to 128 px PNGs in a temp
 folder so that JPEG decoding does not dominate on 2 cores; the model sees 112×112
 (resize 128, centre-crop 112). Throughput: the same DataLoader (batch 32, 0 workers)
 feeds plain ``model(x)`` under ``torch.no_grad`` and ``fmapviz.scan``; medians of
-round-robin rounds. Peak memory: ru_maxrss increase of a fresh process scanning the file
+round-robin rounds. Peak memory: VmHWM increase of a fresh process scanning the file
 list repeated to 100 and to 1000 images.
 """
 
@@ -111,8 +111,7 @@ def main() -> int:
             f"assert result.images == {count}\n"
         )
         begin = time.perf_counter()
-        measured = peak_rss_delta_mb(code, setup_code)
-        delta = measured[0] if isinstance(measured, tuple) else measured  # newer common.py also returns a value
+        delta, _ = peak_rss_delta_mb(code, setup_code, repeats=1)
         memory_rows.append([count, f"{delta:.0f}", f"{time.perf_counter() - begin:.0f}"])
     memory = markdown_table(["images scanned", "peak RSS Δ MB", "wall s (incl. start-up)"], memory_rows)
     body = (

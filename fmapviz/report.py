@@ -257,7 +257,7 @@ def _saliency_results(
         if cam_layers:
             cam = saliency(model, x, "gradcam", target=target, layer=cam_layers, categories=categories)
             for layer in cam_layers:
-                results.append((f"gradcam {layer}", _layer_view(cam, layer)))
+                results.append((f"gradcam {layer}", cam.for_layer(layer)))
         for method in spec.methods:
             options = {"seed": spec.seed} if method in ("smoothgrad", "integrated_gradients") else {}
             results.append((method, saliency(model, x, method, target=target, categories=categories, **options)))
@@ -269,13 +269,6 @@ def _saliency_results(
                 inserted = metrics.insertion(model, x, result, steps=spec.metric_steps)
                 scores[key] = {"deletion": float(deleted.auc[0]), "insertion": float(inserted.auc[0])}
     return results, scores
-
-
-def _layer_view(result: Any, layer: str) -> Any:
-    """The result of a multi-layer Grad-CAM, narrowed to one of its layers."""
-    from dataclasses import replace
-
-    return replace(result, maps=result.layer_maps[layer], layer=layer, layer_maps={layer: result.layer_maps[layer]})
 
 
 def _saliency_title(result: Any, score: dict[str, float] | None) -> str:

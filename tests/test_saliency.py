@@ -124,7 +124,12 @@ def test_multi_layer_gradcam_matches_single_layer_calls(tiny_cnn):
     for layer in layers:
         alone = saliency(tiny_cnn, x, "gradcam", target=0, layer=layer)
         torch.testing.assert_close(together.layer_maps[layer], alone.maps)
+        narrowed = together.for_layer(layer)
+        torch.testing.assert_close(narrowed.maps, alone.maps)
+        assert narrowed.layer == layer and list(narrowed.layer_maps) == [layer]
     torch.testing.assert_close(together.maps, together.layer_maps["features.3"])
+    with pytest.raises(KeyError, match="features.1, features.3"):
+        together.for_layer("features.0")
 
 
 def test_gradcam_without_relu_keeps_negative_evidence(tiny_cnn):
