@@ -30,7 +30,7 @@ import functools
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import torch
@@ -81,6 +81,18 @@ class SaliencyResult:
     def view_maps(self, view: View | None = None) -> torch.Tensor:
         """The maps as shown: ``"signed"`` as they are, ``"abs"`` magnitudes, ``"positive"`` clamped at 0."""
         return apply_view(self.maps, view or self.view)
+
+    def for_layer(self, layer: str) -> SaliencyResult:
+        """This multi-layer Grad-CAM result narrowed to one of its layers.
+
+        Example:
+            >>> cams = fmapviz.saliency(model, x, "gradcam", layer=["features.7", "features.18"])
+            >>> cams.for_layer("features.7").maps.shape
+            torch.Size([1, 1, 224, 224])
+        """
+        if layer not in self.layer_maps:
+            raise KeyError(f"No map for layer '{layer}'; this result has {', '.join(self.layer_maps) or 'none'}.")
+        return replace(self, maps=self.layer_maps[layer], layer=layer, layer_maps={layer: self.layer_maps[layer]})
 
 
 def apply_view(maps: torch.Tensor, view: View) -> torch.Tensor:
