@@ -1,6 +1,6 @@
 """fmapviz: see what a convolutional network sees."""
 
-from . import metrics
+from . import metrics, targets
 from .capture import Capture, FeatureMaps, capture, feature_maps, model_guard, resolve_layers
 from .display import channel_stats, show_channel_stats, show_hierarchy, show_maps
 from .engines.actmax import (
@@ -61,6 +61,7 @@ __all__ = [
     "load_image",
     "load_model",
     "metrics",
+    "targets",
     "model_guard",
     "resolve_layers",
     "show_gallery",

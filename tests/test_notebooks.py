@@ -43,3 +43,20 @@ def test_quickstart_runs_with_real_weights(tmp_path):
     texts = [output.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert any("Egyptian cat" in text for text in texts)
     assert (tmp_path / "notebooks" / "quickstart-report" / "chelsea.png").is_file()
+
+
+@real_weights
+@pytest.mark.real_weights
+@pytest.mark.slow
+def test_beyond_cnns_runs_with_real_weights(tmp_path):
+    (tmp_path / "assets").mkdir()
+    for name in ("chelsea.png", "coffee.png"):
+        shutil.copy(ROOT / "assets" / name, tmp_path / "assets" / name)
+    (tmp_path / "notebooks").mkdir()
+    notebook = execute("beyond_cnns.ipynb", tmp_path / "notebooks")
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    texts = "\n".join(output.get("text", "") for output in outputs)
+    assert sum("image/png" in output.get("data", {}) for output in outputs) == 7
+    assert "(1, 768, 14, 14)" in texts and "layer=None picked encoder.layers.encoder_layer_11.ln_1" in texts
+    assert "'backbone:pool': (1, 256, 4, 4)" in texts and "['backbone:0', 'backbone:1', 'backbone']" in texts
+    assert "0 hooks left" in texts
