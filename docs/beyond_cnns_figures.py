@@ -9,7 +9,6 @@ works and what the maps look like, not what a trained network sees).
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -33,12 +32,6 @@ def save(figure: fmapviz.plot.Figure, name: str) -> None:
     if path.stat().st_size > 300 * 1024:
         picture.quantize(256, dither=Image.Dither.NONE).save(path, optimize=True)
     print(f"{path.relative_to(ROOT)}: {picture.width}x{picture.height}, {path.stat().st_size // 1024} KB")
-
-
-def per_layer(result: fmapviz.SaliencyResult) -> dict[str, fmapviz.SaliencyResult]:
-    """One result per entry of ``result.layer_maps`` (FPN levels and their sum), for side-by-side panels."""
-    items = result.layer_maps.items()
-    return {key: replace(result, maps=maps, layer=key, layer_maps={key: maps}) for key, maps in items}
 
 
 class Tagged(nn.Module):
@@ -109,7 +102,7 @@ def detection_figures(coffee: fmapviz.LoadedImage) -> None:
     boxes, labels = found["boxes"][:1], found["labels"][:1]
     result = fmapviz.saliency(detector, photo, "gradcam", target=BoxScoreTarget(boxes, labels), layer="backbone")
     boxed = draw_bounding_boxes((photo[0] * 255).to(torch.uint8), boxes, colors="red", width=3).float() / 255
-    panels = {f"{key} ({'sum' if key == 'backbone' else 'level'})": one for key, one in per_layer(result).items()}
+    panels = {f"{key} ({'sum' if key == 'backbone' else 'level'})": result.for_layer(key) for key in result.layer_maps}
     title = "Grad-CAM of the red box's score (BoxScoreTarget), RANDOM-weight detector"
     save(fmapviz.show_saliency(panels, boxed[None], title=title), "detection_gradcam.png")
 
@@ -124,7 +117,7 @@ def segmentation_figure(cat: fmapviz.LoadedImage) -> None:
     mask = labels[0] == category
     target = MaskTarget(category, mask)
     result = fmapviz.saliency(segmenter, cat.tensor, "gradcam", target=target, layer="backbone")
-    panels = per_layer(result)
+    panels = {key: result.for_layer(key) for key in result.layer_maps}
     masked = cat.display * (0.35 + 0.65 * mask.float())
     title = f"lraspp_mobilenet_v3_large (RANDOM weights): MaskTarget, class {category} over its predicted pixels"
     save(fmapviz.show_saliency(panels, masked, title=title), "segmentation_gradcam.png")

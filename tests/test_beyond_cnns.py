@@ -7,7 +7,7 @@ machine). No test writes a reshape function: token and channels-last layouts are
 from __future__ import annotations
 
 import dataclasses
-from collections import namedtuple
+from collections import OrderedDict, namedtuple
 
 import numpy as np
 import pytest
@@ -175,6 +175,54 @@ def test_structured_outputs_work_in_capture_saliency_and_actmax(kind):
 
     result = fmapviz.maximize(model, "class:2", size=16, steps=8, lr=0.1, transforms="none", progress=False)
     assert result.final_activation[0] > result.initial_activation[0]
+    assert hook_count(model) == 0
+
+
+class Pyramid(nn.Module):
+    """A backbone returning an OrderedDict of two maps, and a head reading both (a tiny FPN)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fine, self.coarse = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 4, 3, stride=2, padding=1)
+
+    def forward(self, x: torch.Tensor):
+        return OrderedDict(fine=self.fine(x), coarse=self.coarse(x))
+
+
+class PyramidNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone, self.head = Pyramid(), nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        levels = self.backbone(x)
+        return self.head(torch.cat([levels["fine"].mean((2, 3)), levels["coarse"].mean((2, 3))], 1))
+
+
+def test_dict_of_maps_gives_one_entry_per_level_unless_pick_says_otherwise():
+    torch.manual_seed(0)
+    model, x = PyramidNet().eval(), torch.randn(2, 3, 8, 8)
+    maps = fmapviz.feature_maps(model, x, "backbone")
+    assert {key: tuple(value.shape) for key, value in maps.items()} == {
+        "backbone:fine": (2, 4, 8, 8),
+        "backbone:coarse": (2, 4, 4, 4),
+    }
+    assert torch.equal(maps["backbone:coarse"], model.backbone.coarse(x).detach())
+    picked = fmapviz.feature_maps(model, x, "backbone", pick=lambda out: out["coarse"])
+    assert list(picked) == ["backbone"] and picked["backbone"].shape == (2, 4, 4, 4)
+
+
+def test_gradients_of_every_pyramid_level_match_autograd():
+    torch.manual_seed(0)
+    model, x = PyramidNet().eval(), torch.randn(2, 3, 8, 8)
+    with fmapviz.model_guard(model), fmapviz.capture(model, "backbone", keep_grad=True) as maps:
+        model(x)[:, 1].sum().backward()
+    reference = model.backbone(x)
+    fine, coarse = reference["fine"], reference["coarse"]
+    score = model.head(torch.cat([fine.mean((2, 3)), coarse.mean((2, 3))], 1))[:, 1].sum()
+    expected = torch.autograd.grad(score, [fine, coarse])
+    assert torch.allclose(maps.grads["backbone:fine"], expected[0], atol=1e-7)
+    assert torch.allclose(maps.grads["backbone:coarse"], expected[1], atol=1e-7)
     assert hook_count(model) == 0
 
 
