@@ -24,8 +24,8 @@ demo: install
 	@echo "Report: demo-report/chelsea.png (and demo-report/index.html)"
 
 lint: install
-	$(VENV)/bin/ruff check fmapviz tests benchmarks
-	$(VENV)/bin/ruff format --check fmapviz tests benchmarks
+	$(VENV)/bin/ruff check fmapviz tests benchmarks assets docs notebooks
+	$(VENV)/bin/ruff format --check fmapviz tests benchmarks assets docs notebooks
 
 bench-deps: install
 	$(PIP) install -q --no-deps torch-lucent==0.1.8 grad-cam==1.5.7 torchcam==0.5.0 torchlens==2.36.1 kornia==0.9.0 ttach

@@ -20,6 +20,8 @@ import torch
 
 RESULTS_DIR = Path(__file__).parent / "results"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+if (SHARED / "torch-home").is_dir():  # the real mobilenet_v2 weights, offline (as .ci/run and the Makefile do)
+    os.environ.setdefault("TORCH_HOME", str(SHARED / "torch-home"))
 
 
 def setup(threads: int = 2, seed: int = 0) -> None:

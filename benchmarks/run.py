@@ -2,6 +2,7 @@
 
 python benchmarks/run.py                 # every benchmark
 python benchmarks/run.py capture plot    # only these; other sections are kept
+python benchmarks/run.py --join          # only rebuild RESULTS.md from benchmarks/results/
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ ORDER = ["capture", "plot", "saliency", "saliency_quality", "actmax", "actmax_qu
 
 
 def main(argv: list[str]) -> int:
-    names = argv or [name for name in ORDER if (HERE / f"{name}.py").exists()]
+    names = [] if argv == ["--join"] else argv or [name for name in ORDER if (HERE / f"{name}.py").exists()]
     for name in names:
         print(f"== {name}", flush=True)
         subprocess.run([sys.executable, str(HERE / f"{name}.py")], check=True)

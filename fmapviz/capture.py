@@ -203,8 +203,6 @@ class Capture:
             self._handles.append(self.model.register_forward_pre_hook(self._start_pass))
             for name in self.names:
                 self._handles.append(modules[name].register_forward_hook(self._hook_for(name)))
-            self._guard = _CopyBeforeWrite(self)
-            self._guard.__enter__()
         except BaseException:
             self._release()
             raise
@@ -231,6 +229,12 @@ class Capture:
 
     def _watch(self, key: str, tensor: torch.Tensor) -> None:
         self._watched.setdefault(_storage_key(tensor), []).append(key)
+        if self._guard is None:
+            # Only now, once a map is held by reference, does every later op go through the
+            # (Python) copy-before-write check: the ops before it, and captures that hold
+            # nothing by reference (Grad-CAM's), run at full speed.
+            self._guard = _CopyBeforeWrite(self)
+            self._guard.__enter__()
 
     def _hook_for(self, name: str) -> Callable:
         def hook(module: nn.Module, args: Any, output: Any) -> Any:

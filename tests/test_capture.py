@@ -7,6 +7,7 @@ import torch
 import torchvision
 from conftest import TinyCNN, assert_same_state, edge_image, hook_count, model_state, real_weights
 from torch import nn
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 import fmapviz
 from fmapviz.errors import LayerNotFoundError
@@ -117,7 +118,26 @@ def test_no_hook_remains_after_normal_exit_and_after_exception(resnet18):
     with pytest.raises(RuntimeError), fmapviz.capture(resnet18, "layer1"):
         resnet18(torch.randn(1, 5, 32, 32))  # wrong channel count fails inside the forward
     assert hook_count(resnet18) == 0
+    with pytest.raises(RuntimeError, match="after"), fmapviz.capture(resnet18, "layer1.0.bn1"):
+        resnet18(torch.randn(1, 3, 32, 32))  # bn1's map is held by reference: the copy-before-write guard is on
+        raise RuntimeError("after the forward")
+    assert hook_count(resnet18) == 0
+    assert _get_current_dispatch_mode() is None  # the guard is gone too
     assert_same_state(before, model_state(resnet18))
+
+
+def test_copy_before_write_guard_starts_only_once_a_map_is_held_by_reference():
+    modes = []
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3), nn.ReLU(inplace=True))
+    model.register_forward_pre_hook(lambda module, args: modes.append(_get_current_dispatch_mode()))
+    model[2].register_forward_pre_hook(lambda module, args: modes.append(_get_current_dispatch_mode()))
+    x = torch.randn(1, 3, 12, 12)
+    with torch.no_grad(), fmapviz.capture(model, "2") as maps:
+        model(x)
+    assert modes[0] is None and modes[1] is None  # nothing captured yet: ops run without the Python check
+    assert (maps["2"] < 0).any()  # still exact: the in-place ReLU after it did not change the captured map
+    torch.testing.assert_close(maps["2"], model[2](model[1](model[0](x).clone())))
+    assert _get_current_dispatch_mode() is None
 
 
 def test_unknown_layer_error_lists_closest_names(resnet18):

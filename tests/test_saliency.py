@@ -116,6 +116,23 @@ def test_layer_none_picks_last_spatial_layer_and_reports_it(tiny_cnn):
     assert result.maps.min() >= 0
 
 
+def test_layer_none_finds_the_layer_once_per_model_and_input_shape(tiny_cnn):
+    forwards = []
+    handle = tiny_cnn.register_forward_pre_hook(lambda module, args: forwards.append(args[0].shape[0]))
+    try:
+        first = saliency(tiny_cnn, torch.randn(2, 3, 16, 16), "gradcam")
+        after_first = len(forwards)
+        again = saliency(tiny_cnn, torch.randn(2, 3, 16, 16), "gradcam")
+        after_again = len(forwards) - after_first
+        saliency(tiny_cnn, torch.randn(2, 3, 20, 20), "gradcam")
+        after_new_shape = len(forwards) - after_first - after_again
+    finally:
+        handle.remove()
+    assert first.layer == again.layer == "features"
+    assert after_again == after_first - 1  # the shape pass is not repeated
+    assert after_new_shape == after_first  # a new input shape is looked at again
+
+
 def test_multi_layer_gradcam_matches_single_layer_calls(tiny_cnn):
     x = torch.randn(2, 3, 16, 16)
     layers = ["features.1", "features.3"]

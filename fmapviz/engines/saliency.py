@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import re
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -512,13 +513,30 @@ def _layer_shape(name: str, tensor: torch.Tensor) -> tuple[tuple[int, ...], bool
     return tuple(as_spatial(tensor, layout).shape), leading
 
 
+_SPATIAL_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple[list[str], bool]]] = weakref.WeakKeyDictionary()
+
+
 def spatial_layers(model: nn.Module, x: torch.Tensor, until: str | None = None) -> tuple[list[str], bool]:
     """Modules with a (1, C, H, W) map, H*W > 1, for ``x[:1]``, in the order they finish (up to ``until``).
+
+    The answer comes from one shape-only forward pass, remembered per model, input shape and
+    module structure, so repeated ``layer=None`` calls do not pay for it again.
 
     Returns:
         The module names, and whether the last one has leading class tokens (a ViT: its patch
         tokens may not reach the output at all).
     """
+    structure = tuple(id(module) for module in model.modules())
+    key = (tuple(x.shape[1:]), x.dtype, x.device, until, structure)
+    remembered = _SPATIAL_LAYERS.setdefault(model, {})
+    if key not in remembered:
+        remembered.clear()  # one entry per model: the latest input shape and structure
+        remembered[key] = _spatial_layers(model, x, until)
+    modules, has_class_tokens = remembered[key]
+    return list(modules), has_class_tokens
+
+
+def _spatial_layers(model: nn.Module, x: torch.Tensor, until: str | None) -> tuple[list[str], bool]:
     with torch.no_grad(), capture(model, "all", layout="nchw", reduce=_layer_shape) as shapes:
         model(x[:1])
     names = list(shapes)
