@@ -139,7 +139,11 @@ def _draw_histogram(axes: Any, counts: torch.Tensor, edges: torch.Tensor, cut: f
     lefts, rights = edges[low - 1 : high], edges[low : high + 1]
     axes.bar(lefts, counts[low : high + 1], width=rights - lefts, align="edge", color="#4a6fa5", edgecolor="white")
     axes.axvline(cut, color="#d62728", linestyle="--", linewidth=1, label=f"top-{topk} cut")
-    axes.set_xscale("symlog", linthresh=1e-3)
+    if lefts[0] > 0:  # all maxima positive (the usual case): a log axis over the bins in use only
+        axes.set_xscale("log")
+    else:
+        axes.set_xscale("symlog", linthresh=1e-3)
+    axes.set_xlim(lefts[0], rights[-1])
     axes.set_xlabel("each image's maximum activation", fontsize=8)
     axes.set_ylabel("images", fontsize=8)
     axes.tick_params(labelsize=7)
