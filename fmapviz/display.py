@@ -210,7 +210,7 @@ def show_hierarchy(
         cell: tile size in pixels.
         clip: percentiles mapped to the ends of the colour scale (default 0.5, 99.5, so a
             few border pixels cannot wash a row out); None for min and max.
-        title: figure title.
+        title: figure title; None for the default, "" for none.
 
     Returns:
         A :class:`~fmapviz.plot.Figure`.
@@ -253,7 +253,9 @@ def show_hierarchy(
         titles,
         ncols=channels + 1,
         row_labels=labels,
-        title=title or f"Feature maps from shallow to deep: top {channels} channels by {rank} per layer",
+        title=title
+        if title is not None
+        else f"Feature maps from shallow to deep: top {channels} channels by {rank} per layer",
         tile_pixels=cell,
     )
 

@@ -203,7 +203,9 @@ def _page(
             f"input {tuple(x.shape[1:])}, explained class: {predictions[0][0]}",
         ]
         sections.append((None, header_figure(display, facts, predictions)))
-        hierarchy = show_hierarchy(maps, display, rows, channels=spec.channels)
+        hierarchy = show_hierarchy(
+            maps, display, rows, channels=spec.channels, title=""
+        )  # the page's section header says it
         sections.append(("Feature maps, shallow to deep (top channels by mean activation)", hierarchy))
     results, scores = _saliency_results(model, x, target, layers, spec, categories, clock)
     with clock.stage("drawing"):
