@@ -103,7 +103,8 @@ def channel_stats_figure(stats: Sequence[Any], *, width_inches: float = 9.0) -> 
 
     Returns:
         A :class:`Figure`: red lines are dead channels (never positive), orange weak ones,
-        the dashed line is the weak threshold; the gray curve is the fraction of positive values.
+        the dashed line is the weak threshold; the gray curve (dots beyond 128 channels) is the
+        fraction of positive values.
 
     Raises:
         ValueError: no statistics given.
@@ -128,7 +129,11 @@ def channel_stats_figure(stats: Sequence[Any], *, width_inches: float = 9.0) -> 
         axes.set_ylabel("max activation", fontsize=8)
         axes.tick_params(labelsize=7)
         share = axes.twinx()
-        share.plot(positions, to_numpy(layer.fraction_positive), color="0.45", linewidth=0.7)
+        fraction = to_numpy(layer.fraction_positive)
+        if maxima.size <= 128:
+            share.plot(positions, fraction, color="0.45", linewidth=0.7)
+        else:  # a line through hundreds of channels is a scribble: dots
+            share.plot(positions, fraction, color="0.3", linestyle="none", marker=".", markersize=1.5)
         share.set_ylim(0, 1.02)
         share.set_ylabel("fraction > 0", fontsize=8, color="0.35")
         share.tick_params(labelsize=7, colors="0.35")
