@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/capture.py
 
 resnet50 and mobilenet_v2 (random weights, seed 0, eval), batch 8, 224×224, 2 threads,
-torch.no_grad. Times are medians of round-robin rounds, divided by the plain forward.
+torch.no_grad; also batch 1 with 4 and 8 layers. Times are medians of round-robin rounds, divided by the plain forward.
 Peak memory: increase of the resident high-water mark (VmHWM) in a fresh process for one call, captured maps held.
 """
 
@@ -85,6 +85,27 @@ def time_model(name: str, x: torch.Tensor) -> list[list[object]]:
     return [[name, method, f"{seconds / base:.2f}", f"{seconds:.3f}"] for method, seconds in times.items()]
 
 
+def time_one_image(name: str) -> list[list[object]]:
+    """The common interactive case: one image, a few layers (maps small enough to be copied as captured)."""
+    from captum.attr import LayerActivation
+
+    model = torchvision.models.get_model(name, weights=None).eval()
+    x = torch.randn(1, 3, 224, 224)
+    four, extra = LAYERS[name]
+    modules = dict(model.named_modules())
+    captum4 = LayerActivation(model, [modules[n] for n in four])
+    methods = {
+        "plain forward": lambda: model(x),
+        "fmapviz capture, 4 layers": lambda: run_once(model, x, four),
+        "fmapviz capture, 8 layers": lambda: run_once(model, x, four + extra),
+        "captum LayerActivation, 4 layers": lambda: captum4.attribute(x),
+    }
+    with torch.no_grad():
+        times = time_interleaved(methods, rounds=30 if name == "resnet50" else 60)
+    base = times["plain forward"]
+    return [[name, method, f"{seconds / base:.2f}", f"{seconds:.4f}"] for method, seconds in times.items()]
+
+
 def memory_rows(name: str) -> list[list[object]]:
     four, _ = LAYERS[name]
     setup_code = (
@@ -115,8 +136,10 @@ def main() -> None:
     x = torch.randn(8, 3, 224, 224)
     time_table = []
     memory_table = []
+    one_image_table = []
     for name in LAYERS:
         time_table += time_model(name, x)
+        one_image_table += time_one_image(name)
         memory_table += memory_rows(name)
         print(markdown_table(["model", "method", "× plain", "s"], time_table), flush=True)
     body = (
@@ -124,6 +147,8 @@ def main() -> None:
         "Methods timed round-robin in one process; medians of 10 (resnet50) or 20 (mobilenet_v2) rounds, "
         "each round starting one method later.\n\n"
         + markdown_table(["model", "method", "time × plain forward", "median s"], time_table)
+        + "\n\nOne image (batch 1), the interactive case: medians of 30 (resnet50) or 60 (mobilenet_v2) rounds.\n\n"
+        + markdown_table(["model", "method", "time × plain forward", "median s"], one_image_table)
         + "\n\nPeak memory: VmHWM increase in a fresh process for one call with the maps held (median of 3 processes). "
         "Extra = peak Δ − plain forward's peak Δ. Target: extra ≤ 1.15 × captured bytes; float16 halves it.\n\n"
         + markdown_table(["model", "case", "peak Δ MB", "captured MB", "extra MB", "extra / captured"], memory_table)

@@ -10,8 +10,11 @@ Layer selectors, used everywhere a ``layers`` argument appears:
 * ``"all"``: every submodule (containers included), in execution order.
 
 Values are exactly what each layer returned, even when the model later rewrites
-that tensor in place (``ReLU(inplace=True)``, ``out += identity``): a captured
-tensor is copied only at the moment an in-place op is about to overwrite it.
+that tensor in place (``ReLU(inplace=True)``, ``out += identity``). The first few
+megabytes of maps in a pass are copied as they are captured (cheaper than watching);
+after that, maps are held by reference and a dispatch-level guard protects them: a map is
+copied only at the moment an in-place op is about to overwrite it, or not at all when the
+op can run out of place instead.
 A module that runs more than once per forward gives one entry per call:
 ``"relu"``, ``"relu#2"``, ``"relu#3"``.
 
@@ -113,6 +116,14 @@ def _not_found_message(selector: LayerSelector, named: dict[str, nn.Module], nam
     return f"Unknown layer '{selector}'. Closest: {', '.join(hint)}. See fmapviz.summary(model)."
 
 
+COPY_AT_ONCE_BYTES = 16 * 2**20
+"""Per forward pass, maps up to this many bytes in total are copied when captured; later ones are watched.
+
+Copying a small map costs less than the guard that watches held maps (tens of microseconds on
+every later op of the forward), so one-image captures of a few layers never pay for the guard.
+"""
+
+
 class _StopForward(Exception):
     """Raised by a hook to end the forward pass once every requested layer has run."""
 
@@ -133,8 +144,24 @@ def _storage_key(tensor: torch.Tensor) -> int | None:
         return None
 
 
+@functools.cache
+def _out_of_place(func: Any) -> Any:
+    """The out-of-place twin of a pointwise in-place op writing only ``self`` (``relu_`` -> ``relu``), or None."""
+    name = func._overloadpacket.__name__
+    if torch.Tag.pointwise not in func.tags or not name.endswith("_") or _written_arguments(func) != ((0, "self"),):
+        return None
+    packet = getattr(torch.ops.aten, name[:-1], None)
+    return getattr(packet, func._overloadname, None) if packet is not None else None
+
+
 class _CopyBeforeWrite(TorchDispatchMode):
-    """Copies a captured tensor just before an in-place op would overwrite its storage."""
+    """Keeps captured tensors intact when an in-place op is about to overwrite their storage.
+
+    Usually the captured map is copied first. For a pointwise in-place op (``relu_``, ``add_``,
+    ``hardtanh_``) on a tensor that nothing but the model's own tensor and our maps refer to,
+    the op runs out of place instead and the model's tensor moves onto the new storage: the map
+    keeps the old values without a copy, and the model cannot tell the difference.
+    """
 
     def __init__(self, capture: Capture) -> None:
         super().__init__()
@@ -146,10 +173,35 @@ class _CopyBeforeWrite(TorchDispatchMode):
         if watched:
             for index, name in _written_arguments(func):
                 target = args[index] if index < len(args) else kwargs.get(name)
-                if isinstance(target, torch.Tensor):
-                    for key in watched.pop(_storage_key(target), ()):
-                        self.capture.maps[key] = self.capture.maps[key].clone()
+                if not isinstance(target, torch.Tensor):
+                    continue
+                keys = watched.pop(_storage_key(target), ())
+                if keys and self._only_maps_share(target, keys):
+                    redirected = self._run_out_of_place(func, target, args, kwargs)
+                    if redirected is not None:
+                        return redirected
+                for key in keys:
+                    self.capture.maps[key] = self.capture.maps[key].clone()
         return func(*args, **kwargs)
+
+    def _only_maps_share(self, target: torch.Tensor, keys: list[str]) -> bool:
+        """True when the storage's only users are ``target`` and the maps stored under ``keys``."""
+        use_count = getattr(torch._C, "_storage_Use_Count", None)
+        if use_count is None or target.requires_grad or target.storage_offset() != 0:
+            return False
+        storage = target.untyped_storage()
+        holders = 2 + len({id(self.capture.maps[key]) for key in keys})  # target, `storage`, the maps
+        return use_count(storage._cdata) == holders
+
+    @staticmethod
+    def _run_out_of_place(func: Any, target: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor | None:
+        twin = _out_of_place(func)
+        if twin is None:
+            return None
+        result = twin(*args, **kwargs)
+        if result.shape != target.shape or result.dtype != target.dtype or result.stride() != target.stride():
+            return None  # the in-place op would keep target's layout: copy the maps and run it instead
+        return target.set_(result)
 
 
 class FeatureMaps(dict):
@@ -193,6 +245,7 @@ class Capture:
         self.layouts = _layouts(layout, self.names)
         self.maps = FeatureMaps()
         self._calls: dict[str, int] = {}
+        self._copied_bytes = 0
         self._watched: dict[int | None, list[str]] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._guard: _CopyBeforeWrite | None = None
@@ -225,6 +278,7 @@ class Capture:
         self.maps.clear()
         self.maps.grads.clear()
         self._calls.clear()
+        self._copied_bytes = 0
         self._watched.clear()
 
     def _watch(self, key: str, tensor: torch.Tensor) -> None:
@@ -283,6 +337,11 @@ class Capture:
         else:
             value = as_spatial(tensor.detach(), layout)
             converted = value.to(device=self.device, dtype=self.dtype) if self.device or self.dtype else value
+            if converted is value and self._guard is None:
+                nbytes = value.numel() * value.element_size()
+                if self._copied_bytes + nbytes <= COPY_AT_ONCE_BYTES:
+                    self._copied_bytes += nbytes
+                    converted = value.clone()
             self.maps[key] = converted
             if converted is value:
                 self._watch(key, value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 import torchvision
@@ -11,6 +13,21 @@ from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 import fmapviz
 from fmapviz.errors import LayerNotFoundError
+
+capture_module = importlib.import_module("fmapviz.capture")
+
+
+@pytest.fixture
+def watch_every_map(monkeypatch):
+    """No map is copied as it is captured: every map is held by reference behind the copy-before-write guard."""
+    monkeypatch.setattr(capture_module, "COPY_AT_ONCE_BYTES", 0)
+
+
+@pytest.fixture(params=["copied at once", "watched"])
+def either_path(request, monkeypatch):
+    """Run the test with small maps copied as captured (the default) and with every map watched."""
+    if request.param == "watched":
+        monkeypatch.setattr(capture_module, "COPY_AT_ONCE_BYTES", 0)
 
 
 def test_vertical_edge_filter_gives_exactly_the_expected_map():
@@ -68,7 +85,7 @@ def _piecewise_bottleneck(block: nn.Module, x: torch.Tensor) -> dict[str, torch.
     return out
 
 
-def test_values_equal_a_hook_free_reference_next_to_in_place_ops():
+def test_values_equal_a_hook_free_reference_next_to_in_place_ops(either_path):
     torch.manual_seed(0)
     model = torchvision.models.resnet50(weights=None).eval()
     x = torch.randn(1, 3, 64, 64)
@@ -83,7 +100,7 @@ def test_values_equal_a_hook_free_reference_next_to_in_place_ops():
     assert (maps["layer1.0.bn3"] < 0).any()
 
 
-def test_in_place_relu_output_and_its_input_both_keep_their_own_values(tiny_cnn):
+def test_in_place_relu_output_and_its_input_both_keep_their_own_values(tiny_cnn, either_path):
     x = torch.randn(2, 3, 8, 8)
     maps = fmapviz.feature_maps(tiny_cnn, x, ["features.0", "features.1"])
     with torch.no_grad():
@@ -93,7 +110,7 @@ def test_in_place_relu_output_and_its_input_both_keep_their_own_values(tiny_cnn)
     assert torch.equal(maps["features.1"], conv.clamp(min=0))
 
 
-def test_only_tensors_at_risk_are_copied(resnet18):
+def test_only_tensors_at_risk_are_copied(resnet18, watch_every_map):
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad(), fmapviz.capture(resnet18, ["layer1.0.bn1", "layer1.0.conv1"]) as maps:
         conv_out = {}
@@ -104,7 +121,53 @@ def test_only_tensors_at_risk_are_copied(resnet18):
     assert maps["layer1.0.conv1"].untyped_storage().data_ptr() == conv_out["t"].untyped_storage().data_ptr()
 
 
-def test_no_hook_remains_after_normal_exit_and_after_exception(resnet18):
+def test_in_place_pointwise_op_moves_the_model_tensor_instead_of_copying_the_map(watch_every_map):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 2, 3)).eval()
+    x = torch.randn(1, 3, 10, 10)
+    with torch.no_grad():
+        expected_output = model(x)
+        expected_map = model[0](x)
+        held = {}
+        handle = model[0].register_forward_hook(lambda m, a, o: held.setdefault("conv", o))
+        with fmapviz.capture(model, "0") as maps:
+            output = model(x)
+        handle.remove()
+    assert torch.equal(output, expected_output) and torch.equal(maps["0"], expected_map)
+    assert (maps["0"] < 0).any()
+    # relu_ ran out of place: the map kept conv's storage and the model's tensor moved to a new one
+    assert maps["0"].untyped_storage().data_ptr() != held["conv"].untyped_storage().data_ptr()
+    assert (held["conv"] >= 0).all()
+
+
+class _ViewThenInPlace(nn.Module):
+    """Keeps a view of a tensor, then rewrites the tensor in place: the view must see the new values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.conv(x)
+        head = y[:, 1:2]
+        y.relu_()
+        return head.clone()
+
+
+def test_in_place_op_on_a_tensor_with_other_views_copies_the_map_and_keeps_model_semantics(watch_every_map):
+    torch.manual_seed(0)
+    model = _ViewThenInPlace().eval()
+    x = torch.randn(1, 3, 8, 8)
+    with torch.no_grad():
+        expected_output = model(x)
+        expected_map = model.conv(x)
+        with fmapviz.capture(model, "conv") as maps:
+            output = model(x)
+    assert torch.equal(output, expected_output) and (output >= 0).all()
+    assert torch.equal(maps["conv"], expected_map) and (maps["conv"] < 0).any()
+
+
+def test_no_hook_remains_after_normal_exit_and_after_exception(resnet18, watch_every_map):
     before = model_state(resnet18)
     with fmapviz.capture(resnet18, "all") as maps:
         resnet18(torch.randn(1, 3, 32, 32))
@@ -126,7 +189,7 @@ def test_no_hook_remains_after_normal_exit_and_after_exception(resnet18):
     assert_same_state(before, model_state(resnet18))
 
 
-def test_copy_before_write_guard_starts_only_once_a_map_is_held_by_reference():
+def test_copy_before_write_guard_starts_only_once_a_map_is_held_by_reference(watch_every_map):
     modes = []
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3), nn.ReLU(inplace=True))
     model.register_forward_pre_hook(lambda module, args: modes.append(_get_current_dispatch_mode()))
@@ -137,6 +200,27 @@ def test_copy_before_write_guard_starts_only_once_a_map_is_held_by_reference():
     assert modes[0] is None and modes[1] is None  # nothing captured yet: ops run without the Python check
     assert (maps["2"] < 0).any()  # still exact: the in-place ReLU after it did not change the captured map
     torch.testing.assert_close(maps["2"], model[2](model[1](model[0](x).clone())))
+    assert _get_current_dispatch_mode() is None
+
+
+def test_small_maps_are_copied_at_once_and_the_guard_starts_past_the_budget(monkeypatch):
+    modes = []
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(inplace=True), nn.Conv2d(4, 4, 3), nn.ReLU(inplace=True))
+    model[3].register_forward_pre_hook(lambda module, args: modes.append(_get_current_dispatch_mode()))
+    x = torch.randn(1, 3, 12, 12)
+    with torch.no_grad():
+        first = model[0](x)
+        second = model[2](model[1](first.clone()))
+        with fmapviz.capture(model, ["0", "2"]) as maps:
+            model(x)
+        assert modes[-1] is None  # both maps were copied as captured: no guard on the later ops
+        assert torch.equal(maps["0"], first) and torch.equal(maps["2"], second)
+        monkeypatch.setattr(capture_module, "COPY_AT_ONCE_BYTES", first.numel() * 4)  # room for the first only
+        with fmapviz.capture(model, ["0", "2"]) as maps:
+            model(x)
+    assert modes[-1] is not None  # the second map is held by reference behind the guard
+    assert torch.equal(maps["0"], first) and torch.equal(maps["2"], second)
+    assert (maps["0"] < 0).any() and (maps["2"] < 0).any()
     assert _get_current_dispatch_mode() is None
 
 
