@@ -69,7 +69,10 @@ def resolve_layers(model: nn.Module, layers: LayerSelectors) -> list[str]:
         >>> resolve_layers(torchvision.models.resnet18(), "layer4.*.conv2")
         ['layer4.0.conv2', 'layer4.1.conv2']
     """
-    named = dict(model.named_modules())
+    return _resolve(dict(model.named_modules()), layers)
+
+
+def _resolve(named: dict[str, nn.Module], layers: LayerSelectors) -> list[str]:
     names = [name for name in named if name]
     selectors = [layers] if isinstance(layers, (str, type, nn.Module)) else list(layers)
     if not selectors:
@@ -235,7 +238,9 @@ class Capture:
         layout: Layout = "auto",
     ) -> None:
         self.model = model
-        self.names = resolve_layers(model, layers)
+        named = dict(model.named_modules())
+        self.names = _resolve(named, layers)
+        self._modules = [named[name] for name in self.names]
         self.device = torch.device(device) if device is not None else None
         self.dtype = dtype
         self.keep_grad = keep_grad
@@ -252,10 +257,9 @@ class Capture:
 
     def __enter__(self) -> FeatureMaps:
         try:
-            modules = dict(self.model.named_modules())
             self._handles.append(self.model.register_forward_pre_hook(self._start_pass))
-            for name in self.names:
-                self._handles.append(modules[name].register_forward_hook(self._hook_for(name)))
+            for name, module in zip(self.names, self._modules):
+                self._handles.append(module.register_forward_hook(self._hook_for(name)))
         except BaseException:
             self._release()
             raise
