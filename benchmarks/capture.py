@@ -150,7 +150,9 @@ def main() -> None:
         + "\n\nOne image (batch 1), the interactive case: medians of 30 (resnet50) or 60 (mobilenet_v2) rounds.\n\n"
         + markdown_table(["model", "method", "time × plain forward", "median s"], one_image_table)
         + "\n\nPeak memory: VmHWM increase in a fresh process for one call with the maps held (median of 3 processes). "
-        "Extra = peak Δ − plain forward's peak Δ. Target: extra ≤ 1.15 × captured bytes; float16 halves it.\n\n"
+        "Extra = peak Δ − plain forward's peak Δ. Target: extra ≤ 1.15 × captured bytes; float16 halves it."
+        " The peak of the plain forward itself moves by ±25 MB between runs (glibc's heap), so captures of a few MB"
+        " (the 4-layer rows) read as noise around zero; the ratio means something for the large captures.\n\n"
         + markdown_table(["model", "case", "peak Δ MB", "captured MB", "extra MB", "extra / captured"], memory_table)
     )
     write_section("capture", "Capture overhead and memory (issue 2)", "python benchmarks/run.py capture", body)
