@@ -12,16 +12,15 @@ pixel (0, 0); output pixel (i, j) sees the input window centred at
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
-from .capture import capture, model_guard
+from .capture import LayerSelectors, capture, model_guard
 
 Pair = tuple[float, float]
 
@@ -127,23 +126,49 @@ def summary(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)) -> S
         (435, 435)
         >>> print(rows)  # a table
     """
+    modules = dict(model.named_modules())
+
+    def describe(name: str, output: torch.Tensor, geometry: Geometry | None) -> LayerInfo:
+        module = modules[name.split("#")[0]]
+        parameters = sum(p.numel() for p in module.parameters())
+        return LayerInfo(name, type(module).__name__, tuple(output.shape), parameters, geometry)
+
+    return Summary(_traced(model, input_size, "all", describe).values())
+
+
+def layer_geometry(
+    model: nn.Module, layers: LayerSelectors, input_size: Sequence[int] = (1, 3, 224, 224)
+) -> dict[str, Geometry | None]:
+    """The :class:`Geometry` of the selected layers only (None for non-spatial outputs), keyed as capture keys them.
+
+    Cheaper than :func:`summary` when only a few layers matter: the forward pass stops after
+    the last of them and the other modules are not described.
+    """
+    return _traced(model, input_size, layers, lambda name, output, geometry: geometry, stop_early=True)
+
+
+def _traced(
+    model: nn.Module,
+    input_size: Sequence[int],
+    layers: LayerSelectors,
+    record: Callable[[str, torch.Tensor, Geometry | None], Any],
+    stop_early: bool = False,
+) -> dict[str, Any]:
+    """Run one forward pass on zeros; ``record(name, output, geometry)`` for each selected layer."""
     parameter = next(model.parameters(), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
     x = torch.zeros(tuple(input_size), device=device)
     tracker = _GeometryTracker()
     tracker.geometry[id(x)] = Geometry()
     tracker.alive.append(x)
-    modules = dict(model.named_modules())
 
-    def describe(name: str, output: torch.Tensor) -> LayerInfo:
-        module = modules[name.split("#")[0]]
-        geometry = tracker.geometry.get(id(output)) if output.ndim == 4 else None
-        parameters = sum(p.numel() for p in module.parameters())
-        return LayerInfo(name, type(module).__name__, tuple(output.shape), parameters, geometry)
+    def reduce(name: str, output: torch.Tensor) -> Any:
+        return record(name, output, tracker.geometry.get(id(output)) if output.ndim == 4 else None)
 
-    with model_guard(model), torch.no_grad(), capture(model, "all", reduce=describe) as rows, tracker:
+    options = dict(reduce=reduce, stop_early=stop_early)
+    with model_guard(model), torch.no_grad(), capture(model, layers, **options) as rows, tracker:
         model(x)
-    return Summary(rows.values())
+    return dict(rows)
 
 
 class _GeometryTracker(TorchDispatchMode):
@@ -157,17 +182,27 @@ class _GeometryTracker(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         result = func(*args, **kwargs)
-        inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        inputs = _tensors((*args, *kwargs.values()))
         known = [self.geometry[id(t)] for t in inputs if id(t) in self.geometry]
         if not known or not inputs:
             return result
         incoming = max(known, key=lambda g: g.receptive_field[0] * g.receptive_field[1])
         geometry = _after(func, args, inputs[0], incoming)
-        for output in tree_flatten(result)[0]:
-            if isinstance(output, torch.Tensor):
-                self.geometry[id(output)] = geometry
-                self.alive.append(output)
+        for output in _tensors(result if isinstance(result, (tuple, list)) else (result,)):
+            self.geometry[id(output)] = geometry
+            self.alive.append(output)
         return result
+
+
+def _tensors(values: Sequence[Any]) -> list[torch.Tensor]:
+    """The tensors among aten op arguments or results (tensors, or lists of tensors one level deep)."""
+    found = []
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            found.append(value)
+        elif isinstance(value, (tuple, list)):
+            found.extend(item for item in value if isinstance(item, torch.Tensor))
+    return found
 
 
 def _pair(value: Any, default: int) -> Pair:

@@ -39,7 +39,7 @@ from .capture import LayerSelectors, capture, model_guard, resolve_layers
 from .engines.direct import ChannelStats, stats_from_running
 from .errors import FmapvizError, ImageLoadError
 from .images import IMAGE_SUFFIXES, denormalize, read_image_file
-from .layers import Geometry, summary
+from .layers import Geometry, layer_geometry
 from .models import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, default_transform, load_model
 from .stats import RunningChannelStats
 
@@ -680,6 +680,7 @@ def scan(
     skipped: list[tuple[str, str]] = []
     images = 0
     input_size = None
+    capturing = capture(model, names, stop_early=True, reduce=reduce)  # entered anew for each batch
     with model_guard(model), torch.no_grad():
         for indices, batch, bad in batches:
             skipped += [(sources[index] if sources else index, reason) for index, reason in bad]
@@ -688,13 +689,13 @@ def scan(
             batch = batch.to(device) if device is not None else batch
             input_size = tuple(batch.shape[-2:])
             current["sources"] = indices
-            with capture(model, names, stop_early=True, reduce=reduce):
+            with capturing:
                 model(batch)
             images += len(indices)
         geometry = {}
         if input_size is not None:
-            rows = {row.name: row.geometry for row in summary(model, (1, 3, *input_size))}
-            geometry = {name: rows.get(name) for name in scanned}
+            found = layer_geometry(model, names, (1, 3, *input_size))
+            geometry = {name: found.get(name) for name in scanned}
     result = ScanResult(
         layers=scanned,
         sources=sources,

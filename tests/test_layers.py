@@ -95,3 +95,18 @@ def test_output_size_formula_holds_for_every_conv_of_vgg_style():
             k, s, p, d = [v if isinstance(v, int) else v[0] for v in settings]
             size = (size + 2 * p - d * (k - 1) - 1) // s + 1
         assert row.output_shape[-1] == size, row.name
+
+
+def test_layer_geometry_equals_summary_for_the_chosen_layers_and_stops_after_them():
+    from fmapviz.layers import layer_geometry
+
+    model = torchvision.models.resnet18(weights=None).eval()
+    ran = []
+    model.fc.register_forward_hook(lambda module, args, output: ran.append("fc"))
+    rows = fmapviz.summary(model, (1, 3, 96, 96))
+    ran.clear()
+    found = layer_geometry(model, ["layer2.*.conv2", "layer3"], (1, 3, 96, 96))
+    assert list(found) == ["layer2.0.conv2", "layer2.1.conv2", "layer3"]
+    assert all(found[name] == rows[name].geometry for name in found)
+    assert found["layer3"].stride == (16, 16)
+    assert ran == [] and hook_count(model) == 1  # stopped before fc; only the test's own hook is left
