@@ -84,6 +84,24 @@ def test_vit_gradcam_picks_the_last_block_input_whose_patches_reach_the_logits(v
     assert_same_state(before, model_state(vit))
 
 
+def test_vit_layer_probe_runs_once_per_model_then_its_pick_is_reused_for_other_classes():
+    torch.manual_seed(0)
+    small = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=4, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5
+    ).eval()
+    torch.nn.init.normal_(small.heads.head.weight, std=0.5)
+    x = torch.randn(1, 3, 32, 32)
+    on_graph = []  # does block 1's output join the autograd graph? only while the probe captures it
+    small.encoder.layers[1].register_forward_hook(lambda module, args, output: on_graph.append(output.requires_grad))
+    first = fmapviz.saliency(small, x, "gradcam", target=2)
+    later = fmapviz.saliency(small, x, "gradcam", target=4)  # another class: same architecture, same pick
+    explicit = fmapviz.saliency(small, x, "gradcam", target=4, layer=first.layer)
+    assert first.layer == later.layer == "encoder.layers.encoder_layer_3.ln_1"
+    # first call: shape pass, then the probe (block 1 on the graph); later and explicit calls: no probe
+    assert on_graph == [False, True, False, False]
+    assert torch.equal(later.maps, explicit.maps)
+
+
 def test_vit_activation_maximization_raises_a_token_channel(vit):
     result = fmapviz.maximize(
         vit, "encoder.layers.encoder_layer_0:7", size=224, steps=3, lr=0.1, transforms="none", progress=False

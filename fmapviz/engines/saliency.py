@@ -224,6 +224,7 @@ class _Job:
     options: dict[str, Any]
     indices: torch.Tensor | None = None  # (N, K) class indices once known
     candidates: list[str] | None = None  # layer=None probe: the pipeline keeps the last one reached
+    remember_probe: tuple | None = None  # set when the probe's pick holds for any logit target of this model
 
     def option(self, name: str, default: Any) -> Any:
         value = self.options.setdefault(name, default)
@@ -469,6 +470,8 @@ def _last_reached(
     if not reached:
         raise ValueError("No spatial layer near the output gets a gradient from the target; pass layer= explicitly.")
     job.layers, job.candidates = [reached[-1]], None
+    if job.remember_probe is not None:
+        _PROBED_LAYER[job.model] = {job.remember_probe: reached[-1]}
     chosen = [index for index, key in enumerate(keys) if _module_name(key) == reached[-1]]
     return [keys[i] for i in chosen], [activations[i] for i in chosen], [grads[i] for i in chosen]
 
@@ -514,6 +517,13 @@ def _layer_shape(name: str, tensor: torch.Tensor) -> tuple[tuple[int, ...], bool
 
 
 _SPATIAL_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple[list[str], bool]]] = weakref.WeakKeyDictionary()
+_PROBED_LAYER: weakref.WeakKeyDictionary[nn.Module, dict[tuple, str]] = weakref.WeakKeyDictionary()
+
+
+def _shape_key(model: nn.Module, x: torch.Tensor, until: str | None) -> tuple:
+    """What the layer search depends on: input shape, dtype, device, stop layer and module structure."""
+    structure = tuple(id(module) for module in model.modules())
+    return (tuple(x.shape[1:]), x.dtype, x.device, until, structure)
 
 
 def spatial_layers(model: nn.Module, x: torch.Tensor, until: str | None = None) -> tuple[list[str], bool]:
@@ -526,8 +536,7 @@ def spatial_layers(model: nn.Module, x: torch.Tensor, until: str | None = None) 
         The module names, and whether the last one has leading class tokens (a ViT: its patch
         tokens may not reach the output at all).
     """
-    structure = tuple(id(module) for module in model.modules())
-    key = (tuple(x.shape[1:]), x.dtype, x.device, until, structure)
+    key = _shape_key(model, x, until)
     remembered = _SPATIAL_LAYERS.setdefault(model, {})
     if key not in remembered:
         remembered.clear()  # one entry per model: the latest input shape and structure
@@ -562,8 +571,17 @@ def auto_layer(job: _Job, until: str | None = None) -> str:
     modules, has_class_tokens = spatial_layers(job.model, job.x, until)
     if not modules:
         raise ValueError("The model has no layer with a 4-D (N,C,H,W) output; pass layer= explicitly.")
-    if has_class_tokens or job.target.raw:
+    if job.target.raw:
         job.candidates = modules[-32:]
+    elif has_class_tokens:
+        # which patch maps reach a logit through the class token is a property of the architecture,
+        # not of the class: probe once per model and input shape, then reuse the pick
+        key = _shape_key(job.model, job.x, until)
+        probed = _PROBED_LAYER.get(job.model, {}).get(key)
+        if probed is not None:
+            return probed
+        job.candidates = modules[-32:]
+        job.remember_probe = key
     return modules[-1]
 
 
