@@ -192,7 +192,10 @@ class _CopyBeforeWrite(TorchDispatchMode):
         use_count = getattr(torch._C, "_storage_Use_Count", None)
         if use_count is None or target.requires_grad or target.storage_offset() != 0:
             return False
-        storage = target.untyped_storage()
+        try:
+            storage = target.untyped_storage()
+        except (RuntimeError, NotImplementedError):  # no plain storage (sparse, tensor subclasses): copy instead
+            return False
         holders = 2 + len({id(self.capture.maps[key]) for key in keys})  # target, `storage`, the maps
         return use_count(storage._cdata) == holders
 

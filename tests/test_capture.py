@@ -167,6 +167,27 @@ def test_in_place_op_on_a_tensor_with_other_views_copies_the_map_and_keeps_model
     assert torch.equal(maps["conv"], expected_map) and (maps["conv"] < 0).any()
 
 
+class _SparseThenInPlace(nn.Module):
+    """A layer returning a sparse tensor (no plain storage) that the model then rewrites in place."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sparse = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.sparse(x.to_sparse())
+        y.mul_(2)
+        return y.to_dense()
+
+
+def test_in_place_op_on_a_captured_sparse_tensor_copies_the_map(watch_every_map):
+    model, x = _SparseThenInPlace(), torch.randn(2, 3)
+    with torch.no_grad(), fmapviz.capture(model, "sparse") as maps:
+        output = model(x)
+    assert torch.equal(output, 2 * x)
+    assert torch.equal(maps["sparse"].to_dense(), x)
+
+
 def test_no_hook_remains_after_normal_exit_and_after_exception(resnet18, watch_every_map):
     before = model_state(resnet18)
     with fmapviz.capture(resnet18, "all") as maps:
