@@ -378,6 +378,11 @@ def _layouts(layout: Layout, names: list[str]) -> dict[str, str]:
     return chosen
 
 
+def module_name(key: str) -> str:
+    """The module a capture key comes from: ``"relu#2"`` -> ``"relu"``, ``"backbone:pool"`` -> ``"backbone"``."""
+    return key.split("#")[0].split(":")[0]
+
+
 def map_levels(output: Any) -> dict[Any, torch.Tensor] | None:
     """The levels of a dict of maps (every value a tensor with 3 or more dims, two or more of them), or None.
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .capture import LayerSelectors, capture, model_guard
+from .capture import LayerSelectors, capture, model_guard, module_name
 
 Pair = tuple[float, float]
 
@@ -129,7 +129,7 @@ def summary(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)) -> S
     modules = dict(model.named_modules())
 
     def describe(name: str, output: torch.Tensor, geometry: Geometry | None) -> LayerInfo:
-        module = modules[name.split("#")[0]]
+        module = modules[module_name(name)]
         parameters = sum(p.numel() for p in module.parameters())
         return LayerInfo(name, type(module).__name__, tuple(output.shape), parameters, geometry)
 

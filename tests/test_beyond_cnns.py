@@ -230,6 +230,13 @@ def test_dict_of_maps_gives_one_entry_per_level_unless_pick_says_otherwise():
     assert list(picked) == ["backbone"] and picked["backbone"].shape == (2, 4, 4, 4)
 
 
+def test_summary_lists_each_pyramid_level_under_its_module():
+    rows = fmapviz.summary(PyramidNet(), (1, 3, 8, 8))
+    assert rows["backbone:fine"].output_shape == (1, 4, 8, 8)
+    assert rows["backbone:coarse"].stride == (2, 2)
+    assert rows["backbone:coarse"].type == "Pyramid"
+
+
 def test_gradients_of_every_pyramid_level_match_autograd():
     torch.manual_seed(0)
     model, x = PyramidNet().eval(), torch.randn(2, 3, 8, 8)

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..capture import LayerSelectors, capture, model_guard, resolve_layers
+from ..capture import LayerSelectors, capture, model_guard, module_name, resolve_layers
 from ..outputs import output_tensor
 from ..tokens import as_spatial, resolve_layout, token_grid
 
@@ -410,7 +410,7 @@ def _layer_pipeline(job: _Job, weigh: Callable[[torch.Tensor, torch.Tensor], tor
     _, maps, scores = job.forward_scores(job.x.detach(), job.candidates or job.layers)
     if job.candidates:
         maps = {key: value for key, value in maps.items() if value.requires_grad}
-        job.layers = list(dict.fromkeys(_module_name(key) for key in maps))
+        job.layers = list(dict.fromkeys(module_name(key) for key in maps))
     levels = {name: [name] if name in maps else _level_keys(maps, name) for name in job.layers}
     missing = [name for name, keys in levels.items() if not keys]
     if missing:
@@ -444,11 +444,6 @@ def _layer_pipeline(job: _Job, weigh: Callable[[torch.Tensor, torch.Tensor], tor
     return result
 
 
-def _module_name(key: str) -> str:
-    """The module a capture key comes from: ``"relu#2"`` -> ``"relu"``, ``"backbone:pool"`` -> ``"backbone"``."""
-    return key.split("#")[0].split(":")[0]
-
-
 def _level_keys(maps: dict[str, torch.Tensor], name: str) -> list[str]:
     return [key for key in maps if key.startswith(f"{name}:")]
 
@@ -457,8 +452,8 @@ def _drop_unread_levels(
     keys: list[str], activations: list[torch.Tensor], grads: Sequence[torch.Tensor | None]
 ) -> tuple[list[str], list[torch.Tensor], list[torch.Tensor | None]]:
     """Leave out the levels of a dict layer that get no gradient when another level of it does."""
-    read = {_module_name(key) for key, grad in zip(keys, grads) if grad is not None and ":" in key}
-    kept = [i for i, key in enumerate(keys) if grads[i] is not None or ":" not in key or _module_name(key) not in read]
+    read = {module_name(key) for key, grad in zip(keys, grads) if grad is not None and ":" in key}
+    kept = [i for i, key in enumerate(keys) if grads[i] is not None or ":" not in key or module_name(key) not in read]
     return [keys[i] for i in kept], [activations[i] for i in kept], [grads[i] for i in kept]
 
 
@@ -466,13 +461,13 @@ def _last_reached(
     job: _Job, keys: list[str], activations: list[torch.Tensor], grads: Sequence[torch.Tensor | None]
 ) -> tuple[list[str], list[torch.Tensor], list[torch.Tensor | None]]:
     """Narrow the probed candidates to the last module whose map gets a non-zero gradient."""
-    reached = [_module_name(key) for key, grad in zip(keys, grads) if grad is not None and bool(grad.any())]
+    reached = [module_name(key) for key, grad in zip(keys, grads) if grad is not None and bool(grad.any())]
     if not reached:
         raise ValueError("No spatial layer near the output gets a gradient from the target; pass layer= explicitly.")
     job.layers, job.candidates = [reached[-1]], None
     if job.remember_probe is not None:
         _PROBED_LAYER[job.model] = {job.remember_probe: reached[-1]}
-    chosen = [index for index, key in enumerate(keys) if _module_name(key) == reached[-1]]
+    chosen = [index for index, key in enumerate(keys) if module_name(key) == reached[-1]]
     return [keys[i] for i in chosen], [activations[i] for i in chosen], [grads[i] for i in chosen]
 
 
@@ -553,7 +548,7 @@ def _spatial_layers(model: nn.Module, x: torch.Tensor, until: str | None) -> tup
         names = names[: names.index(until) + 1]
     spatial = [name for name in names if len(shapes[name][0]) == 4 and shapes[name][0][0] == 1]
     spatial = [name for name in spatial if shapes[name][0][2] * shapes[name][0][3] > 1]
-    modules = list(dict.fromkeys(_module_name(name) for name in spatial))
+    modules = list(dict.fromkeys(module_name(name) for name in spatial))
     return modules, bool(spatial) and shapes[spatial[-1]][1]
 
 
