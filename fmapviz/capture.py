@@ -20,7 +20,7 @@ A module that runs more than once per forward gives one entry per call:
 
 Transformer outputs are stored as (N, C, H, W) maps: ViT tokens ``(N, 1+H*W, C)`` and Swin's
 channels-last ``(N, H, W, C)`` are read with :func:`fmapviz.tokens.to_spatial` (``layout=`` overrides
-the guess). NCHW and (N, C) outputs are stored exactly as returned, without a copy.
+the guess). NCHW and (N, C) outputs are stored with exactly the values returned.
 
 Other outputs go through :mod:`fmapviz.outputs` (the first tensor of a tuple, dict or dataclass,
 or ``.logits``), with two exceptions. A dict of maps (every value a tensor of 3 or more dims,
@@ -97,10 +97,14 @@ def _match(selector: LayerSelector, named: dict[str, nn.Module], names: list[str
         return names
     if selector in named and selector:
         return [selector]
-    if any(char in selector for char in "*?["):
+    if _is_glob(selector):
         pattern = _glob_pattern(selector)
         return [name for name in names if pattern.fullmatch(name)]
     return [name for name in names if type(named[name]).__name__ == selector]
+
+
+def _is_glob(selector: str) -> bool:
+    return any(char in selector for char in "*?[")
 
 
 def _glob_pattern(selector: str) -> re.Pattern:
@@ -157,6 +161,14 @@ def _out_of_place(func: Any) -> Any:
     return getattr(packet, func._overloadname, None) if packet is not None else None
 
 
+def _run_out_of_place(twin: Any, target: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """Run ``twin`` and move ``target`` onto its result; None when the result's layout differs from target's."""
+    result = twin(*args, **kwargs)
+    if result.shape != target.shape or result.dtype != target.dtype or result.stride() != target.stride():
+        return None  # the in-place op would keep target's layout: copy the maps and run it instead
+    return target.set_(result)
+
+
 class _CopyBeforeWrite(TorchDispatchMode):
     """Keeps captured tensors intact when an in-place op is about to overwrite their storage.
 
@@ -179,8 +191,9 @@ class _CopyBeforeWrite(TorchDispatchMode):
                 if not isinstance(target, torch.Tensor):
                     continue
                 keys = watched.pop(_storage_key(target), ())
-                if keys and self._only_maps_share(target, keys):
-                    redirected = self._run_out_of_place(func, target, args, kwargs)
+                twin = _out_of_place(func) if keys else None
+                if twin is not None and self._only_maps_share(target, keys):
+                    redirected = _run_out_of_place(twin, target, args, kwargs)
                     if redirected is not None:
                         return redirected
                 for key in keys:
@@ -198,16 +211,6 @@ class _CopyBeforeWrite(TorchDispatchMode):
             return False
         holders = 2 + len({id(self.capture.maps[key]) for key in keys})  # target, `storage`, the maps
         return use_count(storage._cdata) == holders
-
-    @staticmethod
-    def _run_out_of_place(func: Any, target: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor | None:
-        twin = _out_of_place(func)
-        if twin is None:
-            return None
-        result = twin(*args, **kwargs)
-        if result.shape != target.shape or result.dtype != target.dtype or result.stride() != target.stride():
-            return None  # the in-place op would keep target's layout: copy the maps and run it instead
-        return target.set_(result)
 
 
 class FeatureMaps(dict):
@@ -344,13 +347,14 @@ class Capture:
         else:
             value = as_spatial(tensor.detach(), layout)
             converted = value.to(device=self.device, dtype=self.dtype) if self.device or self.dtype else value
-            if converted is value and self._guard is None:
-                nbytes = value.numel() * value.element_size()
-                if self._copied_bytes + nbytes <= COPY_AT_ONCE_BYTES:
-                    self._copied_bytes += nbytes
-                    converted = value.clone()
-            self.maps[key] = converted
-            if converted is value:
+            nbytes = value.numel() * value.element_size()
+            if converted is not value:  # already a copy of its own
+                self.maps[key] = converted
+            elif self._guard is None and self._copied_bytes + nbytes <= COPY_AT_ONCE_BYTES:
+                self._copied_bytes += nbytes
+                self.maps[key] = value.clone()
+            else:
+                self.maps[key] = value
                 self._watch(key, value)
         return None
 
@@ -365,7 +369,7 @@ def _layouts(layout: Layout, names: list[str]) -> dict[str, str]:
     elif isinstance(layout, dict):
         chosen = {}
         for selector, value in layout.items():
-            pattern = _glob_pattern(selector) if any(char in selector for char in "*?[") else None
+            pattern = _glob_pattern(selector) if _is_glob(selector) else None
             matched = [name for name in names if name == selector or (pattern and pattern.fullmatch(name))]
             if not matched:
                 raise LayerNotFoundError(f"layout names '{selector}', not a captured layer: {', '.join(names)}.")
