@@ -21,7 +21,7 @@ from common import markdown_table, setup, time_interleaved, write_section
 
 import fmapviz
 from fmapviz.capture import model_guard
-from fmapviz.engines.saliency import _PROBED_LAYER, _SPATIAL_LAYERS
+from fmapviz.engines.saliency import _SPATIAL_LAYERS
 
 warnings.filterwarnings("ignore")
 
@@ -101,7 +101,6 @@ def gradcam_rows(model: torch.nn.Module, x: torch.Tensor) -> tuple[list[list[obj
 def first_auto_call(model: torch.nn.Module, x: torch.Tensor) -> None:
     """``layer=None`` as on a model's first call: forget the remembered layer search and probe, then run."""
     _SPATIAL_LAYERS.pop(model, None)
-    _PROBED_LAYER.pop(model, None)
     fmapviz.saliency(model, x, "gradcam")
 
 

@@ -224,7 +224,7 @@ class _Job:
     options: dict[str, Any]
     indices: torch.Tensor | None = None  # (N, K) class indices once known
     candidates: list[str] | None = None  # layer=None probe: the pipeline keeps the last one reached
-    remember_probe: tuple | None = None  # set when the probe's pick holds for any logit target of this model
+    probe_for: LayerSearch | None = None  # where to remember the probe's pick (it holds for any logit target)
 
     def option(self, name: str, default: Any) -> Any:
         value = self.options.setdefault(name, default)
@@ -465,8 +465,8 @@ def _last_reached(
     if not reached:
         raise ValueError("No spatial layer near the output gets a gradient from the target; pass layer= explicitly.")
     job.layers, job.candidates = [reached[-1]], None
-    if job.remember_probe is not None:
-        _PROBED_LAYER[job.model] = {job.remember_probe: reached[-1]}
+    if job.probe_for is not None:
+        job.probe_for.probed = reached[-1]
     chosen = [index for index, key in enumerate(keys) if module_name(key) == reached[-1]]
     return [keys[i] for i in chosen], [activations[i] for i in chosen], [grads[i] for i in chosen]
 
@@ -511,36 +511,35 @@ def _layer_shape(name: str, tensor: torch.Tensor) -> tuple[tuple[int, ...], bool
     return tuple(as_spatial(tensor, layout).shape), leading
 
 
-_SPATIAL_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, tuple[list[str], bool]]] = weakref.WeakKeyDictionary()
-_PROBED_LAYER: weakref.WeakKeyDictionary[nn.Module, dict[tuple, str]] = weakref.WeakKeyDictionary()
+@dataclass
+class LayerSearch:
+    """What ``layer=None`` learns about a model for one input shape; remembered by :func:`spatial_layers`."""
+
+    modules: list[str]  # modules with a (1, C, H, W) map, H*W > 1, in the order they finish
+    has_class_tokens: bool  # the last one has leading class tokens (a ViT: its patch tokens may not reach the output)
+    probed: str | None = None  # class-token models: the last module whose map gets a gradient from a logit
 
 
-def _shape_key(model: nn.Module, x: torch.Tensor, until: str | None) -> tuple:
-    """What the layer search depends on: input shape, dtype, device, stop layer and module structure."""
-    structure = tuple(id(module) for module in model.modules())
-    return (tuple(x.shape[1:]), x.dtype, x.device, until, structure)
+_SPATIAL_LAYERS: weakref.WeakKeyDictionary[nn.Module, dict[tuple, LayerSearch]] = weakref.WeakKeyDictionary()
 
 
-def spatial_layers(model: nn.Module, x: torch.Tensor, until: str | None = None) -> tuple[list[str], bool]:
-    """Modules with a (1, C, H, W) map, H*W > 1, for ``x[:1]``, in the order they finish (up to ``until``).
+def spatial_layers(model: nn.Module, x: torch.Tensor, until: str | None = None) -> LayerSearch:
+    """The spatial modules of ``model`` for ``x[:1]``, up to ``until``.
 
     The answer comes from one shape-only forward pass, remembered per model, input shape and
-    module structure, so repeated ``layer=None`` calls do not pay for it again.
-
-    Returns:
-        The module names, and whether the last one has leading class tokens (a ViT: its patch
-        tokens may not reach the output at all).
+    module structure (with the probe's pick, once made), so repeated ``layer=None`` calls do not
+    pay for it again.
     """
-    key = _shape_key(model, x, until)
+    structure = tuple(id(module) for module in model.modules())
+    key = (tuple(x.shape[1:]), x.dtype, x.device, until, structure)
     remembered = _SPATIAL_LAYERS.setdefault(model, {})
     if key not in remembered:
         remembered.clear()  # one entry per model: the latest input shape and structure
         remembered[key] = _spatial_layers(model, x, until)
-    modules, has_class_tokens = remembered[key]
-    return list(modules), has_class_tokens
+    return remembered[key]
 
 
-def _spatial_layers(model: nn.Module, x: torch.Tensor, until: str | None) -> tuple[list[str], bool]:
+def _spatial_layers(model: nn.Module, x: torch.Tensor, until: str | None) -> LayerSearch:
     with torch.no_grad(), capture(model, "all", layout="nchw", reduce=_layer_shape) as shapes:
         model(x[:1])
     names = list(shapes)
@@ -549,7 +548,7 @@ def _spatial_layers(model: nn.Module, x: torch.Tensor, until: str | None) -> tup
     spatial = [name for name in names if len(shapes[name][0]) == 4 and shapes[name][0][0] == 1]
     spatial = [name for name in spatial if shapes[name][0][2] * shapes[name][0][3] > 1]
     modules = list(dict.fromkeys(module_name(name) for name in spatial))
-    return modules, bool(spatial) and shapes[spatial[-1]][1]
+    return LayerSearch(modules, bool(spatial) and shapes[spatial[-1]][1])
 
 
 def auto_layer(job: _Job, until: str | None = None) -> str:
@@ -563,20 +562,19 @@ def auto_layer(job: _Job, until: str | None = None) -> str:
     through the class token, so its patch maps get no gradient; for a detector with a
     :class:`fmapviz.targets.BoxScoreTarget` it is ``backbone`` (one map per FPN level, summed).
     """
-    modules, has_class_tokens = spatial_layers(job.model, job.x, until)
+    search = spatial_layers(job.model, job.x, until)
+    modules = search.modules
     if not modules:
         raise ValueError("The model has no layer with a 4-D (N,C,H,W) output; pass layer= explicitly.")
     if job.target.raw:
         job.candidates = modules[-32:]
-    elif has_class_tokens:
+    elif search.has_class_tokens:
         # which patch maps reach a logit through the class token is a property of the architecture,
         # not of the class: probe once per model and input shape, then reuse the pick
-        key = _shape_key(job.model, job.x, until)
-        probed = _PROBED_LAYER.get(job.model, {}).get(key)
-        if probed is not None:
-            return probed
+        if search.probed is not None:
+            return search.probed
         job.candidates = modules[-32:]
-        job.remember_probe = key
+        job.probe_for = search
     return modules[-1]
 
 
