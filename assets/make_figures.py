@@ -90,7 +90,7 @@ def main() -> None:
         "features_14.png",
     )
     relu_maps = {name: maps[name] for name in RELUS}
-    save(fmapviz.show_hierarchy(relu_maps, image, model=loaded.model, channels=6, cmap="inferno"), "hierarchy.png")
+    save(fmapviz.show_hierarchy(relu_maps, image, model=loaded.model, top=6, cmap="inferno"), "hierarchy.png")
     photos = [HERE / name for name in ("chelsea.png", "coffee.png", "astronaut.png")]
     stats = fmapviz.channel_stats(
         photos, loaded.model, ["features.2.conv.0.2", "features.7.conv.0.2"], transform=loaded.transform
@@ -102,7 +102,7 @@ def main() -> None:
     save_report(loaded, image)
 
 
-def save_saliency(loaded: fmapviz.LoadedModel, image: fmapviz.LoadedImage) -> None:
+def save_saliency(loaded: fmapviz.models.LoadedModel, image: fmapviz.images.LoadedImage) -> None:
     """Grad-CAM at three depths (one forward and backward), SmoothGrad and Integrated Gradients."""
     model, x = loaded.model, image.tensor
     results = {}
@@ -115,7 +115,7 @@ def save_saliency(loaded: fmapviz.LoadedModel, image: fmapviz.LoadedImage) -> No
     save(fmapviz.show_saliency(results, image.display, view="abs", title=title), "saliency.png")
 
 
-def save_report(loaded: fmapviz.LoadedModel, image: fmapviz.LoadedImage) -> None:
+def save_report(loaded: fmapviz.models.LoadedModel, image: fmapviz.images.LoadedImage) -> None:
     """The page `fmapviz report mobilenet_v2 --weights IMAGENET1K_V1 assets/chelsea.png --actmax` writes."""
     with tempfile.TemporaryDirectory() as folder:
         written = fmapviz.report(loaded, image, folder, spec=fmapviz.ReportSpec(actmax=True))

@@ -44,14 +44,14 @@ CASCADE = [
 LAYER = "features.18"
 
 
-def load_samples(count: int, loaded: fmapviz.LoadedModel) -> tuple[torch.Tensor, torch.Tensor]:
+def load_samples(count: int, loaded: fmapviz.models.LoadedModel) -> tuple[torch.Tensor, torch.Tensor]:
     with open(SAMPLES / "labels.csv") as handle:
         rows = list(csv.DictReader(handle))[:count]
     image = fmapviz.load_image([str(SAMPLES / row["file"]) for row in rows], loaded.transform)
     return image.tensor, torch.tensor([int(row["class_index"]) for row in rows])
 
 
-def method_options(method: str, loaded: fmapviz.LoadedModel) -> dict:
+def method_options(method: str, loaded: fmapviz.models.LoadedModel) -> dict:
     options = dict(EXPENSIVE.get(method, {}))
     if METHODS[method].space == "layer" or method == "guided_gradcam":
         options["layer"] = LAYER

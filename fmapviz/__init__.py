@@ -1,84 +1,63 @@
-"""fmapviz: see what a convolutional network sees."""
+"""fmapviz: see what a convolutional network sees.
+
+The names here are the ones a notebook calls; everything else lives in its submodule
+(``fmapviz.capture.Capture``, ``fmapviz.engines.actmax.ActMaxResult``, ``fmapviz.models.LoadedModel``).
+Layers of the package: capture → engines → views → report / CLI.
+"""
 
 from . import metrics, targets
-from .capture import Capture, FeatureMaps, capture, feature_maps, model_guard, resolve_layers
-from .display import channel_stats, show_channel_stats, show_hierarchy, show_maps
-from .engines.actmax import (
-    ActMaxResult,
-    Objective,
-    channel,
-    class_logit,
-    deepdream,
-    direction,
-    diversity,
-    maximize,
-    neuron,
-    objectives,
-    total_variation,
-)
-from .engines.saliency import SaliencyResult, saliency
+from .capture import capture, feature_maps, model_guard
+from .engines.actmax import maximize, objectives
+from .engines.direct import channel_stats
+from .engines.saliency import saliency
 from .errors import FmapvizError, ImageLoadError, LayerNotFoundError, ModelLoadError
-from .images import LoadedImage, denormalize, load_image
-from .layers import Geometry, LayerInfo, Summary, summary
-from .models import LoadedModel, load_model
-from .plot.gallery import show_gallery
-from .plot.saliency import show_saliency
-from .plot.scan import show_channel_page, show_dead_channels
-from .report import ReportResult, ReportSpec, report
-from .scan import ScanResult, channel_page, load_scan, scan
-from .stats import RunningChannelStats
+from .images import denormalize, load_image
+from .layers import summary
+from .models import load_model
+from .report import ReportSpec, report
+from .scan import channel_page, load_scan, scan
+from .views import (
+    show_channel_page,
+    show_channel_stats,
+    show_dead_channels,
+    show_gallery,
+    show_hierarchy,
+    show_maps,
+    show_saliency,
+)
+from .vocabulary import Unit
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ActMaxResult",
-    "Objective",
-    "channel",
-    "class_logit",
-    "deepdream",
-    "direction",
-    "diversity",
-    "maximize",
-    "neuron",
-    "objectives",
-    "total_variation",
-    "Capture",
-    "FeatureMaps",
-    "FmapvizError",
-    "Geometry",
-    "ImageLoadError",
-    "LayerInfo",
-    "LayerNotFoundError",
-    "LoadedImage",
-    "LoadedModel",
-    "ModelLoadError",
-    "SaliencyResult",
-    "Summary",
-    "capture",
-    "channel_stats",
-    "denormalize",
-    "feature_maps",
-    "load_image",
     "load_model",
-    "metrics",
-    "targets",
-    "model_guard",
-    "resolve_layers",
-    "show_gallery",
-    "saliency",
-    "show_channel_stats",
-    "show_hierarchy",
-    "show_maps",
-    "show_saliency",
+    "load_image",
+    "denormalize",
     "summary",
-    "RunningChannelStats",
-    "ReportResult",
-    "ReportSpec",
+    "capture",
+    "feature_maps",
+    "model_guard",
+    "channel_stats",
+    "saliency",
+    "maximize",
+    "objectives",
     "report",
-    "ScanResult",
-    "channel_page",
-    "load_scan",
+    "ReportSpec",
     "scan",
+    "load_scan",
+    "channel_page",
+    "show_maps",
+    "show_hierarchy",
+    "show_channel_stats",
+    "show_saliency",
+    "show_gallery",
     "show_channel_page",
     "show_dead_channels",
+    "Unit",
+    "metrics",
+    "targets",
+    "FmapvizError",
+    "ImageLoadError",
+    "LayerNotFoundError",
+    "ModelLoadError",
 ]

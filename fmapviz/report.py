@@ -24,17 +24,16 @@ from torch import nn
 
 from . import metrics
 from .capture import feature_maps
-from .display import channel_stats, show_channel_stats, show_hierarchy
 from .engines.actmax import maximize
+from .engines.direct import channel_stats
 from .engines.saliency import saliency
 from .errors import FmapvizError
 from .images import LoadedImage, load_image
 from .layers import LayerInfo, summary
 from .models import LoadedModel, load_model
 from .outputs import output_tensor
-from .plot.gallery import show_gallery
 from .plot.page import compose_page, header_figure
-from .plot.saliency import show_saliency
+from .views import show_channel_stats, show_gallery, show_hierarchy, show_saliency
 
 
 @dataclass(frozen=True)
@@ -43,22 +42,22 @@ class ReportSpec:
 
     Attributes:
         layers: layers of the hierarchy; None picks the deepest block at each resolution.
-        channels: top channels drawn per layer.
+        top: how many channels the hierarchy draws per layer (the most active ones).
         gradcam_layers: how many of the deepest hierarchy layers get a Grad-CAM map.
         methods: input-space saliency methods drawn after Grad-CAM.
         metric_steps: pixel steps of the deletion/insertion curves (0 turns the scores off).
         actmax: add activation-maximization images of the channels that fired most.
-        actmax_channels, actmax_steps, actmax_size: their number, optimization steps and size.
+        actmax_top, actmax_steps, actmax_size: how many channels, optimization steps and image size.
         seed: seed for SmoothGrad noise and activation maximization.
     """
 
     layers: tuple[str, ...] | None = None
-    channels: int = 6
+    top: int = 6
     gradcam_layers: int = 3
     methods: tuple[str, ...] = ("smoothgrad", "integrated_gradients")
     metric_steps: int = 20
     actmax: bool = False
-    actmax_channels: int = 6
+    actmax_top: int = 6
     actmax_steps: int = 128
     actmax_size: int = 128
     seed: int = 0
@@ -203,9 +202,7 @@ def _page(
             f"input {tuple(x.shape[1:])}, explained class: {predictions[0][0]}",
         ]
         sections.append((None, header_figure(display, facts, predictions)))
-        hierarchy = show_hierarchy(
-            maps, display, rows, channels=spec.channels, title=""
-        )  # the page's section header says it
+        hierarchy = show_hierarchy(maps, display, rows, top=spec.top, title="")  # the page's section header says it
         sections.append(("Feature maps, shallow to deep (top channels by mean activation)", hierarchy))
     results, scores = _saliency_results(model, x, target, layers, spec, categories, clock)
     with clock.stage("drawing"):
@@ -222,7 +219,7 @@ def _page(
     }
     if spec.actmax:
         layer = layers[-2] if len(layers) > 1 else layers[-1]
-        strongest = maps[layer][0].mean((1, 2)).topk(min(spec.actmax_channels, maps[layer].shape[1])).indices
+        strongest = maps[layer][0].mean((1, 2)).topk(min(spec.actmax_top, maps[layer].shape[1])).indices
         with clock.stage("model: actmax"):
             result = maximize(
                 model,

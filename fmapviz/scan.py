@@ -743,7 +743,7 @@ def channel_page(
 ) -> Any:
     """A channel page: the unit's activation-maximization image beside its top-k crops and histogram.
 
-    Glue over :func:`fmapviz.maximize` and :func:`fmapviz.plot.scan.show_channel_page`.
+    Glue over :func:`fmapviz.maximize` and :func:`fmapviz.show_channel_page`.
 
     Args:
         model: the scanned model (``nn.Module`` or :class:`~fmapviz.models.LoadedModel`).
@@ -758,7 +758,7 @@ def channel_page(
     Example:
         >>> fmapviz.channel_page(loaded, result, "features.7", 12).save("features7_12.png")
     """
-    from .plot.scan import show_channel_page
+    from .views.scan import show_channel_page
 
     if isinstance(model, LoadedModel):
         transform = transform or model.transform

@@ -68,7 +68,7 @@ fmapviz.show_saliency(vit_cam, cat.display)""",
 swin = torchvision.models.swin_t(weights=None).eval()
 maps = fmapviz.feature_maps(swin, cat.tensor, ["features.1", "features.5"])
 print({name: tuple(value.shape) for name, value in maps.items()})
-fmapviz.show_hierarchy(maps, cat, channels=5)""",
+fmapviz.show_hierarchy(maps, cat, top=5)""",
     ),
     (
         "md",

@@ -7,6 +7,7 @@ import torch
 from conftest import TinyCNN, assert_same_state, hook_count, model_state
 
 import fmapviz
+from fmapviz.engines.actmax import ActMaxResult
 from fmapviz.engines.actmax import objectives as obj
 from fmapviz.engines.actmax.param import PARAMS, correlate_colors, decorrelate_colors
 from fmapviz.engines.actmax.transforms import TRANSFORMS, apply, standard
@@ -182,7 +183,7 @@ def test_maximize_cleans_up_after_an_error_inside_the_loop(tiny):
 def test_gallery_draws_every_image_and_a_row_of_extras_per_channel(tmp_path):
     images = torch.zeros(3, 3, 16, 16)
     images[:, 0] = 1.0  # pure red tiles
-    result = fmapviz.ActMaxResult(images, torch.zeros(1, 3), torch.zeros(3), torch.tensor([1.0, 2.0, 3.0]),
+    result = ActMaxResult(images, torch.zeros(1, 3), torch.zeros(3), torch.tensor([1.0, 2.0, 3.0]),
                                   ["l:4", "l:5", "l:6"], channels=[4, 5, 6])  # fmt: skip
     figure = fmapviz.show_gallery(result, ncols=3)
     pixels = figure.image

@@ -329,7 +329,7 @@ def test_tuple_and_dict_outputs_give_their_first_tensor_or_the_picked_one():
 
 def test_resolve_layers_on_a_user_cnn_by_module_instance():
     model = TinyCNN()
-    assert fmapviz.resolve_layers(model, model.features[2]) == ["features.2"]
+    assert capture_module.resolve_layers(model, model.features[2]) == ["features.2"]
 
 
 @real_weights

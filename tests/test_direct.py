@@ -61,6 +61,23 @@ def test_channel_choice_accepts_all_lists_and_score_tensors():
         select_channels(maps, "top:2", torch.ones(4))
 
 
+def test_channels_always_says_which_channels_and_a_count_is_top():
+    maps = torch.rand(1, 8, 3, 3)
+    assert select_channels(maps, "2-4").tolist() == [2, 3, 4]
+    assert select_channels(maps, "6,1").tolist() == [6, 1]
+    one = fmapviz.show_maps(maps, 6)  # an int is channel 6, not "six channels"
+    assert [t.get_text() for t in one.matplotlib.axes[0].texts] == ["ch 6"]
+    ranged = fmapviz.show_maps(maps, "0-2")
+    assert [t.get_text() for t in ranged.matplotlib.axes[0].texts] == ["ch 0", "ch 1", "ch 2"]
+    assert "by mean" not in ranged.matplotlib._suptitle.get_text()
+    with pytest.raises(ValueError, match="runs backwards"):
+        select_channels(maps, "4-2")
+    with pytest.raises(TypeError, match="channels"):
+        fmapviz.show_hierarchy({"a": maps}, torch.rand(1, 3, 9, 9), channels=4)
+    with pytest.raises(ValueError, match="top must be"):
+        fmapviz.show_hierarchy({"a": maps}, torch.rand(1, 3, 9, 9), top=0)
+
+
 def test_channel_k_lands_at_its_grid_cell():
     maps = torch.arange(10, dtype=torch.float32).view(1, 10, 1, 1).expand(1, 10, 5, 5)
     figure = fmapviz.show_maps(maps, "all", normalize="layer", cmap="gray", annotate=False, ncols=4)
@@ -162,7 +179,7 @@ def test_show_hierarchy_labels_each_layer_with_shape_stride_and_receptive_field(
     image = torch.rand(1, 3, 32, 32)
     maps = fmapviz.feature_maps(tiny_cnn, image, ["features.1", "features.3"])
     before = model_state(tiny_cnn)
-    figure = fmapviz.show_hierarchy(maps, image, model=tiny_cnn, channels=4, cell=32)
+    figure = fmapviz.show_hierarchy(maps, image, model=tiny_cnn, top=4, cell=32)
     assert_same_state(before, model_state(tiny_cnn))
     assert hook_count(tiny_cnn) == 0
     labels = [t.get_text() for t in figure.matplotlib.axes[0].texts if "\n" in t.get_text()]
@@ -170,7 +187,7 @@ def test_show_hierarchy_labels_each_layer_with_shape_stride_and_receptive_field(
     assert labels[1].startswith("features.3\n16×16×16\nstride 2 · RF 5")
     assert len(figure.matplotlib.axes[0].images) == 1
     assert figure.matplotlib._suptitle.get_text().startswith("Feature maps from shallow to deep")
-    untitled = fmapviz.show_hierarchy(maps, image, model=tiny_cnn, channels=4, cell=32, title="")
+    untitled = fmapviz.show_hierarchy(maps, image, model=tiny_cnn, top=4, cell=32, title="")
     assert untitled.matplotlib._suptitle is None and untitled.image.shape[0] < figure.image.shape[0]
 
 

@@ -271,7 +271,7 @@ def test_bad_arguments_raise_clear_errors(tiny_cnn):
 
 
 def test_show_saliency_draws_one_tile_per_image_and_method(tiny_cnn, tmp_path):
-    from fmapviz.plot.saliency import show_saliency
+    from fmapviz.views import show_saliency
 
     x = torch.randn(2, 3, 16, 16)
     results = [saliency(tiny_cnn, x, "integrated_gradients", steps=4), saliency(tiny_cnn, x, "gradcam", target="top:2")]

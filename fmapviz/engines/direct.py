@@ -19,15 +19,21 @@ channel (``high == low``) becomes all zeros, never NaN.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import glob
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..capture import LayerSelectors, capture, model_guard
+from ..images import IMAGE_SUFFIXES, LoadedImage, load_image
 from ..stats import RunningChannelStats
+from ..vocabulary import parse_channels
 
 RankFunction = Callable[[torch.Tensor], torch.Tensor]
 
@@ -112,15 +118,16 @@ def channel_scores(maps: torch.Tensor, rank: str | RankFunction | torch.Tensor =
 
 def select_channels(
     maps: torch.Tensor,
-    channels: str | Sequence[int] | torch.Tensor = "top:16",
+    channels: str | int | Sequence[int] | torch.Tensor = "top:16",
     rank: str | RankFunction | torch.Tensor = "mean",
 ) -> torch.Tensor:
     """Indices of the channels to show.
 
     Args:
         maps: (N,C,H,W) or (C,H,W).
-        channels: ``"all"`` (index order), ``"top:K"`` / ``"bottom:K"`` (best or worst K by
-            ``rank``, best first), or explicit indices (negative ones count from the end).
+        channels: which channels (:func:`fmapviz.vocabulary.parse_channels`): ``"all"`` (index
+            order), ``"top:K"`` / ``"bottom:K"`` (best or worst K by ``rank``, best first),
+            ``"0-15"``, ``"3,7"``, or indices (negative ones count from the end).
         rank: how to score channels (see :func:`channel_scores`).
 
     Returns:
@@ -134,22 +141,16 @@ def select_channels(
         tensor([311, 47, ...])
     """
     maps = as_batch(maps)
-    count = maps.shape[1]
-    device = maps.device
-    if isinstance(channels, str):
-        if channels == "all":
-            return torch.arange(count, device=device)
-        kind, _, number = channels.partition(":")
-        if kind not in ("top", "bottom") or not number.isdigit() or int(number) < 1:
-            raise ValueError(
-                f"channels={channels!r} is not understood. Use 'all', 'top:16', 'bottom:8' or a list of ints."
-            )
-        scores = channel_scores(maps, rank)
-        order = torch.sort(scores, descending=kind == "top", stable=True).indices
-        return order[: min(int(number), count)]
-    indices = torch.as_tensor(channels, dtype=torch.int64).reshape(-1)
-    if indices.numel() == 0:
-        raise ValueError("channels is an empty list; pass at least one channel index, 'all' or 'top:K'.")
+    count, device = maps.shape[1], maps.device
+    if isinstance(channels, torch.Tensor):
+        channels = channels.reshape(-1).tolist()
+    choice = parse_channels(channels)
+    if choice.kind == "all":
+        return torch.arange(count, device=device)
+    if choice.kind in ("top", "bottom"):
+        order = torch.sort(channel_scores(maps, rank), descending=choice.kind == "top", stable=True).indices
+        return order[: min(choice.count, count)]
+    indices = torch.tensor(choice.indices, dtype=torch.int64)
     if bool(((indices < -count) | (indices >= count)).any()):
         raise ValueError(f"channels {indices.tolist()} has indices out of range for {count} channels (0..{count - 1}).")
     return (indices % count).to(device)
@@ -455,3 +456,88 @@ def stream_channel_stats(
     if not running:
         raise ValueError("batches yielded nothing; pass at least one batch of images.")
     return {name: stats_from_running(value, name, weak_ratio) for name, value in running.items()}
+
+
+def _image_files(data: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str] | None:
+    items = [data] if isinstance(data, (str, os.PathLike)) else data
+    if not isinstance(items, (list, tuple)) or not all(isinstance(i, (str, os.PathLike)) for i in items):
+        return None
+    files: list[str] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif any(char in str(item) for char in "*?[") and not path.exists():
+            files += sorted(glob.glob(str(item)))
+        else:
+            files.append(str(path))
+    if not files:
+        raise ValueError(f"No image files found in {data!r}.")
+    return files
+
+
+def _batches(data: Any, transform: Any, batch_size: int) -> Iterable[Any]:
+    if isinstance(data, LoadedImage):
+        data = data.tensor
+    if isinstance(data, torch.Tensor):
+        return torch.split(as_batch(data, "images"), batch_size)
+    files = _image_files(data)
+    if files is None:
+        return data
+
+    def load() -> Iterator[torch.Tensor]:
+        for start in range(0, len(files), batch_size):
+            yield load_image(files[start : start + batch_size], transform).tensor
+
+    return load()
+
+
+def channel_stats(
+    data: Any,
+    model: nn.Module | None = None,
+    layers: LayerSelectors | None = None,
+    *,
+    transform: Any = None,
+    batch_size: int = 16,
+    weak_ratio: float = 0.1,
+    device: torch.device | str | None = None,
+) -> ChannelStats | dict[str, ChannelStats]:
+    """Per-channel mean, max and fraction of positive values, with dead and weak channels flagged.
+
+    A channel is dead when it is never positive, weak when its max is below
+    ``weak_ratio`` × the median channel max of its layer (see
+    :class:`~fmapviz.engines.direct.ChannelStats`).
+
+    Args:
+        data: maps ((N,C,H,W) tensor or dict of them) when ``model`` is None; otherwise
+            images: a (N,3,H,W) tensor, a ``LoadedImage``, a folder, a glob, a list of paths,
+            or any iterable of batches (a DataLoader of tensors or (tensor, label) pairs).
+        model: run over the images, streaming statistics in O(channels) memory.
+        layers: layer selectors, needed with ``model``.
+        transform: preprocessing for image files (usually ``loaded.transform``).
+        batch_size: images per forward pass for tensors and files.
+        weak_ratio: threshold for weak channels.
+        device: where to run the model (default: its parameters' device).
+
+    Returns:
+        A :class:`ChannelStats` for a tensor; a dict layer name → :class:`ChannelStats` otherwise.
+
+    Raises:
+        ValueError: ``model`` without ``layers``, nothing to read, or bad maps.
+
+    Example:
+        >>> stats = fmapviz.channel_stats("photos/", loaded.model, "features.*.conv.2", transform=loaded.transform)
+        >>> stats["features.7.conv.2"].dead_channels
+        []
+    """
+    if model is None:
+        if isinstance(data, dict):
+            return {name: compute_channel_stats(value, name, weak_ratio) for name, value in data.items()}
+        return compute_channel_stats(data, None, weak_ratio)
+    if layers is None:
+        raise ValueError("layers= is required with model=: say which layers to measure, e.g. 'features.*'.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    return stream_channel_stats(
+        model, _batches(data, transform, batch_size), layers, weak_ratio=weak_ratio, device=device
+    )

@@ -1,137 +1,51 @@
-"""Saliency maps drawn over the display image: one row per image, one column per method and target."""
+"""Saliency drawing primitives: a heat map over a photo, signed (diverging) or magnitude (sequential).
+
+Values arrive already reduced to one map per image (the engine's view applied); nothing here
+runs a model or knows a saliency method.
+"""
 
 from __future__ import annotations
-
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from ..engines.saliency import SaliencyResult, View, apply_view
 from .colors import overlay
-from .figures import Figure, annotated_grid
 
 DIVERGING = "RdBu_r"
 SEQUENTIAL = "jet"
 
 
-def show_saliency(
-    results: SaliencyResult | Sequence[SaliencyResult] | Mapping[str, SaliencyResult],
-    image: torch.Tensor,
-    *,
-    view: View | None = None,
-    scale: Literal["per_map", "shared"] = "per_map",
-    alpha: float = 0.5,
-    title: str | None = None,
-    tile_pixels: int = 160,
-    font_size: float = 8.0,
-) -> Figure:
-    """Overlay saliency maps on the image, side by side: rows are images, columns are methods (and targets).
-
-    Signed views (Integrated Gradients, input×gradient) use a diverging colormap centred on 0, blue
-    negative and red positive; ``"abs"`` and ``"positive"`` views use a sequential map from 0.
+def saliency_overlay(
+    photo: torch.Tensor, values: torch.Tensor, signed: bool, alpha: float = 0.5, peak: float | None = None
+) -> torch.Tensor:
+    """One saliency map (H,W) blended over a photo (3,H,W) in [0,1] → a (3,H,W) float tile in [0,1].
 
     Args:
-        results: one :class:`SaliencyResult`, a list of them, or a dict caption -> result (same images).
-        image: the display image(s) in [0, 1], (3,H,W) or (N,3,H,W), e.g. ``LoadedImage.display``.
-        view: ``"signed"``, ``"abs"`` or ``"positive"`` for every map; default: each method's own view.
-        scale: ``"per_map"``: each map uses its full colour range; ``"shared"``: one range for all maps
-            of the figure (so strengths compare across methods), with a colour bar. Ranges end at the
-            99.5th percentile of the absolute values, so a few outlier pixels do not wash out the map.
-        alpha: heat-map opacity over the photo.
-        title: figure title.
-        tile_pixels, font_size: tile width on screen and caption size.
+        photo: the display image.
+        values: the map at the photo's size.
+        signed: diverging colours centred on 0 (blue negative, red positive); else sequential from 0.
+        alpha: heat-map opacity.
+        peak: the value drawn at full colour; default :func:`robust_peak` of ``values``.
 
     Returns:
-        A :class:`fmapviz.plot.Figure` (``.save(path)``, shown inline in Jupyter).
-
-    Raises:
-        ValueError: results of different batch sizes, an image that does not match, or a bad ``scale``.
-
-    Example:
-        >>> results = [fmapviz.saliency(model, x, m) for m in ("gradient", "integrated_gradients", "gradcam")]
-        >>> fmapviz.show_saliency(results, image.display, scale="shared").save("saliency.png")
+        The tile as a float tensor, ready for :func:`fmapviz.plot.annotated_grid`.
     """
-    if scale not in ("per_map", "shared"):
-        raise ValueError(f"scale must be 'per_map' or 'shared', not {scale!r}.")
-    named = _named_results(results)
-    photos = image.detach().float().cpu()
-    photos = photos[None] if photos.dim() == 3 else photos
-    batch = next(iter(named.values())).maps.shape[0]
-    if photos.dim() != 4 or photos.shape[0] not in (1, batch):
-        raise ValueError(f"image must be (3,H,W) or (N,3,H,W) with N = {batch}; got {tuple(image.shape)}.")
-    columns = []  # (caption, view, maps (N,H,W) on cpu)
-    for caption, result in named.items():
-        shown = view or result.view
-        values = apply_view(result.maps, shown).detach().float().cpu()
-        if values.shape[0] != batch:
-            raise ValueError(f"{caption} has {values.shape[0]} images, others {batch}; pass results of one batch.")
-        for k in range(values.shape[1]):
-            columns.append((_caption(caption, result, k), shown, values[:, k]))
-    shared = max(_robust_peak(maps) for _, _, maps in columns) if scale == "shared" else None
-    tiles, titles = [], []
-    for row in range(batch):
-        photo = photos[min(row, photos.shape[0] - 1)]
-        tiles.append(_to_tile(photo.permute(1, 2, 0).numpy()))
-        titles.append("image" if batch == 1 else f"image {row}")
-        for caption, shown, maps in columns:
-            tiles.append(_to_tile(_overlay(photo, maps[row], shown, alpha, shared)))
-            titles.append(caption)
-    views = {shown for _, shown, _ in columns}
-    colorbar = cmap = None
-    if shared is not None and len(views) == 1:
-        signed = views == {"signed"}
-        colorbar, cmap = ((-shared, shared) if signed else (0.0, shared)), (DIVERGING if signed else SEQUENTIAL)
-    return annotated_grid(
-        torch.stack(tiles),
-        titles,
-        ncols=len(columns) + 1,
-        title=title,
-        tile_pixels=tile_pixels,
-        font_size=font_size,
-        colorbar=colorbar,
-        colorbar_cmap=cmap,
-        colorbar_label="saliency (shared scale)" if colorbar else "",
-    )
-
-
-def _named_results(results: Any) -> dict[str, SaliencyResult]:
-    if isinstance(results, SaliencyResult):
-        return {results.method: results}
-    if isinstance(results, Mapping):
-        return dict(results)
-    named = {}
-    for result in results:
-        key = result.method if result.method not in named else f"{result.method} ({len(named)})"
-        named[key] = result
-    if not named:
-        raise ValueError("results is empty; pass at least one SaliencyResult.")
-    return named
-
-
-def _caption(caption: str, result: SaliencyResult, k: int) -> str:
-    if result.target_names is not None:
-        return f"{caption}\n{result.target_names[0][k]}"
-    if result.target is not None:
-        return f"{caption}\nclass {int(result.target[0, k])}"
-    return f"{caption}\n{result.target_label}"
-
-
-def _overlay(photo: torch.Tensor, values: torch.Tensor, view: View, alpha: float, shared: float | None) -> np.ndarray:
-    peak = shared if shared is not None else _robust_peak(values)
+    peak = robust_peak(values) if peak is None else peak
     peak = peak if peak > 0 else 1.0
-    if view == "signed":
-        return overlay(photo, values, DIVERGING, alpha, vmin=-peak, vmax=peak)
-    return overlay(photo, values, SEQUENTIAL, alpha, vmin=0.0, vmax=peak)
+    if signed:
+        pixels = overlay(photo, values, DIVERGING, alpha, vmin=-peak, vmax=peak)
+    else:
+        pixels = overlay(photo, values, SEQUENTIAL, alpha, vmin=0.0, vmax=peak)
+    return image_tile(pixels)
 
 
-def _robust_peak(values: torch.Tensor) -> float:
+def robust_peak(values: torch.Tensor) -> float:
     """The 99.5th percentile of |values|: pixel-level gradients have a few outliers that would wash out the rest."""
     return float(torch.quantile(values.abs().flatten().float()[:16_000_000], 0.995))
 
 
-def _to_tile(pixels: np.ndarray) -> torch.Tensor:
+def image_tile(pixels: np.ndarray) -> torch.Tensor:
+    """An (H,W,3) uint8 or float array as a (3,H,W) float tensor in [0,1]."""
     array = torch.from_numpy(np.ascontiguousarray(pixels))
     array = array.float() / 255 if array.dtype == torch.uint8 else array.float()
     return array.permute(2, 0, 1).clamp(0, 1)

@@ -1,73 +1,53 @@
-"""Figures for dataset scans: a channel page and the dead/weak channel overview.
+"""Drawing primitives for dataset scans: one channel's page from its examples and histogram.
 
-These draw what :func:`fmapviz.scan` computed and what :meth:`ScanResult.examples` read back;
-they never run a model.
+Everything arrives as arrays and plain records (the view :func:`fmapviz.show_channel_page` reads
+them from a scan); nothing here runs a model or reads a file.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-import torch
 
-from .colors import ArrayLike, to_uint8_image
+from .colors import ArrayLike, to_numpy, to_uint8_image
 from .figures import Figure, new_figure
-from .maps import channel_stats_figure
 from .mosaic import cell_origin, grid, grid_shape
-
-if TYPE_CHECKING:
-    from ..scan import ScanResult, TopExample
 
 TILE = 112
 
 
-def show_channel_page(
-    scan_result: ScanResult,
-    layer: str,
-    channel: int,
+def channel_page_figure(
+    examples: Sequence[Any],
+    counts: ArrayLike,
+    edges: ArrayLike,
+    title: str,
     *,
-    examples: Sequence[TopExample] | None = None,
+    topk: int,
     actmax_image: ArrayLike | None = None,
-    k: int | None = None,
     ncols: int = 8,
-    data: Any = None,
-    transform: Any = None,
 ) -> Figure:
-    """One channel on one page: its top-k receptive-field crops, the best image in context, its histogram.
-
-    Panels: the activation-maximization image (when given), the strongest image with the
-    window its maximum can see (a box), the histogram of each image's maximum over the whole
-    dataset (fixed signed-log bins, the top-k cut marked), and the top-k crops captioned with
-    rank and activation value.
+    """Draw one channel's page: the actmax image (optional), the best image with its window, a histogram, crops.
 
     Args:
-        scan_result: a :class:`~fmapviz.scan.ScanResult`.
-        layer, channel: which unit.
-        examples: from ``scan_result.examples(layer, channel)``; read now when omitted
-            (``data``/``transform`` are passed on to it).
-        actmax_image: (3,H,W) or (H,W,3) image in [0,1] or uint8, e.g. ``fmapviz.maximize(...).image``.
-        k: show at most this many crops.
+        examples: best first; each has ``image`` and ``crop`` ((3,h,w) in [0,1] or uint8), ``window``
+            (top, left, bottom, right), ``position`` (row, col), ``value``, ``rank`` and ``source``
+            (:class:`fmapviz.scan.TopExample`).
+        counts, edges: the histogram of each image's maximum (``len(edges) == len(counts) + 1``).
+        title: the page title.
+        topk: how many top examples the scan kept (labels the cut on the histogram).
+        actmax_image: (3,H,W) or (H,W,3) image in [0,1] or uint8.
         ncols: crops per row.
 
     Returns:
         A :class:`~fmapviz.plot.figures.Figure`.
 
     Raises:
-        KeyError, IndexError: no such layer or channel. ValueError: no examples to show.
-
-    Example:
-        >>> show_channel_page(result, "features.14", 37).save("channel37.png")
+        ValueError: no examples.
     """
-    if examples is None:
-        examples = scan_result.examples(layer, channel, data=data, transform=transform, k=k)
-    examples = list(examples)[:k] if k else list(examples)
     if not examples:
-        raise ValueError(f"No top examples for {layer} channel {channel}: was anything scanned?")
-    stats = scan_result.stats(layer)
-    counts, edges = scan_result.histogram(layer, channel)
-
+        raise ValueError("channel_page_figure needs at least one example.")
     panels = 2 + (actmax_image is not None)
     rows, columns = grid_shape(len(examples), ncols)
     width = 11.0
@@ -89,33 +69,12 @@ def show_channel_page(
     top, left, bottom, right = best.window
     axes.add_patch(_box(left, top, right, bottom))
     axes.set_title(f"best image, window seen by ({best.position[0]},{best.position[1]})", fontsize=9)
-    _draw_histogram(figure.add_subplot(layout[0, column + 1]), counts, edges, examples[-1].value, scan_result.topk)
+    _draw_histogram(figure.add_subplot(layout[0, column + 1]), to_numpy(counts), to_numpy(edges), examples[-1].value,
+                    topk)  # fmt: skip
     _draw_crops(figure.add_subplot(layout[1, :]), examples, ncols)
-    figure.suptitle(
-        f"{layer} channel {channel}: mean {float(stats.mean[channel]):.3g}, std {float(stats.std[channel]):.3g}, "
-        f"max {float(stats.max[channel]):.3g}, {100 * float(stats.fraction_positive[channel]):.1f}% > 0 "
-        f"over {scan_result.images} images",
-        fontsize=11,
-    )
+    figure.suptitle(title, fontsize=11)
     figure.subplots_adjust(left=0.03, right=0.97, top=0.9, bottom=0.02, wspace=0.25, hspace=0.25)
     return Figure(figure)
-
-
-def show_dead_channels(scan_result: ScanResult, weak_ratio: float = 0.1, *, width_inches: float = 9.0) -> Figure:
-    """Per layer, each channel's maximum over the dataset with dead (red) and weak (orange) channels marked.
-
-    Args:
-        scan_result: a :class:`~fmapviz.scan.ScanResult`.
-        weak_ratio: a live channel is weak when its max is below this share of the layer's median max.
-        width_inches: figure width.
-
-    Returns:
-        A :class:`~fmapviz.plot.figures.Figure`, one panel per scanned layer, counts in each title.
-
-    Example:
-        >>> show_dead_channels(result).save("dead.png")
-    """
-    return channel_stats_figure(list(scan_result.dead_channels(weak_ratio).values()), width_inches=width_inches)
 
 
 def _show_image(axes: Any, image: np.ndarray) -> None:
@@ -131,9 +90,7 @@ def _box(left: float, top: float, right: float, bottom: float) -> Any:
     )
 
 
-def _draw_histogram(axes: Any, counts: torch.Tensor, edges: torch.Tensor, cut: float, topk: int) -> None:
-    counts = counts.detach().cpu().numpy()
-    edges = edges.detach().cpu().numpy()
+def _draw_histogram(axes: Any, counts: np.ndarray, edges: np.ndarray, cut: float, topk: int) -> None:
     used = np.nonzero(counts)[0]
     low, high = max(used.min() - 1, 1), min(used.max() + 1, len(counts) - 2)
     lefts, rights = edges[low - 1 : high], edges[low : high + 1]
@@ -151,7 +108,7 @@ def _draw_histogram(axes: Any, counts: torch.Tensor, edges: torch.Tensor, cut: f
     axes.set_title("histogram over the dataset", fontsize=9)
 
 
-def _draw_crops(axes: Any, examples: Sequence[TopExample], ncols: int) -> None:
+def _draw_crops(axes: Any, examples: Sequence[Any], ncols: int) -> None:
     tiles = np.stack([_letterbox(to_uint8_image(example.crop, "crop"), TILE) for example in examples])
     columns = min(ncols, len(examples))
     padding, band = 4, 16

@@ -1,4 +1,4 @@
-"""Galleries of activation-maximization images: one tile per channel, captioned with its index and activation."""
+"""Activation-maximization view: a gallery, one tile per channel, captioned with its index and activation."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .figures import Figure, annotated_grid
+from ..plot.figures import Figure, annotated_grid
 
 
 def show_gallery(

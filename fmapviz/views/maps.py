@@ -1,38 +1,24 @@
-"""Feature-map display: the thin glue from maps (and optionally a model) to figures.
+"""Feature-map views: channel mosaics, the layer hierarchy and channel health.
 
-It calls :mod:`fmapviz.engines.direct` to choose and normalize channels, reads layer
-geometry from :func:`fmapviz.summary`, and hands plain arrays to :mod:`fmapviz.plot`.
+They call :mod:`fmapviz.engines.direct` to choose and normalize channels, read layer
+geometry from :func:`fmapviz.summary`, and hand plain arrays to :mod:`fmapviz.plot`.
 """
 
 from __future__ import annotations
 
-import glob
-import os
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from .capture import LayerSelectors
-from .engines.direct import (
-    ChannelStats,
-    RankFunction,
-    as_batch,
-    compute_channel_stats,
-    normalize_maps,
-    select_channels,
-    stream_channel_stats,
-    upsample,
-)
-from .images import IMAGE_SUFFIXES, LoadedImage, load_image
-from .layers import LayerInfo
-from .layers import summary as layer_summary
-from .plot.colors import colormap_lut, lut_indices, to_uint8_image
-from .plot.figures import Figure, annotated_grid
-from .plot.maps import channel_grid, channel_stats_figure, overlay_tiles
+from ..engines.direct import ChannelStats, RankFunction, as_batch, normalize_maps, select_channels, upsample
+from ..images import LoadedImage
+from ..layers import LayerInfo
+from ..layers import summary as layer_summary
+from ..plot.colors import colormap_lut, lut_indices, to_uint8_image
+from ..plot.figures import Figure, annotated_grid
+from ..plot.maps import channel_grid, channel_stats_figure, overlay_tiles
 
 MapsInput = torch.Tensor | dict[str, torch.Tensor]
 ImageInput = LoadedImage | torch.Tensor
@@ -66,7 +52,7 @@ def _display_images(image: ImageInput | None) -> torch.Tensor | None:
 
 def show_maps(
     maps: MapsInput,
-    channels: str | Sequence[int] | torch.Tensor = "top:16",
+    channels: str | int | Sequence[int] | torch.Tensor = "top:16",
     rank: str | RankFunction | torch.Tensor = "mean",
     normalize: str = "layer",
     image: ImageInput | None = None,
@@ -85,7 +71,8 @@ def show_maps(
     Args:
         maps: a (C,H,W) / (N,C,H,W) tensor, or a dict from :func:`fmapviz.feature_maps`
             (pick the layer with ``layer=`` when it holds several).
-        channels: ``"all"``, ``"top:K"``, ``"bottom:K"`` or a list of indices.
+        channels: which channels: ``"all"``, ``"top:K"``, ``"bottom:K"``, ``"0-15"``, ``"3,7"``, an
+            index or a list of indices (see :mod:`fmapviz.vocabulary`).
         rank: how ``top``/``bottom`` score channels: ``"mean"``, ``"max"``, ``"std"``, or a
             (C,) score tensor (e.g. Grad-CAM channel weights).
         normalize: ``"layer"`` (one scale, channels comparable), ``"channel"`` (each channel
@@ -146,8 +133,9 @@ def show_maps(
         ncols = picked
     shape = "×".join(str(s) for s in batch.shape[1:])
     if title is None:
+        ranked = isinstance(channels, str) and channels.strip().startswith(("top:", "bottom:"))
         title = f"{name or 'maps'} ({shape}): channels {channels if isinstance(channels, str) else 'chosen'}"
-        title += f" by {rank}" if isinstance(channels, str) and channels != "all" and isinstance(rank, str) else ""
+        title += f" by {rank}" if ranked and isinstance(rank, str) else ""
         title += f", {normalize} scale"
     per_channel = normalize == "channel"
     return channel_grid(
@@ -186,7 +174,7 @@ def show_hierarchy(
     summary: Sequence[LayerInfo] | None = None,
     *,
     model: nn.Module | None = None,
-    channels: int = 6,
+    top: int = 6,
     rank: str | RankFunction = "mean",
     cmap: str = "viridis",
     cell: int = 96,
@@ -204,7 +192,7 @@ def show_hierarchy(
         summary: rows of :func:`fmapviz.summary` for the geometry; computed from ``model``
             when missing and ``model`` is given; otherwise the geometry shows "?".
         model: used only to compute ``summary``.
-        channels: top channels per layer.
+        top: how many channels per layer (the best ``top`` by ``rank``).
         rank: channel ranking (see :func:`fmapviz.engines.direct.channel_scores`).
         cmap: colormap.
         cell: tile size in pixels.
@@ -216,7 +204,7 @@ def show_hierarchy(
         A :class:`~fmapviz.plot.Figure`.
 
     Raises:
-        ValueError: no layers, or ``channels`` < 1.
+        ValueError: no layers, or ``top`` < 1.
 
     Example:
         >>> maps = fmapviz.feature_maps(model, image.tensor, ["features.1", "features.7", "features.14"])
@@ -224,8 +212,8 @@ def show_hierarchy(
     """
     if not isinstance(maps, dict) or not maps:
         raise ValueError("maps must be a non-empty dict of layer name → tensor (use fmapviz.feature_maps).")
-    if channels < 1:
-        raise ValueError(f"channels must be at least 1, got {channels}.")
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise ValueError(f"top must be a whole number of channels >= 1, got {top!r}.")
     photos = _display_images(image)
     if summary is None and model is not None:
         summary = layer_summary(model, (1, *photos.shape[1:]))
@@ -236,13 +224,13 @@ def show_hierarchy(
     tiles, titles, labels = [], [], []
     for name, tensor in maps.items():
         batch = as_batch(tensor.detach(), f"maps[{name!r}]")[:1]
-        chosen = select_channels(batch, f"top:{channels}", rank)
+        chosen = select_channels(batch, f"top:{top}", rank)
         normalized = normalize_maps(batch, "layer", clip)
         coloured = lut[lut_indices(_fit(normalized.values[0, chosen], cell)[:, 0])]
         strongest = upsample(normalized.values[:, chosen[:1]], (cell, cell))[0]
-        tiles += list(overlay_tiles(photo, strongest, cmap, 0.55)) + list(coloured) + [blank] * (channels - len(chosen))
+        tiles += list(overlay_tiles(photo, strongest, cmap, 0.55)) + list(coloured) + [blank] * (top - len(chosen))
         titles += [f"ch {int(chosen[0])} on input"] + [f"ch {c}" for c in chosen.tolist()]
-        titles += [""] * (channels - len(chosen))
+        titles += [""] * (top - len(chosen))
         low, high = normalized.value_range
         shape = "×".join(str(s) for s in batch.shape[1:])
         labels.append(
@@ -251,97 +239,12 @@ def show_hierarchy(
     return annotated_grid(
         np.stack(tiles),
         titles,
-        ncols=channels + 1,
+        ncols=top + 1,
         row_labels=labels,
         title=title
         if title is not None
-        else f"Feature maps from shallow to deep: top {channels} channels by {rank} per layer",
+        else f"Feature maps from shallow to deep: top {top} channels by {rank} per layer",
         tile_pixels=cell,
-    )
-
-
-def _image_files(source: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str] | None:
-    items = [source] if isinstance(source, (str, os.PathLike)) else source
-    if not isinstance(items, (list, tuple)) or not all(isinstance(i, (str, os.PathLike)) for i in items):
-        return None
-    files: list[str] = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            files += sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif any(char in str(item) for char in "*?[") and not path.exists():
-            files += sorted(glob.glob(str(item)))
-        else:
-            files.append(str(path))
-    if not files:
-        raise ValueError(f"No image files found in {source!r}.")
-    return files
-
-
-def _batches(source: Any, transform: Any, batch_size: int) -> Iterable[Any]:
-    if isinstance(source, LoadedImage):
-        source = source.tensor
-    if isinstance(source, torch.Tensor):
-        return torch.split(as_batch(source, "images"), batch_size)
-    files = _image_files(source)
-    if files is None:
-        return source
-
-    def load() -> Iterator[torch.Tensor]:
-        for start in range(0, len(files), batch_size):
-            yield load_image(files[start : start + batch_size], transform).tensor
-
-    return load()
-
-
-def channel_stats(
-    source: Any,
-    model: nn.Module | None = None,
-    layers: LayerSelectors | None = None,
-    *,
-    transform: Any = None,
-    batch_size: int = 16,
-    weak_ratio: float = 0.1,
-    device: torch.device | str | None = None,
-) -> ChannelStats | dict[str, ChannelStats]:
-    """Per-channel mean, max and fraction of positive values, with dead and weak channels flagged.
-
-    A channel is dead when it is never positive, weak when its max is below
-    ``weak_ratio`` × the median channel max of its layer (see
-    :class:`~fmapviz.engines.direct.ChannelStats`).
-
-    Args:
-        source: maps ((N,C,H,W) tensor or dict of them) when ``model`` is None; otherwise
-            images: a (N,3,H,W) tensor, a ``LoadedImage``, a folder, a glob, a list of paths,
-            or any iterable of batches (a DataLoader of tensors or (tensor, label) pairs).
-        model: run over the images, streaming statistics in O(channels) memory.
-        layers: layer selectors, needed with ``model``.
-        transform: preprocessing for image files (usually ``loaded.transform``).
-        batch_size: images per forward pass for tensors and files.
-        weak_ratio: threshold for weak channels.
-        device: where to run the model (default: its parameters' device).
-
-    Returns:
-        A :class:`ChannelStats` for a tensor; a dict layer name → :class:`ChannelStats` otherwise.
-
-    Raises:
-        ValueError: ``model`` without ``layers``, nothing to read, or bad maps.
-
-    Example:
-        >>> stats = fmapviz.channel_stats("photos/", loaded.model, "features.*.conv.2", transform=loaded.transform)
-        >>> stats["features.7.conv.2"].dead_channels
-        []
-    """
-    if model is None:
-        if isinstance(source, dict):
-            return {name: compute_channel_stats(value, name, weak_ratio) for name, value in source.items()}
-        return compute_channel_stats(source, None, weak_ratio)
-    if layers is None:
-        raise ValueError("layers= is required with model=: say which layers to measure, e.g. 'features.*'.")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
-    return stream_channel_stats(
-        model, _batches(source, transform, batch_size), layers, weak_ratio=weak_ratio, device=device
     )
 
 

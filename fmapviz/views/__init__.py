@@ -1,0 +1,26 @@
+"""Every public ``show_*``: engine results in, :class:`~fmapviz.plot.Figure` out.
+
+Views sit between the engines and the report/CLI: they pick what to draw from an engine's
+result (channels, layers, captions, scales) and hand plain tensors and arrays to the drawing
+primitives of :mod:`fmapviz.plot`. They never run a model.
+
+* :mod:`.maps`: :func:`show_maps`, :func:`show_hierarchy`, :func:`show_channel_stats`;
+* :mod:`.saliency`: :func:`show_saliency`;
+* :mod:`.actmax`: :func:`show_gallery`;
+* :mod:`.scan`: :func:`show_channel_page`, :func:`show_dead_channels`.
+"""
+
+from .actmax import show_gallery
+from .maps import show_channel_stats, show_hierarchy, show_maps
+from .saliency import show_saliency
+from .scan import show_channel_page, show_dead_channels
+
+__all__ = [
+    "show_channel_page",
+    "show_channel_stats",
+    "show_dead_channels",
+    "show_gallery",
+    "show_hierarchy",
+    "show_maps",
+    "show_saliency",
+]
