@@ -77,7 +77,7 @@ def main() -> None:
         start = time.perf_counter()
         images = render.render_vis(
             lucent_model,
-            f"{LAYER}:{channel}",
+            f"{LAYER}[{channel}]",
             param_f=lambda: param.image(SIZE, fft=True, decorrelate=True),
             thresholds=(STEPS,),
             show_image=False,

@@ -769,7 +769,7 @@ def channel_page(
 
         optimized = maximize(
             model,
-            f"{layer}:{channel}",
+            f"{layer}[{channel}]",
             size=size,
             steps=steps,
             seed=seed,

@@ -13,6 +13,8 @@ from fmapviz.engines.actmax.param import PARAMS, correlate_colors, decorrelate_c
 from fmapviz.engines.actmax.transforms import TRANSFORMS, apply, standard
 
 FAST = dict(size=16, steps=8, progress=False)
+MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
 @pytest.fixture
@@ -30,27 +32,46 @@ def test_objectives_add_subtract_and_scale_like_numbers():
     assert torch.allclose((-first)(tensors), -first(tensors))
     assert torch.allclose(sum([first, second])(tensors), first(tensors) + second(tensors))
     assert combined.layers == frozenset({"layer"})
-    assert "layer:0" in combined.name and "layer:2" in combined.name
+    assert "layer[0]" in combined.name and "layer[2]" in combined.name
 
 
-def test_objective_strings_parse_to_the_right_constructor():
+def test_objective_strings_use_the_unit_notation():
     tensors = {"f": torch.arange(2 * 3 * 3 * 3, dtype=torch.float32).view(2, 3, 3, 3)}
-    assert torch.equal(obj.parse_objective("f:1")(tensors), tensors["f"][:, 1].mean((1, 2)))
-    assert torch.equal(obj.parse_objective("f:1@0,2")(tensors), tensors["f"][:, 1, 0, 2])
-    assert torch.equal(obj.parse_objective("f:1@")(tensors), tensors["f"][:, 1, 1, 1])
+    tensors["backbone:0"] = tensors["f"] + 1
+    assert torch.equal(obj.parse_objective("f[1]")(tensors), tensors["f"][:, 1].mean((1, 2)))
+    assert torch.equal(obj.parse_objective("f[1,0,2]")(tensors), tensors["f"][:, 1, 0, 2])
+    assert torch.equal(obj.parse_objective("f[1,center]")(tensors), tensors["f"][:, 1, 1, 1])
+    assert torch.equal(obj.parse_objective(fmapviz.Unit("f", 2, (2, 0)))(tensors), tensors["f"][:, 2, 2, 0])
+    assert torch.equal(obj.parse_objective("backbone:0[1]")(tensors), tensors["backbone:0"][:, 1].mean((1, 2)))
+    assert obj.parse_objective("backbone:0").layers == {"backbone:0"}  # a capture key, not a channel
+    assert obj.parse_objective("layer4.1.relu#2[5]").layers == {"layer4.1.relu#2"}
     assert torch.equal(obj.parse_objective("f")(tensors), tensors["f"].pow(2).mean((1, 2, 3)))
     assert obj.parse_objective("deepdream:f").name == "deepdream:f"
-    assert obj.parse_objective("class:banana", categories=["apple", "Banana"]).name == "class:1"
+    assert [obj.parse_objective(s).name for s in ("f[1]", "f[1,0,2]", "f[1,center]")] == [
+        "f[1]",
+        "f[1,0,2]",
+        "f[1,center]",
+    ]
     assert obj.parse_objective("class:954").needs_output
+
+
+def test_class_names_match_case_insensitively_with_suggestions():
+    categories = ["apple", "Granny Smith", "Banana"]
+    assert obj.parse_objective("class:banana", categories=categories).name == "class:2"
+    assert obj.parse_objective("class:GRANNY SMITH", categories=categories).name == "class:1"
+    with pytest.raises(ValueError, match="Unknown class 'bananna'. Closest: Banana"):
+        obj.parse_objective("class:bananna", categories=categories)
 
 
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("features.2:abc", "channel must be an integer"),
-        ("features.2:1@3", "row,col"),
+        ("features.2[abc]", "channel must be an integer"),
+        ("features.2[1,3]", "layer\\[channel,row,col\\]"),
+        ("features.2:1@3,3", "units"),
         ("class:banana", "pass categories="),
-        (":3", "Bad objective"),
+        ("class:-1", "negative"),
+        ("neuron:features.2", "no string form"),
         ("", "Bad objective"),
     ],
 )
@@ -59,14 +80,39 @@ def test_bad_objective_strings_raise_clear_errors(spec, message):
         obj.parse_objective(spec)
 
 
+def test_class_objective_on_a_segmentation_output_maximizes_that_class_map():
+    # (N,K,H,W) output: "class:5" is class 5's map averaged over pixels, not class 0 at one pixel
+    torch.manual_seed(0)
+    segmenter = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 7, 1))
+    segmenter.eval()
+    result = fmapviz.maximize(segmenter, "class:5", size=12, steps=20, lr=0.1, progress=False)
+    with torch.no_grad():
+        before = segmenter((torch.full((1, 3, 12, 12), 0.5) - MEAN) / STD).mean((2, 3))[0]
+        after = segmenter((result.images - MEAN) / STD).mean((2, 3))[0]
+    torch.testing.assert_close(result.final_activation, after[5:6], atol=1e-4, rtol=1e-4)
+    gains = after - before
+    assert int(gains.argmax()) == 5 and gains[5] > 0  # class 5's mean rose, more than any other class's
+    assert fmapviz.maximize(segmenter, "class", channels="all", size=12, steps=0, progress=False).channels == list(
+        range(7)
+    )
+    logits = torch.randn(2, 7)
+    assert torch.equal(obj.class_logit(5)({obj.OUTPUT: logits}), logits[:, 5])
+    maps = torch.randn(2, 7, 4, 4)
+    assert torch.equal(obj.class_logit(5)({obj.OUTPUT: maps}), maps[:, 5].mean((1, 2)))
+    with pytest.raises(ValueError, match="7 classes"):
+        obj.class_logit(7)({obj.OUTPUT: maps})
+
+
 def test_unknown_layer_raises_layer_not_found_with_suggestions(tiny):
     with pytest.raises(fmapviz.LayerNotFoundError, match=r"Unknown layer 'features\.9'.*Closest: features"):
-        fmapviz.maximize(tiny, "features.9:1", **FAST)
+        fmapviz.maximize(tiny, "features.9[1]", **FAST)
+    with pytest.raises(fmapviz.LayerNotFoundError, match=r"write the unit 'features\.2\[1\]'"):
+        fmapviz.maximize(tiny, "features.2:1", **FAST)
 
 
 def test_out_of_range_channel_names_the_layer_size(tiny):
     with pytest.raises(ValueError, match="Channel 99 is out of range for layer 'features.2' with 16 channels"):
-        fmapviz.maximize(tiny, "features.2:99", **FAST)
+        fmapviz.maximize(tiny, "features.2[99]", **FAST)
 
 
 def test_direction_and_diversity_scores():
@@ -80,7 +126,7 @@ def test_direction_and_diversity_scores():
 
 
 def test_channel_objective_rises_far_above_its_start(tiny):
-    result = fmapviz.maximize(tiny, "features.2:3", size=24, steps=40, lr=0.1, progress=False)
+    result = fmapviz.maximize(tiny, "features.2[3]", size=24, steps=40, lr=0.1, progress=False)
     assert result.final_activation.item() > 5 * max(result.initial_activation.item(), 0.05)
     assert result.history.shape == (40, 1)
     assert result.images.shape == (1, 3, 24, 24)
@@ -90,7 +136,7 @@ def test_channel_objective_rises_far_above_its_start(tiny):
 @pytest.mark.parametrize("param", sorted(PARAMS))
 def test_batch_of_channels_equals_single_runs_with_same_seed(tiny, param):
     batched = fmapviz.maximize(tiny, "features.2", channels=[5, 0, 9], param=param, seed=3, **FAST)
-    singles = [fmapviz.maximize(tiny, f"features.2:{c}", param=param, seed=3, **FAST) for c in (5, 0, 9)]
+    singles = [fmapviz.maximize(tiny, f"features.2[{c}]", param=param, seed=3, **FAST) for c in (5, 0, 9)]
     assert batched.channels == [5, 0, 9]
     assert torch.allclose(batched.images, torch.cat([s.images for s in singles]), atol=1e-5)
     assert torch.allclose(batched.final_activation, torch.cat([s.final_activation for s in singles]), atol=1e-5)
@@ -103,16 +149,16 @@ def test_results_do_not_depend_on_batch_size(tiny):
 
 
 def test_same_seed_same_image_and_other_seed_other_image(tiny):
-    first = fmapviz.maximize(tiny, "features.2:1", seed=7, **FAST)
-    again = fmapviz.maximize(tiny, "features.2:1", seed=7, **FAST)
-    other = fmapviz.maximize(tiny, "features.2:1", seed=8, **FAST)
+    first = fmapviz.maximize(tiny, "features.2[1]", seed=7, **FAST)
+    again = fmapviz.maximize(tiny, "features.2[1]", seed=7, **FAST)
+    other = fmapviz.maximize(tiny, "features.2[1]", seed=8, **FAST)
     assert torch.equal(first.images, again.images)
     assert not torch.allclose(first.images, other.images)
 
 
 def test_class_objectives_and_lists_give_one_image_each(tiny):
     result = fmapviz.maximize(tiny, ["class:1", "class:2", obj.channel("features.0", 0)], **FAST)
-    assert result.labels == ["class:1", "class:2", "features.0:0"]
+    assert result.labels == ["class:1", "class:2", "features.0[0]"]
     assert (result.final_activation > result.initial_activation).all()
     by_class = fmapviz.maximize(tiny, "class", channels=[1, 2], **FAST)
     assert torch.allclose(by_class.images, result.images[:2], atol=1e-5)
@@ -126,7 +172,7 @@ def test_copies_with_diversity_differ(tiny):
 
 
 def test_penalties_reduce_what_they_penalize(tiny):
-    plain = fmapviz.maximize(tiny, "features.2:0", param="pixels", decorrelate=False, size=16, steps=15,
+    plain = fmapviz.maximize(tiny, "features.2[0]", param="pixels", decorrelate=False, size=16, steps=15,
                              progress=False)  # fmt: skip
     for penalty in (obj.total_variation(), obj.blur(), obj.l2()):
         tensors = {obj.INPUT: plain.images}

@@ -104,7 +104,7 @@ def test_vit_layer_probe_runs_once_per_model_then_its_pick_is_reused_for_other_c
 
 def test_vit_activation_maximization_raises_a_token_channel(vit):
     result = fmapviz.maximize(
-        vit, "encoder.layers.encoder_layer_0:7", size=224, steps=3, lr=0.1, transforms="none", progress=False
+        vit, "encoder.layers.encoder_layer_0[7]", size=224, steps=3, lr=0.1, transforms="none", progress=False
     )
     assert result.final_activation[0] > result.initial_activation[0]
 
@@ -139,7 +139,7 @@ def test_swin_gradcam_on_a_channels_last_stage(swin, image224):
 
 
 def test_swin_activation_maximization_raises_a_stage_channel(swin):
-    result = fmapviz.maximize(swin, "features.1:11", size=64, steps=3, lr=0.1, transforms="none", progress=False)
+    result = fmapviz.maximize(swin, "features.1[11]", size=64, steps=3, lr=0.1, transforms="none", progress=False)
     assert result.final_activation[0] > result.initial_activation[0]
 
 

@@ -3,23 +3,27 @@
 An :class:`Objective` maps the captured tensors of one forward pass to one score per
 image, shape ``(B,)``; higher is better. The tensors it may read:
 
-* layer outputs by module name (``"features.10"``), captured by :func:`fmapviz.capture`;
+* layer outputs by layer name or capture key (``"features.10"``, ``"layer4.1.relu#2"``,
+  ``"backbone:0"``), captured by :func:`fmapviz.capture`;
 * ``INPUT`` (``"@input"``): the image in [0, 1] before transforms (for penalties);
-* ``OUTPUT`` (``"@output"``): the model output (class logits).
+* ``OUTPUT`` (``"@output"``): the model output: class logits (N,K), or per-pixel class maps
+  (N,K,H,W) of a segmentation model, whose class objectives use the mean over pixels.
 
 Objectives combine like numbers: ``channel("layer3", 5) - 0.5 * channel("layer3", 9)``,
 ``deepdream("layer4") + 1e-3 * diversity("layer3")``. :data:`OBJECTIVES` is the registry of
-constructors, and :func:`parse_objective` reads the string forms:
+constructors, and :func:`parse_objective` reads the string forms, which use the unit notation
+of :mod:`fmapviz.vocabulary`:
 
-=============================  ===============================================
-``"features.10:17"``           mean of channel 17 (:func:`channel`)
-``"features.10:17@7,7"``       channel 17 at row 7, column 7 (:func:`neuron`)
-``"features.10:17@"``          channel 17 at the centre of the map
-``"features.10"``              L2 of the whole layer (:func:`deepdream`)
-``"deepdream:features.10"``    the same, explicitly
-``"class:954"``                class logit 954 (:func:`class_logit`)
-``"class:banana"``             by category name (needs ``categories=``)
-=============================  ===============================================
+==============================  ===============================================
+``"features.10[17]"``           mean of channel 17 (:func:`channel`)
+``"features.10[17,7,7]"``       channel 17 at row 7, column 7 (:func:`neuron`)
+``"features.10[17,center]"``    channel 17 at the centre of the map
+``fmapviz.Unit(...)``           any of the three above
+``"features.10"``               L2 of the whole layer (:func:`deepdream`)
+``"deepdream:features.10"``     the same, explicitly
+``"class:954"``                 class 954 (:func:`class_logit`)
+``"class:banana"``              by class name, case-insensitive (needs ``categories=``)
+==============================  ===============================================
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ...errors import closest_names
+from ...vocabulary import UNIT_FORMS, Unit, class_index, is_unit, parse_unit
 
 INPUT = "@input"
 OUTPUT = "@output"
@@ -45,7 +49,7 @@ class Objective:
 
     Attributes:
         score: ``score(tensors) -> (B,)`` tensor, higher is better.
-        name: a readable description, e.g. ``"features.10:17"``.
+        name: a readable description, e.g. ``"features.10[17]"``.
         layers: module names whose outputs ``score`` reads.
         needs_output: ``score`` reads the model output, so the forward pass must run to the end.
     """
@@ -132,7 +136,7 @@ def channel(layer: str, index: int) -> Objective:
         _check_channel(activation, layer, index)
         return activation[:, index].flatten(1).mean(1)
 
-    return Objective(score, f"{layer}:{index}", frozenset({layer}))
+    return Objective(score, str(Unit(layer, index)), frozenset({layer}))
 
 
 def neuron(layer: str, index: int, row: int | None = None, col: int | None = None) -> Objective:
@@ -154,8 +158,10 @@ def neuron(layer: str, index: int, row: int | None = None, col: int | None = Non
             raise ValueError(f"Position ({y}, {x}) is outside the {height}x{width} map of layer '{layer}'.")
         return activation[:, index, y, x]
 
-    where = "" if row is None and col is None else f"{row},{col}"
-    return Objective(score, f"{layer}:{index}@{where}", frozenset({layer}))
+    if (row is None) != (col is None):
+        raise ValueError(f"neuron('{layer}', {index}) needs both row and col, or neither (the centre).")
+    position = "center" if row is None else (row, col)
+    return Objective(score, str(Unit(layer, index, position)), frozenset({layer}))
 
 
 def deepdream(layer: str) -> Objective:
@@ -172,19 +178,42 @@ def deepdream(layer: str) -> Objective:
 
 
 def class_logit(index: int) -> Objective:
-    """The model's output ``index`` (a class logit); needs the full forward pass.
+    """Class ``index`` of the model output; needs the full forward pass.
+
+    The output's dimension 1 holds the classes: for (N,K) logits the score is logit ``index``;
+    for a segmentation model's (N,K,H,W) maps (or any (N,K,...) output) it is the mean of
+    class ``index``'s map over all pixels.
+
+    Raises:
+        ValueError: (when scored) ``index`` is not below K, or the output has no class dimension.
 
     Example:
         >>> maximize(model, class_logit(954))   # banana
     """
 
     def score(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        logits = tensors[OUTPUT].flatten(1)
-        if not -logits.shape[1] <= index < logits.shape[1]:
-            raise ValueError(f"Class {index} is out of range: the model has {logits.shape[1]} outputs.")
-        return logits[:, index]
+        return class_scores(tensors[OUTPUT], index)
 
     return Objective(score, f"class:{index}", needs_output=True)
+
+
+def class_scores(output: torch.Tensor, index: int) -> torch.Tensor:
+    """(N,) score of class ``index`` in a (N,K) or (N,K,...) model output: the logit, or its map's mean.
+
+    Example:
+        >>> class_scores(torch.randn(2, 21, 8, 8), 5).shape   # a segmentation output
+        torch.Size([2])
+    """
+    if output.dim() < 2:
+        raise ValueError(
+            f"A class objective needs an output with classes on dimension 1, (N,K) or (N,K,H,W); "
+            f"got shape {tuple(output.shape)}."
+        )
+    classes = output.shape[1]
+    if not -classes <= index < classes:
+        raise ValueError(f"Class {index} is out of range: the model output has {classes} classes (dimension 1).")
+    chosen = output[:, index]
+    return chosen if chosen.dim() == 1 else chosen.flatten(1).mean(1)
 
 
 def direction(layer: str, vector: torch.Tensor | Sequence[float]) -> Objective:
@@ -277,76 +306,63 @@ OBJECTIVES: dict[str, Callable[..., Objective]] = {
 }
 
 
-def parse_objective(spec: str | Objective, categories: Sequence[str] | None = None) -> Objective:
+def unit_objective(unit: str | Unit) -> Objective:
+    """The objective of a unit: :func:`channel` for ``"layer[c]"``, :func:`neuron` for a position.
+
+    Example:
+        >>> unit_objective("features.10[17,center]").name
+        'features.10[17,center]'
+    """
+    unit = parse_unit(unit)
+    if unit.position is None:
+        return channel(unit.layer, unit.channel)
+    if unit.position == "center":
+        return neuron(unit.layer, unit.channel)
+    return neuron(unit.layer, unit.channel, *unit.position)
+
+
+def parse_objective(spec: str | Unit | Objective, categories: Sequence[str] | None = None) -> Objective:
     """Turn the string form of an objective (see the module docstring) into an :class:`Objective`.
 
     Args:
-        spec: e.g. ``"features.10:17"``, ``"features.10:17@7,7"``, ``"features.10"``,
-            ``"deepdream:features.10"``, ``"class:954"``, ``"class:banana"``; an Objective is returned as is.
+        spec: a unit (``"features.10[17]"``, ``"features.10[17,7,7]"``, ``"features.10[17,center]"``,
+            :class:`fmapviz.Unit`), a layer (``"features.10"``, ``"deepdream:features.10"``) or a class
+            (``"class:954"``, ``"class:banana"``); an Objective is returned as is.
         categories: class names, needed for ``"class:<name>"`` (``fmapviz.load_model(...).categories``).
 
     Returns:
         The objective. Layer names are checked against the model later, by :func:`fmapviz.maximize`.
 
     Raises:
-        ValueError: the string cannot be read; the message shows the accepted forms.
+        ValueError: the string cannot be read or names an unknown class; the message shows the accepted
+            forms or the closest class names.
 
     Example:
-        >>> parse_objective("class:banana", categories=loaded.categories).name
+        >>> parse_objective("class:Banana", categories=loaded.categories).name
         'class:954'
     """
     if isinstance(spec, Objective):
         return spec
+    if isinstance(spec, Unit) or is_unit(spec):
+        return unit_objective(spec)
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"Bad objective {spec!r}: {_FORMS}")
     text = spec.strip()
+    if "[" in text or "]" in text:
+        parse_unit(text)  # raises with the accepted unit forms
+    if "@" in text:
+        raise ValueError(f"Bad objective '{spec}': neurons are written as units now. {UNIT_FORMS}")
     head, colon, tail = text.partition(":")
-    if not colon:
-        return deepdream(text)
-    if not head or not tail:
-        raise ValueError(f"Bad objective '{spec}': {_FORMS}")
-    if head == "deepdream":
-        return deepdream(tail)
-    if head == "class":
-        return class_logit(_class_index(tail, categories, spec))
-    if head in OBJECTIVES:
+    if colon and head == "deepdream" and tail.strip():
+        return deepdream(tail.strip())
+    if colon and head == "class" and tail.strip():
+        return class_logit(class_index(tail, categories))
+    if colon and head in OBJECTIVES:
         raise ValueError(f"Objective '{head}' has no string form; call fmapviz.objectives.{head}(...) instead.")
-    index_text, at, position = tail.partition("@")
-    index = _integer(index_text, "channel", spec)
-    if not at:
-        return channel(head, index)
-    if not position.strip():
-        return neuron(head, index)
-    parts = position.split(",")
-    if len(parts) != 2:
-        raise ValueError(f"Bad objective '{spec}': a neuron position is 'row,col', e.g. 'features.10:17@7,7'.")
-    return neuron(head, index, _integer(parts[0], "row", spec), _integer(parts[1], "column", spec))
+    return deepdream(text)  # a layer name or capture key, e.g. "features.10" or "backbone:0"
 
 
 _FORMS = (
-    "use 'layer:channel' (features.10:17), 'layer:channel@row,col', 'layer' or 'deepdream:layer', "
-    "'class:index' or 'class:name'."
+    "use a unit, 'features.10[17]', 'features.10[17,7,7]' or 'features.10[17,center]'; a layer, "
+    "'features.10' or 'deepdream:features.10'; or a class, 'class:954' or 'class:banana'."
 )
-
-
-def _integer(text: str, what: str, spec: str) -> int:
-    try:
-        return int(text.strip())
-    except ValueError:
-        raise ValueError(f"Bad objective '{spec}': the {what} must be an integer, got '{text}'. {_FORMS}") from None
-
-
-def _class_index(text: str, categories: Sequence[str] | None, spec: str) -> int:
-    name = text.strip()
-    if name.lstrip("-").isdigit():
-        return int(name)
-    if categories is None:
-        raise ValueError(
-            f"Objective '{spec}' names a class; pass categories= (e.g. fmapviz.load_model(...).categories) "
-            "or use the class index, 'class:954'."
-        )
-    lowered = [category.lower() for category in categories]
-    if name.lower() in lowered:
-        return lowered.index(name.lower())
-    hint = closest_names(name.lower(), lowered, limit=3)
-    raise ValueError(f"Unknown class '{name}' in objective '{spec}'. Closest: {', '.join(hint) or 'none'}.")

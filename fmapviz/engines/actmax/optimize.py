@@ -26,6 +26,7 @@ from ...capture import capture, model_guard
 from ...errors import LayerNotFoundError, closest_names
 from ...models import IMAGENET_MEAN, IMAGENET_STD
 from ...outputs import output_tensor
+from ...vocabulary import Unit, is_unit
 from .objectives import INPUT, OUTPUT, Objective, channel, class_logit, parse_objective
 from .param import PARAMS
 from .transforms import Transform, apply, resolve_transforms
@@ -42,7 +43,7 @@ class ActMaxResult:
         history: (steps, N) objective value of each image at each step (with random transforms).
         initial_activation: (N,) objective of each starting image, without random transforms.
         final_activation: (N,) objective of each final image, without random transforms.
-        labels: N readable objective names (``"features.10:17"``).
+        labels: N readable objective names (``"features.10[17]"``).
         channels: the channel (or class) index of each image when ``channels=`` was given, else None.
         settings: the arguments used (size, steps, lr, param, seed, ...).
     """
@@ -81,7 +82,7 @@ def maximize(
 
     Args:
         model: any image model; used as is (eval mode, frozen parameters, all restored afterwards).
-        objective: an :class:`Objective`, its string form (``"features.10:17"``, ``"features.10"``,
+        objective: an :class:`Objective`, its string form (``"features.10[17]"``, ``"features.10"``,
             ``"class:954"``; see :mod:`fmapviz.engines.actmax.objectives`), or a list of them (one image
             each). With ``channels=``: a layer name (one image per channel of it), ``"class"`` (one image
             per class index), or a function ``index -> Objective``.
@@ -223,7 +224,7 @@ def _objectives(
 ) -> tuple[Objective | None, list[Objective], list[int] | None]:
     """(shared objective, per-image objectives, channel indices): exactly one of the first two is used."""
     if channels is None:
-        if isinstance(objective, (str, Objective)):
+        if isinstance(objective, (str, Unit, Objective)):
             return parse_objective(objective, categories), [], None
         if callable(objective):
             raise ValueError("A function objective needs channels=, e.g. channels=range(16).")
@@ -231,7 +232,9 @@ def _objectives(
         if not per_image:
             raise ValueError("The objective list is empty.")
         return None, per_image, None
-    if isinstance(objective, Objective) or (isinstance(objective, str) and ":" in objective):
+    if isinstance(objective, (Objective, Unit)) or (
+        isinstance(objective, str) and (is_unit(objective) or objective.startswith(("class:", "deepdream:")))
+    ):
         raise ValueError(
             f"With channels=, pass a layer name (e.g. 'features.10'), 'class' or a function index -> Objective; "
             f"got {getattr(objective, 'name', objective)!r}."
@@ -258,7 +261,7 @@ def _channel_count(model: nn.Module, objective: Any, size: tuple[int, int], devi
     probe = torch.zeros(1, 3, *size, device=device)
     with torch.no_grad():
         if objective == "class":
-            return output_tensor(model(probe)).flatten(1).shape[1]
+            return output_tensor(model(probe)).shape[1]  # classes are dimension 1, also for (N,K,H,W)
         _check_layers(model, [channel(objective, 0)])
         with capture(model, objective, stop_early=True) as maps:
             model(probe)
@@ -270,6 +273,12 @@ def _check_layers(model: nn.Module, objectives: Sequence[Objective]) -> None:
     known = set(names)
     for objective in objectives:
         for layer in sorted(objective.layers - known):
+            base, _, index = layer.rpartition(":")
+            if base in known and index.isdigit():  # the old "layer:channel" form
+                raise LayerNotFoundError(
+                    f"Unknown layer '{layer}' in objective '{objective.name}'. For channel {index} of {base}, "
+                    f"write the unit '{base}[{index}]'."
+                )
             hint = closest_names(layer, names) or names[:5]
             raise LayerNotFoundError(
                 f"Unknown layer '{layer}' in objective '{objective.name}'. Closest: {', '.join(hint)}. "
