@@ -226,8 +226,9 @@ class Capture:
 
     Use :func:`capture` to build one. Hooks and the copy-before-write guard live only
     inside the ``with`` block; they are removed on exit, on exceptions and on
-    KeyboardInterrupt. The model's mode, ``requires_grad`` flags and parameters are
-    never touched.
+    KeyboardInterrupt. Inside the block the model runs in eval mode (``train=True``: train
+    mode, with its buffers such as BatchNorm statistics restored on exit); its modes come
+    back on exit, and ``requires_grad`` flags and parameters are never touched.
     """
 
     def __init__(
@@ -242,8 +243,13 @@ class Capture:
         pick: OutputPicker | None = None,
         reduce: Callable[[str, torch.Tensor], Any] | None = None,
         layout: Layout = "auto",
+        train: bool = False,
     ) -> None:
+        if isinstance(model, torch.jit.ScriptModule):
+            raise TypeError("TorchScript modules run no hooks: capture the Python model (nn.Module) instead.")
         self.model = model
+        self.train = train
+        self._mode: Any = None
         named = dict(model.named_modules())
         self.names = _resolve(named, layers)
         self._modules = [named[name] for name in self.names]
@@ -263,6 +269,8 @@ class Capture:
 
     def __enter__(self) -> FeatureMaps:
         try:
+            self._mode = model_guard(self.model, train=self.train, freeze=False)
+            self._mode.__enter__()
             self._handles.append(self.model.register_forward_pre_hook(self._start_pass))
             for name, module in zip(self.names, self._modules):
                 self._handles.append(module.register_forward_hook(self._hook_for(name)))
@@ -283,6 +291,9 @@ class Capture:
             guard, self._guard = self._guard, None
             guard.__exit__(None, None, None)
         self._watched.clear()
+        if self._mode is not None:
+            mode, self._mode = self._mode, None
+            mode.__exit__(None, None, None)
 
     def _start_pass(self, module: nn.Module, args: Any) -> None:
         self.maps.clear()
@@ -315,7 +326,7 @@ class Capture:
         if self.pick is None and levels is None and first_tensor(output) is None:
             pass  # nothing to show (a detector's transform returns an ImageList): no entry
         elif levels is None:
-            tensor = output_tensor(output, self.pick)
+            tensor = output_tensor(output, self.pick) if self.pick is not None else first_tensor(output)
             new = self._store(key, tensor, layout, whole_output=output is tensor)
             replacement = None if new is None else _substitute(output, tensor, new)
         else:
@@ -424,6 +435,7 @@ def capture(
     pick: OutputPicker | None = None,
     reduce: Callable[[str, torch.Tensor], Any] | None = None,
     layout: Layout = "auto",
+    train: bool = False,
 ) -> Capture:
     """Record the outputs of the selected layers during the forward passes in a ``with`` block.
 
@@ -448,6 +460,8 @@ def capture(
             channels-last are detected), ``"nchw"`` (as is), ``"tokens"``, ``"nhwc"``, or a dict
             from layer name (or glob) to one of these; see :mod:`fmapviz.tokens`. With
             ``keep_grad``, ``maps.grads`` uses the same layout as the maps.
+        train: run the model in train mode inside the block (dropout, batch statistics);
+            by default it runs in eval mode. Either way its modes and buffers come back on exit.
 
     Returns:
         A context manager whose ``__enter__`` gives a :class:`FeatureMaps` dict,
@@ -464,7 +478,7 @@ def capture(
         torch.Size([1, 512, 7, 7])
     """
     options = dict(device=device, dtype=dtype, keep_grad=keep_grad, stop_early=stop_early, pick=pick, reduce=reduce)
-    return Capture(model, layers, layout=layout, **options)
+    return Capture(model, layers, layout=layout, train=train, **options)
 
 
 def feature_maps(
@@ -477,6 +491,7 @@ def feature_maps(
     stop_early: bool = True,
     pick: OutputPicker | None = None,
     layout: Layout = "auto",
+    train: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Run ``model(x)`` once without gradients and return the selected layers' outputs.
 
@@ -484,7 +499,7 @@ def feature_maps(
         model: any ``nn.Module``; it is not modified.
         x: the model input.
         layers: layer selectors (see :mod:`fmapviz.capture`).
-        device, dtype, pick, layout: as in :func:`capture`.
+        device, dtype, pick, layout, train: as in :func:`capture` (eval mode unless ``train``).
         stop_early: skip the layers after the last selected one (default True).
 
     Returns:
@@ -495,7 +510,7 @@ def feature_maps(
         >>> list(maps)
         ['layer3.0.conv2', 'layer3.1.conv2']
     """
-    options = dict(device=device, dtype=dtype, stop_early=stop_early, pick=pick, layout=layout)
+    options = dict(device=device, dtype=dtype, stop_early=stop_early, pick=pick, layout=layout, train=train)
     with torch.no_grad(), capture(model, layers, **options) as maps:
         model(x)
     return dict(maps)
@@ -506,10 +521,12 @@ def model_guard(model: nn.Module, *, train: bool = False, freeze: bool = True) -
     """Put ``model`` in eval (or train) mode with frozen parameters, and restore both on exit.
 
     Engines wrap their work in this so that no parameter gradient is ever computed
-    and the user's model comes back exactly as it was, even after an exception.
+    and the user's model comes back exactly as it was, even after an exception. With
+    ``train=True`` the buffers (BatchNorm running statistics) are restored too.
     """
     modes = [(module, module.training) for module in model.modules()]
     flags = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
+    buffers = [(buffer, buffer.detach().clone()) for buffer in model.buffers()] if train else []
     try:
         model.train(train)
         if freeze:
@@ -521,3 +538,6 @@ def model_guard(model: nn.Module, *, train: bool = False, freeze: bool = True) -
             module.training = training
         for parameter, requires_grad in flags:
             parameter.requires_grad_(requires_grad)
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)

@@ -26,8 +26,8 @@ class LoadedImage:
     """A batch of images: ``tensor`` goes to the model, ``display`` is what to draw under overlays.
 
     ``display`` is (N,3,H,W) in [0,1] with exactly the geometry of ``tensor``: it is
-    ``tensor`` with the normalization undone, so a map upsampled to H×W lines up pixel
-    for pixel after any resize or crop.
+    ``tensor`` with the normalization undone (a grayscale tensor repeated over three
+    channels), so a map upsampled to H×W lines up pixel for pixel after any resize or crop.
     """
 
     tensor: torch.Tensor
@@ -73,7 +73,7 @@ def load_image(
     for name, picture in pictures:
         tensor = transform(picture)
         if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3:
-            raise ImageLoadError(f"The transform turned '{name}' into {type(tensor).__name__}, not a (3,H,W) tensor.")
+            raise ImageLoadError(f"The transform turned '{name}' into {type(tensor).__name__}, not a (C,H,W) tensor.")
         tensors.append(tensor)
     shapes = {tuple(t.shape) for t in tensors}
     if len(shapes) > 1:
@@ -82,7 +82,8 @@ def load_image(
             "Use a transform that crops to one size."
         )
     batch = torch.stack(tensors)
-    return LoadedImage(batch, denormalize(batch, mean, std), [name for name, _ in pictures])
+    display = denormalize(batch, mean, std).expand(-1, 3, -1, -1)
+    return LoadedImage(batch, display.contiguous(), [name for name, _ in pictures])
 
 
 def denormalize(tensor: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

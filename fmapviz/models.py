@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
 import pickle
+import sys
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,14 +22,26 @@ from torch import nn
 from torchvision.transforms._presets import ImageClassification
 
 from .errors import ModelLoadError, closest_names
+from .outputs import select_output
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+# sizes tried, in order, to find what a user model accepts (common classifier and small-data sizes)
+PROBE_SIZES = (224, 32, 28, 64, 96, 128, 256, 299, 384, 512, 16)
+
+
 @dataclass
 class LoadedModel:
-    """A model ready to run: in eval mode, with the preprocessing and labels that belong to it."""
+    """A model ready to run: in eval mode, with the preprocessing and labels that belong to it.
+
+    ``mean``/``std`` have one value per input channel (one: a grayscale model). ``size`` is the
+    (H, W) the transform produces when the model needs a size of its own (user models found to
+    reject 224, or ``size=`` given), else None; ``fixed_size`` says the model runs at no other
+    size (activation maximization then resizes its padded images back to ``size``).
+    ``checkpoint`` and ``checkpoint_sha256`` record the file loaded with ``checkpoint=``.
+    """
 
     model: nn.Module
     transform: Callable[[Any], torch.Tensor]
@@ -35,16 +50,100 @@ class LoadedModel:
     weights: str | None
     mean: tuple[float, ...] = IMAGENET_MEAN
     std: tuple[float, ...] = IMAGENET_STD
+    size: tuple[int, int] | None = None
+    fixed_size: bool = False
+    checkpoint: str | None = None
+    checkpoint_sha256: str | None = None
 
     @property
     def device(self) -> torch.device:
-        parameter = next(self.model.parameters(), None)
-        return parameter.device if parameter is not None else torch.device("cpu")
+        return _device_of(self.model)
+
+    @property
+    def channels(self) -> int:
+        """Input channels the model takes: 1 (grayscale) or 3 (RGB)."""
+        return len(self.mean)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(H, W) of the images the transform produces."""
+        if self.size is not None:
+            return self.size
+        crop = getattr(self.transform, "crop_size", [224])
+        return (int(crop[0]), int(crop[-1]))
+
+    def describe_weights(self) -> str:
+        """What the parameters are: the weights name, the checkpoint file, or ``"random weights"``."""
+        if self.checkpoint is not None:
+            return f"checkpoint {Path(self.checkpoint).name} (sha256 {self.checkpoint_sha256[:12]})"
+        return self.weights or "random weights"
 
 
 def default_transform() -> ImageClassification:
     """ImageNet preprocessing: resize to 256, centre-crop 224, normalize (used when weights say nothing)."""
     return ImageClassification(crop_size=224, resize_size=256, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize the shorter side to ``resize``, centre-crop ``size``, scale to [0,1], normalize.
+
+    One value in ``mean``/``std`` gives a 1-channel (grayscale) tensor, three an RGB one.
+    It has the ``mean``, ``std``, ``crop_size`` and ``resize_size`` attributes that
+    torchvision's presets have, so :func:`fmapviz.load_image` reads them the same way.
+    """
+
+    size: tuple[int, int]
+    resize: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def crop_size(self) -> list[int]:
+        return list(self.size)
+
+    @property
+    def resize_size(self) -> list[int]:
+        return [self.resize]
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        from torchvision.transforms.v2 import functional as F
+
+        if not isinstance(image, torch.Tensor):
+            image = F.pil_to_tensor(image.convert("RGB") if getattr(image, "mode", "RGB") != "L" else image)
+        image = F.center_crop(F.resize(image, [self.resize], antialias=True), list(self.size))
+        tensor = F.to_dtype(image, torch.float32, scale=True)
+        if len(self.mean) == 1 and tensor.shape[0] == 3:
+            tensor = F.rgb_to_grayscale(tensor)
+        elif len(self.mean) == 3 and tensor.shape[0] == 1:
+            tensor = tensor.expand(3, -1, -1)
+        return F.normalize(tensor, list(self.mean), list(self.std))
+
+
+def check_normalization(mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
+    """Raise ValueError unless ``mean`` and ``std`` are both None or both 1 or 3 values, ``std`` > 0."""
+    if mean is None and std is None:
+        return
+    if mean is None or std is None:
+        raise ValueError("Pass mean and std together (CLI: --mean and --std), one value each or three.")
+    if len(mean) not in (1, 3) or len(mean) != len(std):
+        raise ValueError(
+            f"mean and std need one value each (grayscale model) or three (RGB), got {len(mean)} and {len(std)}."
+        )
+    if any(value <= 0 for value in std):
+        raise ValueError(f"std values must be positive, got {tuple(std)}.")
+
+
+def as_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
+    """``64`` or ``(64, 96)`` as (H, W); None stays None. Raises ValueError for sizes below 1."""
+    if size is None:
+        return None
+    pair = (int(size), int(size)) if isinstance(size, int) else tuple(int(value) for value in size)
+    if len(pair) == 1:
+        pair = pair * 2
+    if len(pair) != 2 or min(pair) < 1:
+        raise ValueError(f"size must be a positive int or (H, W), got {size!r}.")
+    return pair
 
 
 def load_model(
@@ -54,55 +153,164 @@ def load_model(
     device: str | torch.device | None = None,
     *,
     trust_checkpoint: bool = False,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    size: int | Sequence[int] | None = None,
+    output: str | None = None,
 ) -> LoadedModel:
     """Load a model with its preprocessing transform and class names.
 
     Args:
         spec: a torchvision model name (``"mobilenet_v2"``), a user factory
-            ``"path/to/file.py:factory"`` or ``"package.module:factory"``, a TorchScript
-            archive, or an ``nn.Module``.
+            ``"path/to/file.py:factory"`` or ``"package.module:factory"``, or an ``nn.Module``.
+            TorchScript archives and ``torch.export`` programs are refused: fmapviz reads layers
+            through module hooks, which compiled graphs do not run; pass the Python model
+            (factory plus ``checkpoint=`` of its state dict) instead.
         weights: for torchvision names, ``"DEFAULT"``, an enum name such as
             ``"IMAGENET1K_V1"``, or None for random weights. Ignored otherwise.
         checkpoint: a state dict file loaded into the model (``module.`` prefixes from
             DataParallel and ``_orig_mod.`` from torch.compile are stripped).
         device: where to put the model (default: leave it where it is).
         trust_checkpoint: unpickle arbitrary objects from ``checkpoint``; only for files you trust.
+            A fully pickled model is read with the factory file's folder on ``sys.path``.
+        mean, std: the model's input normalization, one value each (a grayscale model) or three
+            (RGB); default: the weights' own, else ImageNet's.
+        size: input size, ``64`` or ``(H, W)``; default: the weights' own, else 224 when the model
+            runs on 224, else the first size it runs on among :data:`PROBE_SIZES`.
+        output: the key (or attribute) of the model output to explain when it returns a dict or
+            object; default: see :func:`fmapviz.outputs.output_tensor`.
 
     Returns:
         A :class:`LoadedModel` in eval mode.
 
     Raises:
         ModelLoadError: unknown name or weights, weights neither cached nor downloadable
-            (the message names the file and where to put it), unreadable or mismatched checkpoint.
+            (the message names the file and where to put it), unreadable or mismatched checkpoint,
+            a compiled model, a user model that runs on no probed size (or not on ``size``).
+        ValueError: ``mean``/``std`` or ``size`` out of range.
 
     Example:
         >>> loaded = fmapviz.load_model("mobilenet_v2", weights="IMAGENET1K_V1")
         >>> loaded.categories[954]
         'banana'
     """
+    check_normalization(mean, std)
+    wanted_size = as_size(size)
     transform: Callable = default_transform()
     categories = None
     weights_name = None
+    factory_folder = None
+    torchvision_model = False
     if isinstance(spec, nn.Module):
+        _refuse_compiled(spec, type(spec).__name__)
         model, name = spec, type(spec).__name__
     elif ":" in spec and not Path(spec).is_file():
         model, name = _from_factory(spec), spec
+        target = spec.rpartition(":")[0]
+        factory_folder = Path(target).resolve().parent if target.endswith(".py") else None
     elif Path(spec).is_file():
-        model, name = _from_torchscript(Path(spec)), Path(spec).name
+        _refuse_archive(Path(spec))
     else:
-        name = spec
+        name, torchvision_model = spec, True
         enum = _weights_enum(spec, weights)
         model = _torchvision_model(spec, enum)
         if enum is not None:
             transform, categories, weights_name = enum.transforms(), enum.meta.get("categories"), enum.name
+    checkpoint_sha256 = None
     if checkpoint is not None:
-        load_checkpoint(model, checkpoint, trust=trust_checkpoint)
+        with _on_sys_path(factory_folder):
+            load_checkpoint(model, checkpoint, trust=trust_checkpoint)
+        checkpoint_sha256 = file_sha256(checkpoint)
     if device is not None:
         model.to(device)
     model.eval()
-    mean = tuple(getattr(transform, "mean", IMAGENET_MEAN))
-    std = tuple(getattr(transform, "std", IMAGENET_STD))
-    return LoadedModel(model, transform, categories, name, weights_name, mean, std)
+    mean = tuple(mean) if mean is not None else tuple(getattr(transform, "mean", IMAGENET_MEAN))
+    std = tuple(std) if std is not None else tuple(getattr(transform, "std", IMAGENET_STD))
+    fixed = False
+    if not torchvision_model:
+        wanted_size, fixed = _probe_size(model, name, len(mean), wanted_size)
+    if output is not None:
+        model = select_output(model, output)
+        with torch.no_grad():  # a wrong key fails here, naming the keys there are
+            model(torch.zeros(1, len(mean), *(wanted_size or (224, 224)), device=_device_of(model)))
+    if wanted_size is not None or len(mean) == 1 or tuple(getattr(transform, "mean", ())) != mean:
+        crop = wanted_size or (224, 224)
+        ratio = 256 / 224 if torchvision_model else 1.0  # torchvision presets resize with a margin, then crop
+        transform = Preprocess(crop, round(max(crop) * ratio), mean, std)
+    loaded = LoadedModel(model, transform, categories, name, weights_name, mean, std, wanted_size, fixed)
+    if checkpoint is not None:
+        loaded.checkpoint, loaded.checkpoint_sha256 = str(checkpoint), checkpoint_sha256
+    return loaded
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file, read in 1 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _runs(model: nn.Module, channels: int, size: tuple[int, int]) -> Exception | None:
+    """None if ``model`` runs on a zero (1, channels, H, W) input, else the error it raised."""
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, channels, *size, device=_device_of(model)))
+    except Exception as error:  # any failure means "not this shape"
+        return error
+    return None
+
+
+def _probe_size(
+    model: nn.Module, name: str, channels: int, size: tuple[int, int] | None
+) -> tuple[tuple[int, int] | None, bool]:
+    """The size a user model needs (None: the default 224 works) and whether it runs at no other.
+
+    Raises:
+        ModelLoadError: the model runs on neither ``size`` nor any probed size; the message says
+            which size or channel count would work.
+    """
+    default = size or (224, 224)
+    first = _runs(model, channels, default)
+    if first is None:
+        if size is None:
+            return None, False
+        return size, _runs(model, channels, (size[0] + 32, size[1] + 32)) is not None
+    found = next((s for s in PROBE_SIZES if (s, s) != default and _runs(model, channels, (s, s)) is None), None)
+    tried = f"(1, {channels}, {default[0]}, {default[1]})"
+    if found is not None and size is None:
+        return (found, found), _runs(model, channels, (found + 32, found + 32)) is not None
+    if found is not None:
+        raise ModelLoadError(f"{name} does not run on a {tried} input; this model needs --size {found} (size={found}).")
+    other = 1 if channels == 3 else 3
+    if any(_runs(model, other, (s, s)) is None for s in PROBE_SIZES[:4]):
+        values = "one value each" if other == 1 else "three values each"
+        raise ModelLoadError(f"{name} takes {other}-channel input: pass --mean and --std with {values} (mean=, std=).")
+    reason = str(first).strip().splitlines()[0][:200] if str(first).strip() else type(first).__name__
+    raise ModelLoadError(
+        f"{name} does not run on a {tried} input ({type(first).__name__}: {reason}); "
+        "pass the size it needs with --size H[,W] (size=)."
+    )
+
+
+@contextmanager
+def _on_sys_path(folder: Path | None) -> Iterator[None]:
+    """Put ``folder`` first on ``sys.path`` for the block (pickled models import their class's module)."""
+    if folder is None or str(folder) in sys.path:
+        yield
+        return
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        if str(folder) in sys.path:
+            sys.path.remove(str(folder))
 
 
 def _weights_enum(name: str, weights: str | None) -> Any:
@@ -167,16 +375,27 @@ def _from_factory(spec: str) -> nn.Module:
     return model
 
 
-def _from_torchscript(path: Path) -> nn.Module:
-    if not zipfile.is_zipfile(path) or not any("/code/" in n for n in zipfile.ZipFile(path).namelist()):
-        raise ModelLoadError(
-            f"'{path}' is not a TorchScript archive. "
-            f"For a state dict, pass the model spec and checkpoint={str(path)!r}."
-        )
-    try:
-        return torch.jit.load(str(path), map_location="cpu")
-    except Exception as error:
-        raise ModelLoadError(f"Cannot load TorchScript archive '{path}': {error}") from None
+COMPILED_HINT = (
+    "fmapviz reads layers through module hooks, which compiled graphs do not run: pass the Python model "
+    "instead, e.g. 'my_net.py:build --checkpoint weights.pt' with torch.save(model.state_dict(), 'weights.pt')."
+)
+
+
+def _refuse_archive(path: Path) -> None:
+    names = zipfile.ZipFile(path).namelist() if zipfile.is_zipfile(path) else []
+    if any("/code/" in name for name in names):
+        raise ModelLoadError(f"'{path}' is a TorchScript archive. {COMPILED_HINT}")
+    if any(name.endswith("/archive_format") or "serialized_exported_program" in name for name in names):
+        raise ModelLoadError(f"'{path}' is a torch.export program (.pt2). {COMPILED_HINT}")
+    raise ModelLoadError(
+        f"'{path}' is a file, not a model name: for a state dict, pass the model spec and "
+        f"checkpoint={str(path)!r} (CLI: my_net.py:build --checkpoint {path})."
+    )
+
+
+def _refuse_compiled(model: nn.Module, name: str) -> None:
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ModelLoadError(f"{name} is a TorchScript module. {COMPILED_HINT}")
 
 
 def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, trust: bool = False) -> None:
@@ -192,7 +411,9 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, trust: bool = 
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as error:
-        reason = str(error).splitlines()[0]
+        reason = str(error).strip().splitlines()[0]
+        if trust or not _is_torch_file(path):
+            raise ModelLoadError(f"'{path}' is not a checkpoint torch.load can read ({reason}).") from None
         raise ModelLoadError(
             f"Checkpoint '{path}' holds objects that weights_only loading refuses ({reason}). "
             "If you trust this file, pass trust_checkpoint=True (CLI: --trust-checkpoint)."
@@ -216,6 +437,14 @@ def load_checkpoint(model: nn.Module, path: str | os.PathLike, *, trust: bool = 
             "Check that the checkpoint was saved from this architecture."
         )
     model.load_state_dict(state)
+
+
+def _is_torch_file(path: Path) -> bool:
+    """A file torch.save could have written: its zip format, or the legacy pickle's protocol byte."""
+    if zipfile.is_zipfile(path):
+        return True
+    with open(path, "rb") as file:
+        return file.read(1) == b"\x80"
 
 
 def _state_dict_of(loaded: Any) -> dict[str, torch.Tensor] | None:

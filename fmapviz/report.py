@@ -4,8 +4,13 @@ A report is a :class:`ReportSpec` (what to show) applied to a model and images. 
 image gives one page: a header (model, weights, image, top-5 predictions), the
 feature-map hierarchy, saliency with deletion/insertion scores, channel health and,
 with ``actmax=True``, the activation-maximization images of the channels that fired
-most on that image. A failed report removes what it had written; existing files are
-never overwritten unless ``force=True``.
+most on that image.
+
+Every file is written atomically, and after each page the manifest and index are rewritten
+to list the pages done so far (``"complete": false`` until the last one). An interrupted
+or failed report keeps its finished pages; running it again with the same model and
+settings resumes with the pages still missing. A finished report is never overwritten
+unless ``force=True``; the input images never are, even then. One run writes a folder at a time.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import html
 import json
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -23,11 +29,12 @@ import torch
 from torch import nn
 
 from . import metrics
-from .capture import feature_maps
+from .capture import feature_maps, model_guard
 from .engines.actmax import maximize
 from .engines.direct import channel_stats
 from .engines.saliency import saliency
 from .errors import FmapvizError
+from .files import FolderLock, refuse_inputs, save_figure, write_json, write_text
 from .images import LoadedImage, load_image
 from .layers import LayerInfo, summary
 from .models import LoadedModel, load_model
@@ -137,41 +144,95 @@ def report(
         >>> fmapviz.report(loaded, "assets/chelsea.png", "report/").pages
         [PosixPath('report/chelsea.png')]
     """
+    if isinstance(model, nn.Module):  # the user's module: its train/eval modes come back, even on errors
+        with model_guard(model, freeze=False):
+            return report(load_model(model), images, out, spec=spec, force=force, progress=progress)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     image = images if isinstance(images, LoadedImage) else load_image(images, loaded.transform)
     out = Path(out)
     stems = _page_names(image.names)
-    targets = [out / f"{stem}.png" for stem in stems] + [out / "manifest.json", out / "index.html"]
-    _check_writable(out, targets, force)
-    written: list[Path] = []
+    manifest_path, index_path = out / "manifest.json", out / "index.html"
+    refuse_inputs([out / f"{stem}.png" for stem in stems] + [manifest_path, index_path], image.names)
+    _check_writable(out)
     clock = _Clock()
-    try:
+    with FolderLock(out):
         with clock.stage("model: summary"):
             rows = summary(loaded.model, (1, *image.tensor.shape[1:]))
         layers = list(spec.layers) if spec.layers else hierarchy_layers(rows)
-        pages = []
-        entries = []
+        done = _resumable(manifest_path, _identity(loaded, spec, layers), force)
+        existing = [out / f"{stem}.png" for stem in stems if (out / f"{stem}.png").exists()]
+        existing += [path for path in (manifest_path, index_path) if path.exists()]
+        if existing and done is None and not force:
+            raise FmapvizError(f"{existing[0]} already exists; pass --force (force=True) to overwrite it.")
+        pages: list[Path] = []
+        entries: list[dict[str, Any]] = []
         for index, stem in enumerate(stems):
+            path = out / f"{stem}.png"
+            previous = (done or {}).get(image.names[index])
+            if previous is not None and previous["page"] == path.name and path.is_file():
+                pages.append(path)
+                entries.append(previous)  # finished by an earlier, interrupted run
+                continue
             x = image.tensor[index : index + 1].to(loaded.device)
             page, entry = _page(
                 loaded, x, image.display[index], image.names[index], layers, rows, spec, clock, progress
             )
-            path = page.save(out / f"{stem}.png")
-            written.append(path)
-            pages.append(path)
+            pages.append(save_figure(page, path))
             entries.append({"image": image.names[index], "page": path.name, **entry})
-        total_model = sum(seconds for name, seconds in clock.seconds.items() if name.startswith("model"))
-        timings = {**{k: round(v, 3) for k, v in clock.seconds.items()}, "model total": round(total_model, 3)}
-        manifest = _write_json(out / "manifest.json", _manifest(loaded, spec, layers, entries, timings))
-        written.append(manifest)
-        index_path = out / "index.html"
-        index_path.write_text(_index_html(loaded, entries))
-        written.append(index_path)
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        raise
-    return ReportResult(pages, manifest, index_path, timings)
+            _write_index(loaded, spec, layers, entries, clock, complete=False, out=out)
+        timings = _write_index(loaded, spec, layers, entries, clock, complete=True, out=out)
+    return ReportResult(pages, manifest_path, index_path, timings)
+
+
+def _write_index(
+    loaded: LoadedModel,
+    spec: ReportSpec,
+    layers: list[str],
+    entries: list[dict],
+    clock: _Clock,
+    *,
+    complete: bool,
+    out: Path,
+) -> dict[str, float]:
+    """Write manifest.json and index.html for the pages done so far; returns the timings."""
+    total_model = sum(seconds for name, seconds in clock.seconds.items() if name.startswith("model"))
+    timings = {**{k: round(v, 3) for k, v in clock.seconds.items()}, "model total": round(total_model, 3)}
+    manifest = {**_manifest(loaded, spec, layers, entries, timings), "complete": complete}
+    write_json(out / "manifest.json", manifest)
+    write_text(out / "index.html", _index_html(loaded, entries))
+    return timings
+
+
+def _identity(loaded: LoadedModel, spec: ReportSpec, layers: list[str]) -> dict[str, Any]:
+    """What must match for an earlier run's pages to be reused."""
+    return {
+        "model": loaded.name,
+        "weights": loaded.weights,
+        "checkpoint": loaded.checkpoint_sha256,
+        "mean": list(loaded.mean),
+        "std": list(loaded.std),
+        "settings": json.loads(json.dumps(asdict(spec))),
+        "layers": layers,
+    }
+
+
+def _resumable(manifest_path: Path, identity: dict[str, Any], force: bool) -> dict[str, dict] | None:
+    """Entries by image of an unfinished earlier run with the same identity, else None."""
+    if force or not manifest_path.is_file():
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if manifest.get("complete", True):
+        return None
+    earlier = {key: manifest.get("identity", {}).get(key) for key in identity}
+    if earlier != identity:
+        raise FmapvizError(
+            f"{manifest_path.parent} holds an unfinished report of another model or settings; "
+            "pass --force (force=True) to start it over, or choose another -o/--out."
+        )
+    return {entry["image"]: entry for entry in manifest.get("images", [])}
 
 
 def _page(
@@ -191,13 +252,20 @@ def _page(
         maps = feature_maps(model, x, layers, stop_early=False)
         with torch.no_grad():
             probabilities = output_tensor(model(x)).softmax(1)[0]
+    if not torch.isfinite(probabilities).all():
+        warnings.warn(
+            f"{loaded.name} gives non-finite outputs (NaN or inf) on {Path(name).name}: its predictions, saliency "
+            "and scores are meaningless; check the weights and the input normalization.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     top = probabilities.topk(min(5, probabilities.numel()))
     predictions = [(_label(categories, int(i)), float(p)) for p, i in zip(top.values, top.indices)]
     target = int(top.indices[0])
     sections: list[tuple[str | None, Any]] = []
     with clock.stage("drawing"):
         facts = [
-            f"{loaded.name}" + (f" · {loaded.weights}" if loaded.weights else " · random weights"),
+            f"{loaded.name} · {loaded.describe_weights()}",
             f"image: {Path(name).name}",
             f"input {tuple(x.shape[1:])}, explained class: {predictions[0][0]}",
         ]
@@ -293,7 +361,7 @@ def _page_names(names: Sequence[str]) -> list[str]:
     return stems
 
 
-def _check_writable(out: Path, targets: Sequence[Path], force: bool) -> None:
+def _check_writable(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -304,9 +372,6 @@ def _check_writable(out: Path, targets: Sequence[Path], force: bool) -> None:
         probe.unlink()
     except OSError as error:
         raise FmapvizError(f"Cannot write into '{out}': {error.strerror}. Choose another -o/--out.") from None
-    existing = [str(path) for path in targets if path.exists()]
-    if existing and not force:
-        raise FmapvizError(f"{existing[0]} already exists; pass --force (force=True) to overwrite it.")
 
 
 def _manifest(
@@ -320,6 +385,7 @@ def _manifest(
     return {
         "model": loaded.name,
         "weights": loaded.weights,
+        "checkpoint": {"path": loaded.checkpoint, "sha256": loaded.checkpoint_sha256} if loaded.checkpoint else None,
         "device": str(loaded.device),
         "versions": {
             "fmapviz": __version__,
@@ -330,13 +396,9 @@ def _manifest(
         "settings": asdict(spec),
         "layers": layers,
         "timings_seconds": timings,
+        "identity": _identity(loaded, spec, layers),
         "images": entries,
     }
-
-
-def _write_json(path: Path, value: dict[str, Any]) -> Path:
-    path.write_text(json.dumps(value, indent=2))
-    return path
 
 
 def _index_html(loaded: LoadedModel, entries: list[dict[str, Any]]) -> str:

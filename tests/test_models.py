@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
-from conftest import TinyCNN, real_weights
+import user_models
+from conftest import ROOT, TinyCNN, real_weights
+from PIL import Image
 from torch import nn
+from user_models import FIXED_MEAN, FIXED_STD, MNIST_MEAN, MNIST_STD
 
 import fmapviz
 from fmapviz.errors import ModelLoadError
+from fmapviz.outputs import output_tensor
 
 FACTORY_FILE = """
 import torch.nn as nn
@@ -65,13 +72,125 @@ def test_package_module_factory(tmp_path, monkeypatch):
         fmapviz.load_model("userpkg.nets:buld")
 
 
-def test_torchscript_archive(tmp_path):
+def test_torchscript_and_export_programs_are_refused_in_one_line_naming_what_to_pass(tmp_path):
     model = TinyCNN().eval()
-    path = tmp_path / "tiny.pt"
-    torch.jit.script(model).save(str(path))
-    loaded = fmapviz.load_model(str(path))
-    x = torch.randn(1, 3, 8, 8)
-    assert torch.allclose(loaded.model(x), model(x))
+    scripted = tmp_path / "tiny.pt"
+    torch.jit.trace(model, torch.randn(1, 3, 8, 8)).save(str(scripted))
+    exported = tmp_path / "tiny.pt2"
+    torch.export.save(torch.export.export(model, (torch.randn(1, 3, 8, 8),)), str(exported))
+    for spec, kind in ((str(scripted), "TorchScript archive"), (str(exported), r"torch\.export program")):
+        with pytest.raises(ModelLoadError, match=f"{kind}.*Python model.*state_dict") as caught:
+            fmapviz.load_model(spec)
+        assert "\n" not in str(caught.value)
+    with pytest.raises(ModelLoadError, match="TorchScript module"):
+        fmapviz.load_model(torch.jit.load(str(scripted)))
+    with pytest.raises(TypeError, match="TorchScript modules run no hooks"):
+        fmapviz.capture(torch.jit.load(str(scripted)), "features")
+
+
+def test_grayscale_model_gets_one_channel_input_at_the_size_it_needs():
+    loaded = fmapviz.load_model(user_models.mnist(), mean=MNIST_MEAN, std=MNIST_STD)
+    assert loaded.channels == 1 and loaded.size == (28, 28) and loaded.fixed_size
+    photo = Image.fromarray(np.full((40, 60, 3), 255, np.uint8))
+    tensor = loaded.transform(photo)
+    assert tensor.shape == (1, 28, 28)
+    assert torch.allclose(tensor, torch.full_like(tensor, (1 - 0.1307) / 0.3081), atol=1e-3)
+    image = fmapviz.load_image(photo, loaded.transform)
+    assert image.tensor.shape == (1, 1, 28, 28) and image.display.shape == (1, 3, 28, 28)
+    assert torch.allclose(image.display, torch.ones_like(image.display), atol=1e-3)
+    assert loaded.model(image.tensor).shape == (1, 10)
+
+
+def test_grayscale_model_without_normalization_says_to_pass_one_mean_and_std():
+    with pytest.raises(ModelLoadError, match="takes 1-channel input: pass --mean and --std with one value each"):
+        fmapviz.load_model(user_models.mnist())
+    with pytest.raises(ValueError, match="one value each .* or three"):
+        fmapviz.load_model(user_models.mnist(), mean=(0.1, 0.2), std=(0.3, 0.3))
+
+
+def test_fixed_size_model_is_found_by_trying_the_forward_and_a_wrong_size_says_which(tmp_path):
+    loaded = fmapviz.load_model(user_models.fixed64(), mean=FIXED_MEAN, std=FIXED_STD)
+    assert loaded.size == (64, 64) and loaded.fixed_size and loaded.mean == FIXED_MEAN
+    assert loaded.transform(torch.rand(3, 90, 120)).shape == (3, 64, 64)
+    with pytest.raises(ModelLoadError, match=r"does not run on a \(1, 3, 100, 100\) input; this model needs --size 64"):
+        fmapviz.load_model(user_models.fixed64(), size=100)
+    flexible = fmapviz.load_model(TinyCNN(), size=(48, 40))
+    assert flexible.size == (48, 40) and not flexible.fixed_size
+    assert fmapviz.load_model(TinyCNN()).size is None  # runs on 224: the usual preprocessing
+
+
+def test_dict_output_prefers_logits_and_several_tensors_without_a_rule_raise():
+    model = user_models.dict_out().eval()
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        out = model(x)
+    assert list(out) == ["embedding", "logits"]
+    assert output_tensor(out) is out["logits"]
+    with pytest.raises(ValueError, match="several tensors \\(embedding, scores\\).*--output scores"):
+        output_tensor(user_models.two_heads()(x))
+    result = fmapviz.saliency(model, x, "gradient")
+    assert result.target.flatten().tolist() == [int(out["logits"].argmax())]
+
+
+def test_output_key_chooses_the_tensor_and_leaves_the_model_and_layer_names_alone():
+    model = user_models.two_heads().eval()
+    loaded = fmapviz.load_model(model, output="scores")
+    x = torch.randn(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x), model(x)["scores"])
+    assert isinstance(model(x), dict)  # the user's model still returns its dict
+    assert [name for name, _ in loaded.model.named_modules()] == [name for name, _ in model.named_modules()]
+    assert loaded.model.fc.weight is model.fc.weight
+    with pytest.raises(ValueError, match="has no key 'logit'; it has embedding, scores"):
+        fmapviz.load_model(model, output="logit")
+
+
+def test_capture_and_feature_maps_run_a_train_mode_model_in_eval_and_leave_its_buffers():
+    model = user_models.batchnorm_dropout()
+    assert model.training
+    buffers = [buffer.clone() for buffer in model.buffers()]
+    x = torch.randn(2, 3, 8, 8)
+    first = fmapviz.feature_maps(model, x, "features.3")["features.3"]
+    again = fmapviz.feature_maps(model, x, "features.3")["features.3"]
+    assert torch.equal(first, again)  # no dropout, no batch statistics
+    with fmapviz.capture(model, "fc") as maps:
+        model(x)
+    with fmapviz.capture(model, "fc", train=True) as trained:
+        model(x)
+    assert not torch.equal(maps["fc"], trained["fc"])
+    assert all(torch.equal(a, b) for a, b in zip(buffers, model.buffers()))
+    assert all(module.training for module in model.modules())
+
+
+def test_report_on_a_train_mode_module_restores_its_mode_after_an_exception(tmp_path):
+    model = user_models.batchnorm_dropout()
+    with pytest.raises(fmapviz.errors.ImageLoadError):
+        fmapviz.report(model, tmp_path / "missing.png", tmp_path / "out")
+    assert all(module.training for module in model.modules())
+
+
+def test_pickled_model_loads_with_the_factory_folder_on_sys_path_and_is_recorded(tmp_path, monkeypatch):
+    (tmp_path / "mynet.py").write_text(FACTORY_FILE)
+    checkpoint = tmp_path / "full.pt"
+    script = "import torch, mynet; torch.manual_seed(1); torch.save(mynet.build(), 'full.pt')"
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, check=True)
+    monkeypatch.delitem(sys.modules, "mynet", raising=False)
+    monkeypatch.chdir(ROOT)
+    loaded = fmapviz.load_model(f"{tmp_path / 'mynet.py'}:build", checkpoint=checkpoint, trust_checkpoint=True)
+    saved = torch.load(checkpoint, weights_only=False)
+    assert torch.equal(loaded.model[0].weight, saved[0].weight)
+    assert str(tmp_path) not in sys.path
+    assert loaded.checkpoint == str(checkpoint)
+    assert loaded.checkpoint_sha256 == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert loaded.describe_weights() == f"checkpoint full.pt (sha256 {loaded.checkpoint_sha256[:12]})"
+
+
+def test_a_file_that_is_not_a_checkpoint_does_not_ask_for_trust_already_given(tmp_path):
+    path = tmp_path / "notes.pt"
+    path.write_text("not a checkpoint at all")
+    with pytest.raises(ModelLoadError, match="is not a checkpoint torch.load can read") as caught:
+        fmapviz.load_model(TinyCNN(), checkpoint=path, trust_checkpoint=True)
+    assert "trust" not in str(caught.value)
 
 
 def test_module_passed_in_is_returned_in_eval_mode():
