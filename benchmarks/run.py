@@ -12,7 +12,19 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-ORDER = ["capture", "plot", "saliency", "saliency_quality", "actmax", "actmax_quality", "report", "scan", "vit"]
+ORDER = [
+    "capture",
+    "plot",
+    "saliency",
+    "saliency_quality",
+    "actmax",
+    "actmax_quality",
+    "report",
+    "scan",
+    "vit",
+    "explain_channels",
+    "explore",
+]
 
 
 def main(argv: list[str]) -> int:

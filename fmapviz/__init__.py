@@ -9,6 +9,7 @@ from . import metrics, targets
 from .capture import capture, feature_maps, model_guard
 from .engines.actmax import maximize, objectives
 from .engines.direct import channel_stats
+from .engines.explain import explain_channels
 from .engines.saliency import saliency
 from .errors import FmapvizError, ImageLoadError, LayerNotFoundError, ModelLoadError
 from .images import denormalize, load_image
@@ -17,6 +18,7 @@ from .models import load_model
 from .report import ReportSpec, report
 from .scan import channel_page, load_scan, scan
 from .views import (
+    show_channel_explanation,
     show_channel_page,
     show_channel_stats,
     show_dead_channels,
@@ -39,6 +41,7 @@ __all__ = [
     "model_guard",
     "channel_stats",
     "saliency",
+    "explain_channels",
     "maximize",
     "objectives",
     "report",
@@ -51,6 +54,7 @@ __all__ = [
     "show_channel_stats",
     "show_saliency",
     "show_gallery",
+    "show_channel_explanation",
     "show_channel_page",
     "show_dead_channels",
     "Unit",

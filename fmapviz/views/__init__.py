@@ -7,15 +7,18 @@ primitives of :mod:`fmapviz.plot`. They never run a model.
 * :mod:`.maps`: :func:`show_maps`, :func:`show_hierarchy`, :func:`show_channel_stats`;
 * :mod:`.saliency`: :func:`show_saliency`;
 * :mod:`.actmax`: :func:`show_gallery`;
-* :mod:`.scan`: :func:`show_channel_page`, :func:`show_dead_channels`.
+* :mod:`.scan`: :func:`show_channel_page`, :func:`show_dead_channels`;
+* :mod:`.explain`: :func:`show_channel_explanation`.
 """
 
 from .actmax import show_gallery
+from .explain import show_channel_explanation
 from .maps import show_channel_stats, show_hierarchy, show_maps
 from .saliency import show_saliency
 from .scan import show_channel_page, show_dead_channels
 
 __all__ = [
+    "show_channel_explanation",
     "show_channel_page",
     "show_channel_stats",
     "show_dead_channels",
