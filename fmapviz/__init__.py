@@ -12,6 +12,7 @@ from .engines.direct import channel_stats
 from .engines.explain import explain_channels
 from .engines.saliency import saliency
 from .errors import FmapvizError, ImageLoadError, LayerNotFoundError, ModelLoadError
+from .explore import explore
 from .images import denormalize, load_image
 from .layers import summary
 from .models import load_model
@@ -42,6 +43,7 @@ __all__ = [
     "channel_stats",
     "saliency",
     "explain_channels",
+    "explore",
     "maximize",
     "objectives",
     "report",

@@ -26,6 +26,8 @@ EXAMPLES = {
     "scan": "fmapviz scan mobilenet_v2 --weights IMAGENET1K_V1 photos/ --layer features.7 features.14 -o scan/",
     "channel": "fmapviz channel mobilenet_v2 --weights IMAGENET1K_V1 scan/ --layer features.7 --channel 12 "
     "-o channel.png",
+    "explore": "fmapviz explore mobilenet_v2 --weights IMAGENET1K_V1 photos/ --layers features.7 features.14 -o site/\n"
+    "  torchrun --nproc-per-node 2 -m fmapviz.explore resnet18 photos/ --layers layer3 layer4 -o site/",
 }
 
 
@@ -132,6 +134,20 @@ def build_parser() -> _Parser:
     chan.add_argument("--no-actmax", action="store_true", help="skip the activation-maximization image")
     chan.add_argument("--steps", type=int, default=128)
     chan.add_argument("-o", "--out", default="channel.png", help="output PNG (default channel.png)")
+
+    exp = command("explore", "Build a browsable site of model, layer, channel and photo pages (opens from file://).")
+    exp.add_argument("model", help=model_help)
+    exp.add_argument("data", help="a folder of photos (searched recursively)")
+    exp.add_argument("--layers", "--layer", nargs="+", required=True, help="layers with (N,C,H,W) outputs")
+    exp.add_argument("--top", type=int, default=5, help="channels explained per layer and photo (default 5)")
+    exp.add_argument("--method", default="activation_x_gradient", help="channel attribution method")
+    exp.add_argument("--crops", type=int, default=8, help="dataset examples per channel page (default 8)")
+    exp.add_argument("--actmax-top", type=int, default=8, help="channels per layer with actmax images (default 8)")
+    exp.add_argument("--actmax-copies", type=int, default=3, help="actmax images per such channel (default 3)")
+    exp.add_argument("--actmax-steps", type=int, default=128, help="actmax optimization steps (default 128)")
+    exp.add_argument("--actmax-size", type=int, default=128, help="actmax image size (default 128)")
+    exp.add_argument("--batch-size", type=int, default=16)
+    exp.add_argument("-o", "--out", default="fmapviz-site", help="site folder (default fmapviz-site)")
     return parser
 
 
@@ -347,6 +363,35 @@ def run_channel(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_explore(args: argparse.Namespace) -> int:
+    import fmapviz
+    from fmapviz.explore import ExploreSettings
+
+    settings = ExploreSettings(
+        crops=args.crops,
+        explain_top=args.top,
+        method=args.method,
+        actmax_top=args.actmax_top,
+        actmax_copies=args.actmax_copies,
+        actmax_steps=args.actmax_steps,
+        actmax_size=args.actmax_size,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+    loaded = _model(args)
+    if args.size:
+        from torchvision.transforms._presets import ImageClassification
+
+        loaded.transform = ImageClassification(
+            crop_size=args.size, resize_size=round(args.size * 256 / 224), mean=loaded.mean, std=loaded.std
+        )
+    index = fmapviz.explore(
+        loaded, args.data, args.layers, args.out, settings=settings, force=args.force, progress=not args.quiet
+    )
+    _say(args, f"wrote {index}")
+    return 0
+
+
 RUNNERS = {
     "layers": run_layers,
     "maps": run_maps,
@@ -355,6 +400,7 @@ RUNNERS = {
     "report": run_report,
     "scan": run_scan,
     "channel": run_channel,
+    "explore": run_explore,
 }
 
 

@@ -1,0 +1,104 @@
+"""explore: a browsable static site of a model's layers, channels and photos (``fmapviz explore``).
+
+* :mod:`.build` computes and caches (scan, explanations, channel examples, activation maximization);
+* :mod:`.pages` turns the cache into HTML; :mod:`.cache` holds the atomic writes and cache keys;
+* ``assets/`` holds the stylesheet and the small script the pages use (no network, no server).
+
+Under ``torchrun``, ``torchrun --nproc-per-node 2 -m fmapviz.explore MODEL DATA --layers L -o site/``
+splits the work across processes (the scan shards as :func:`fmapviz.scan` does).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch import nn
+
+from ..capture import LayerSelectors
+from ..models import LoadedModel, default_transform
+from .build import ExploreSettings, Site, list_photos, spatial_layers
+from .cache import claim_folder, write_json
+
+__all__ = ["ExploreSettings", "explore"]
+
+
+def explore(
+    model: nn.Module | LoadedModel,
+    data: str | os.PathLike | Sequence[str | os.PathLike],
+    layers: LayerSelectors,
+    out: str | os.PathLike = "fmapviz-site",
+    *,
+    settings: ExploreSettings | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Build (or complete) an explorer site: model, layer, channel and photo pages, browsable from ``file://``.
+
+    Every result is cached in ``out`` under keys of the model's weights and the settings, so a
+    second run with more photos computes only what they need, and an interrupted run is finished
+    by the next one.
+
+    Args:
+        model: a :class:`~fmapviz.models.LoadedModel` (its transform, class names and normalization
+            are used) or an ``nn.Module`` (ImageNet preprocessing at 224 px, no class names).
+        data: a folder of photos (searched recursively), a photo, or a list of photos.
+        layers: one or many layer selectors with (N, C, H, W) outputs.
+        out: the site folder. A folder that holds other files is refused unless ``force``
+            (then the site is written into it; nothing is deleted).
+        settings: an :class:`ExploreSettings` (defaults: 8 activation-maximization channels per layer,
+            3 images each, 128 steps at 128 px; 5 explained channels per layer and photo).
+        force: write into a non-empty folder that is not an explorer site.
+        progress: progress bars on stderr, one per stage.
+
+    Returns:
+        The path of the site's ``index.html``.
+
+    Raises:
+        LayerNotFoundError: a selector matches no module.
+        ImageLoadError: no photos in ``data``, or none of them can be read.
+        FmapvizError: a layer without spatial maps, or ``out`` is not a site folder (and not ``force``).
+
+    Example:
+        >>> loaded = fmapviz.load_model("mobilenet_v2", weights="IMAGENET1K_V1")
+        >>> fmapviz.explore(loaded, "photos/", ["features.7", "features.14"], "site/")
+        PosixPath('site/index.html')
+    """
+    from .pages import Pages
+
+    settings = settings or ExploreSettings()
+    if not isinstance(model, LoadedModel):
+        model = LoadedModel(model, default_transform(), None, type(model).__name__, None)
+    files = list_photos(data)
+    first = model.transform(_first_readable(files))
+    names = spatial_layers(model, layers, tuple(first.shape[-2:]))
+    out = Path(out)
+    site = Site(model, files, names, out, settings, progress)
+    if site.rank == 0:
+        claim_folder(out, force)
+    site.run_scan()
+    site.run_images()
+    channels = site.run_channels()
+    site.run_actmax()
+    if site.rank != 0:
+        return out / "index.html"
+    index = Pages(site, channels).write()
+    site.remove_stale()
+    write_json(
+        out / "fmapviz-site.json", {"format": 1, "model": model.name, "weights": model.weights, **site.describe()}
+    )
+    return index
+
+
+def _first_readable(files: list[str]):
+    """The first photo that opens, to learn the input size (the scan reports the unreadable ones)."""
+    from ..errors import ImageLoadError
+    from ..images import read_image_file
+
+    for file in files:
+        try:
+            return read_image_file(file)
+        except ImageLoadError:
+            continue
+    raise ImageLoadError(f"None of the {len(files)} photos could be read (first: {files[0]}).")

@@ -1,0 +1,463 @@
+"""The stages of an explorer site: scan, per-image explanations, channel examples, activation maximization.
+
+Each stage writes what it computes into ``data/`` of the site folder, one file per unit of work
+(written atomically), under a folder named by a hash of the model's weights and the stage's settings.
+A stage skips the work whose files exist, so a re-run with more photos computes only what they need,
+and a run stopped by Ctrl-C is completed by the next. Under ``torchrun`` the scan shards as
+:func:`fmapviz.scan` does, and the other stages split their work by rank.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..capture import feature_maps, resolve_layers
+from ..engines.actmax import maximize
+from ..engines.explain import ATTRIBUTIONS, explain_channels
+from ..engines.saliency import saliency
+from ..errors import FmapvizError, ImageLoadError
+from ..images import denormalize, read_image_file
+from ..layers import summary
+from ..models import LoadedModel
+from ..plot.colors import overlay
+from ..plot.saliency import saliency_overlay
+from ..scan import ScanResult, list_image_files, scan
+from . import cache
+
+
+@dataclass(frozen=True)
+class ExploreSettings:
+    """What an explorer site shows and how hard it works; every field is part of the cache keys.
+
+    Attributes:
+        topk: dataset examples kept per channel by the scan.
+        crops: examples shown on a channel page (at most ``topk``).
+        least: least-activating photos shown on a channel page.
+        explain_top: channels explained per layer on each image page.
+        method: the channel attribution method (a key of :data:`fmapviz.engines.explain.ATTRIBUTIONS`).
+        actmax_top: channels per layer (those firing hardest over the data) that get activation maximization.
+        actmax_copies: images per such channel (the first is the tile, the others are alternatives).
+        actmax_steps, actmax_size: optimization steps and image size of activation maximization.
+        seed: seed of activation maximization.
+        batch_size: images per forward pass.
+    """
+
+    topk: int = 16
+    crops: int = 8
+    least: int = 4
+    explain_top: int = 5
+    method: str = "activation_x_gradient"
+    actmax_top: int = 8
+    actmax_copies: int = 3
+    actmax_steps: int = 128
+    actmax_size: int = 128
+    seed: int = 0
+    batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if self.method not in ATTRIBUTIONS:
+            raise ValueError(f"Unknown attribution method '{self.method}'. Use one of: {', '.join(ATTRIBUTIONS)}.")
+        for name in ("topk", "crops", "explain_top", "actmax_copies", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        for name in ("least", "actmax_top", "actmax_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}.")
+
+
+def safe_name(text: str) -> str:
+    """A layer name as a file name: ``layer4.1.relu#2`` -> ``layer4.1.relu_2``."""
+    return "".join(char if char.isalnum() or char in "._-" else "_" for char in text)
+
+
+def spatial_layers(loaded: LoadedModel, layers: Any, input_size: tuple[int, int]) -> list[str]:
+    """The layer names ``layers`` selects, checked to give (N, C, H, W) maps.
+
+    Raises:
+        LayerNotFoundError: a selector matches no module (the message lists the closest names).
+        FmapvizError: a layer's output is not a spatial map.
+    """
+    names = resolve_layers(loaded.model, layers)
+    probe = torch.zeros(1, 3, *input_size, device=loaded.device)
+    maps = feature_maps(loaded.model, probe, names)
+    for name in names:
+        if name not in maps or maps[name].dim() != 4:
+            shape = tuple(maps[name].shape) if name in maps else "no tensor"
+            raise FmapvizError(
+                f"Layer '{name}' gives {shape} outputs, not (N,C,H,W) spatial maps; explore needs convolutional "
+                "layers (see `fmapviz layers MODEL`)."
+            )
+    return list(maps)
+
+
+class Site:
+    """One explorer build: the model, the photos, the settings and the site folder they are cached in."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        files: Sequence[str],
+        layers: list[str],
+        out: Path,
+        settings: ExploreSettings,
+        progress: bool = True,
+    ) -> None:
+        self.loaded, self.files, self.layers, self.out, self.settings = loaded, list(files), layers, out, settings
+        self.progress = progress
+        self.rank, self.world = _rank_and_world()
+        weights = cache.weights_digest(loaded.model)
+        transform = repr(loaded.transform)
+        keys = {
+            "scan": cache.key(weights, layers, transform, settings.topk),
+            "images": cache.key(weights, layers, transform, settings.explain_top, settings.method),
+            "actmax": cache.key(weights, settings.actmax_steps, settings.actmax_size, settings.seed, loaded.mean),
+        }
+        keys["channels"] = cache.key(keys["scan"], settings.crops)
+        self.keys = keys
+        self.scan_result: ScanResult | None = None
+        self.records: dict[str, dict] = {}  # image id -> its record
+        self.unreadable: list[tuple[str, str]] = []
+
+    def folder(self, stage: str) -> Path:
+        return self.out / "data" / f"{stage}-{self.keys[stage]}"
+
+    def bar(self, total: int, description: str) -> tqdm:
+        return tqdm(total=total, desc=description, unit="", disable=not self.progress or self.rank != 0, leave=True)
+
+    def mine(self, items: Sequence[Any]) -> list[Any]:
+        """The part of ``items`` this process works on under torchrun (all of them otherwise)."""
+        return list(items)[self.rank :: self.world]
+
+    # ------------------------------------------------------------------------------------------ scan
+
+    def run_scan(self) -> ScanResult:
+        """Scan the photos not yet in the cached scan, in chunks (each saved), and return the whole scan."""
+        path = self.folder("scan") / "scan.pt"
+        state = cache.read_tensors(path)
+        result = ScanResult.from_state(state) if state else None
+        if result is not None and not set(result.sources) <= set(self.files):
+            result = None  # photos were removed: their statistics cannot be taken out again
+        self.unreadable = [tuple(item) for item in (result.skipped if result else [])]
+        done = set(result.sources if result else []) | {source for source, _ in self.unreadable}
+        todo = [file for file in self.files if file not in done]
+        chunk = self.settings.batch_size * 4
+        with self.bar(len(todo), "scan") as bar:
+            for start in range(0, len(todo), chunk):
+                files = todo[start : start + chunk]
+                part = scan(
+                    self.loaded,
+                    files,
+                    self.layers,
+                    topk=self.settings.topk,
+                    batch_size=self.settings.batch_size,
+                )
+                result = _append(result, part)
+                if self.rank == 0:
+                    cache.write_tensors(path, result.to_state())
+                bar.update(len(files))
+        if result is None or not result.images:
+            reasons = "; ".join(f"{Path(source).name}: {reason}" for source, reason in self.unreadable[:3])
+            raise ImageLoadError(f"None of the {len(self.files)} photos could be read ({reasons}).")
+        result.transform = self.loaded.transform
+        self.unreadable = [(str(source), reason) for source, reason in result.skipped]
+        self.scan_result = result
+        return result
+
+    # ------------------------------------------------------------------------------------------ images
+
+    def image_id(self, file: str) -> str:
+        return f"{safe_name(Path(file).stem)[:40]}-{cache.file_digest(file)}"
+
+    def run_images(self) -> dict[str, dict]:
+        """Prediction, Grad-CAM and the explanation through channels for every readable photo."""
+        skipped = {source for source, _ in self.unreadable}
+        files = [file for file in self.files if file not in skipped]
+        ids = {file: self.image_id(file) for file in files}
+        folder = self.folder("images")
+        todo = [file for file in files if cache.read_json(folder / ids[file] / "record.json") is None]
+        with self.bar(len(todo), "images") as bar:
+            mine = self.mine(todo)
+            for start in range(0, len(mine), self.settings.batch_size):
+                batch = mine[start : start + self.settings.batch_size]
+                self._explain_images(batch, [ids[file] for file in batch], folder)
+                bar.update(len(batch) * self.world)
+        _barrier()
+        for file in files:
+            record = cache.read_json(folder / ids[file] / "record.json")
+            if record is not None:
+                self.records[ids[file]] = record
+        return self.records
+
+    def _explain_images(self, files: list[str], ids: list[str], folder: Path) -> None:
+        loaded, settings = self.loaded, self.settings
+        x = torch.stack([loaded.transform(read_image_file(file)) for file in files]).to(loaded.device)
+        display = denormalize(x.detach().cpu(), loaded.mean, loaded.std).clamp(0, 1)
+        found = explain_channels(
+            loaded.model,
+            x,
+            self.layers,
+            "top",
+            top=settings.explain_top,
+            method=settings.method,
+            categories=loaded.categories,
+        )
+        cams = gradcam_maps(loaded.model, x, self.layers)
+        probabilities = found.logits.softmax(dim=1).cpu()
+        for row, (file, image_id) in enumerate(zip(files, ids)):
+            where = folder / image_id
+            photo = display[row]
+            cache.write_jpeg(where / "photo.jpg", _pixels(photo))
+            record: dict[str, Any] = {
+                "file": file,
+                "id": image_id,
+                "target": int(found.target[row]),
+                "prediction": _top_classes(probabilities[row], loaded.categories),
+                "layers": {},
+            }
+            for name in self.layers:
+                layer = found[name]
+                channels = layer.channels[row].tolist()
+                spatial = layer.maps[row, channels].cpu()
+                peak = float(spatial.abs().max())
+                cam = cams[name][row, 0].detach().cpu()
+                cam_peak = float(cam.max()) or 1.0
+                cache.write_jpeg(
+                    where / f"gradcam_{safe_name(name)}.jpg", overlay(photo, cam, "jet", 0.5, vmax=cam_peak)
+                )
+                for slot, channel in enumerate(channels):
+                    tile = saliency_overlay(photo, spatial[slot], True, 0.6, peak)
+                    cache.write_jpeg(where / f"attribution_{safe_name(name)}_{channel}.jpg", _pixels(tile))
+                record["layers"][name] = {
+                    "channels": channels,
+                    "values": [round(float(v), 4) for v in layer.values[row]],
+                    "total": round(float(layer.attributions[row].sum()), 4),
+                    "activations": [round(float(v), 4) for v in layer.activations[row].cpu()],
+                }
+            cache.write_json(where / "record.json", record)
+
+    # ------------------------------------------------------------------------------------------ actmax
+
+    def actmax_channels(self, layer: str) -> list[int]:
+        """The channels of ``layer`` that fire hardest over the data (mean of per-image maxima)."""
+        strength = self.scan_result[layer].image_max.mean
+        return strength.topk(min(self.settings.actmax_top, strength.numel())).indices.tolist()
+
+    def actmax_path(self, layer: str, channel: int, copy: int) -> Path:
+        return self.folder("actmax") / safe_name(layer) / f"{channel}_{copy}.png"
+
+    def run_actmax(self) -> None:
+        """Activation-maximization images (and alternatives with other seeds) for the top channels of each layer."""
+        settings = self.settings
+        jobs = [  # (layer, copy, channels still missing)
+            (layer, copy, [c for c in self.actmax_channels(layer) if not self.actmax_path(layer, c, copy).is_file()])
+            for layer in self.layers
+            for copy in range(settings.actmax_copies)
+        ]
+        chunks = [(layer, copy, missing[i : i + 8]) for layer, copy, missing in jobs for i in range(0, len(missing), 8)]
+        with self.bar(sum(len(channels) for *_, channels in chunks), "actmax") as bar:
+            for layer, copy, channels in self.mine(chunks):
+                result = maximize(
+                    self.loaded.model,
+                    layer,
+                    channels=channels,
+                    size=settings.actmax_size,
+                    steps=settings.actmax_steps,
+                    seed=settings.seed + copy,
+                    progress=False,
+                    mean=self.loaded.mean,
+                    std=self.loaded.std,
+                )
+                for channel, image in zip(channels, result.images):
+                    _write_png(self.actmax_path(layer, channel, copy), _pixels(image))
+                bar.update(len(channels) * self.world)
+        _barrier()
+
+    # ------------------------------------------------------------------------------------------ channels
+
+    def channel_folder(self, layer: str, channel: int) -> Path:
+        return self.folder("channels") / safe_name(layer) / str(channel)
+
+    def run_channels(self) -> dict[tuple[str, int], dict]:
+        """Per channel: its top dataset crops with receptive-field boxes, and what drives it on its best photo."""
+        result = self.scan_result
+        work = []
+        for layer in self.layers:
+            scanned = result[layer]
+            count = min(self.settings.crops, scanned.top_values.shape[1])
+            for channel in range(scanned.channels):
+                signature = cache.key(
+                    [result.sources[int(i)] for i in scanned.top_sources[channel, :count]],
+                    scanned.top_values[channel, :count].tolist(),
+                )
+                record = cache.read_json(self.channel_folder(layer, channel) / "record.json")
+                work.append((layer, channel, signature, record))
+        todo = [
+            (layer, channel, signature) for layer, channel, signature, record in work if not _fresh(record, signature)
+        ]
+        with self.bar(len(todo), "channels") as bar:
+            for layer, channel, signature in self.mine(todo):
+                self._channel_examples(layer, channel, signature)
+                bar.update(self.world)
+        _barrier()
+        return {
+            (layer, channel): cache.read_json(self.channel_folder(layer, channel) / "record.json") or {}
+            for layer, channel, *_ in work
+        }
+
+    def _channel_examples(self, layer: str, channel: int, signature: str) -> None:
+        loaded, where = self.loaded, self.channel_folder(layer, channel)
+        examples = self.scan_result.examples(layer, channel, transform=loaded.transform, k=self.settings.crops)
+        crops = []
+        for example in examples:
+            cache.write_jpeg(where / f"crop_{example.rank}.jpg", boxed_crop(example.image, example.window))
+            crops.append({"source": str(example.source), "value": round(example.value, 4), "window": example.window})
+        drive = None
+        if examples and examples[0].value > 0:
+            best = examples[0].image
+            x = ((best - torch.tensor(loaded.mean)[:, None, None]) / torch.tensor(loaded.std)[:, None, None])[None]
+            gradient = unit_saliency(loaded.model, x.to(loaded.device), layer, channel)
+            peak = float(torch.quantile(gradient.flatten(), 0.995)) or 1.0
+            cache.write_jpeg(where / "drive.jpg", overlay(best, gradient, "jet", 0.6, vmax=peak))
+            drive = {"source": str(examples[0].source)}
+        cache.write_json(where / "record.json", {"signature": signature, "crops": crops, "drive": drive})
+
+    # ------------------------------------------------------------------------------------------ model
+
+    def layer_table(self) -> list[dict[str, Any]]:
+        """Every layer of the model (summary rows), as plain values."""
+        size = self.scan_result.input_size or (224, 224)
+        rows = summary(self.loaded.model, (1, 3, *size))
+        return [
+            {
+                "name": row.name,
+                "type": row.type,
+                "shape": list(row.output_shape),
+                "parameters": row.parameters,
+                "stride": list(row.stride) if row.stride else None,
+                "receptive_field": list(row.receptive_field) if row.receptive_field else None,
+            }
+            for row in rows
+        ]
+
+    def remove_stale(self) -> None:
+        """Delete cached data of other weights or settings (only folders this builder names)."""
+        current = {f"{stage}-{value}" for stage, value in self.keys.items()}
+        for folder in (self.out / "data").glob("*-*"):
+            stage = folder.name.rsplit("-", 1)[0]
+            if folder.is_dir() and stage in self.keys and folder.name not in current:
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def describe(self) -> dict[str, Any]:
+        return {"settings": asdict(self.settings), "keys": self.keys, "layers": self.layers}
+
+
+def gradcam_maps(model: torch.nn.Module, x: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
+    """Grad-CAM for the predicted class at every layer, ``(N, 1, H, W)`` each, from one pass."""
+    return saliency(model, x, "gradcam", target="top", layer=layers).layer_maps
+
+
+def unit_saliency(model: torch.nn.Module, x: torch.Tensor, layer: str, channel: int, blur: int = 9) -> torch.Tensor:
+    """``(H, W)`` input-gradient magnitude of a channel's mean activation, blurred: what drives the unit on ``x``."""
+    maps = saliency(model, x, "gradient", target=(layer, channel)).maps.detach().cpu()
+    return torch.nn.functional.avg_pool2d(maps, blur, stride=1, padding=blur // 2, count_include_pad=False)[0, 0]
+
+
+def boxed_crop(image: torch.Tensor, window: tuple[int, int, int, int], size: int = 112) -> np.ndarray:
+    """The receptive-field window of ``image`` with some context, its box drawn, resized to ``size`` pixels."""
+    from PIL import Image, ImageDraw
+
+    top, left, bottom, right = window
+    height, width = image.shape[-2:]
+    margin = max(bottom - top, right - left) // 4 + 2
+    box = (
+        max(0, left - margin),
+        max(0, top - margin),
+        min(width, right + margin + 1),
+        min(height, bottom + margin + 1),
+    )
+    picture = Image.fromarray(_pixels(image)).crop(box)
+    scale = size / max(picture.size)
+    picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))))
+    outline = [
+        (left - box[0]) * scale,
+        (top - box[1]) * scale,
+        (right + 1 - box[0]) * scale - 1,
+        (bottom + 1 - box[1]) * scale - 1,
+    ]
+    ImageDraw.Draw(picture).rectangle(outline, outline=(255, 210, 0), width=2)
+    return np.asarray(picture)
+
+
+def list_photos(data: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
+    """The photo files of ``data`` as absolute paths (so the cache survives a change of working folder).
+
+    Raises:
+        ImageLoadError: no such folder or file, a folder without images, or one that cannot be read.
+    """
+    if isinstance(data, (str, os.PathLike)) and Path(data).is_dir() and not os.access(data, os.R_OK | os.X_OK):
+        raise ImageLoadError(f"Cannot read folder '{data}': permission denied.")
+    return [str(Path(file).resolve()) for file in list_image_files(data)]
+
+
+def _append(result: ScanResult | None, part: ScanResult) -> ScanResult:
+    """``result`` followed by the scan ``part`` of more photos: exact, as one scan of both."""
+    if result is None:
+        return part
+    offset, union = len(result.sources), result.sources + part.sources
+    if not part.layers:  # nothing in this chunk could be read
+        result.sources, result.skipped = union, result.skipped + part.skipped
+        return result
+    for layer in part.layers.values():
+        layer.top_sources = layer.top_sources + offset
+    part.sources = union
+    if not result.layers:  # nothing before could be read
+        part.skipped = result.skipped + part.skipped
+        return part
+    result.sources = union
+    return ScanResult.merge(result, part)
+
+
+def _fresh(record: dict | None, signature: str) -> bool:
+    return record is not None and record.get("signature") == signature
+
+
+def _top_classes(probabilities: torch.Tensor, categories: Sequence[str] | None, count: int = 5) -> list[list]:
+    values, indices = probabilities.topk(min(count, probabilities.numel()))
+    return [
+        [int(i), categories[int(i)] if categories else f"class {int(i)}", round(float(v), 4)]
+        for v, i in zip(values, indices)
+    ]
+
+
+def _pixels(image: torch.Tensor) -> np.ndarray:
+    return (image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0) * 255 + 0.5).to(torch.uint8).numpy()
+
+
+def _write_png(path: Path, pixels: np.ndarray) -> None:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    cache.write_bytes(path, buffer.getvalue())
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _barrier() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()

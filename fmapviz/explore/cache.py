@@ -1,0 +1,109 @@
+"""The site folder as a cache: atomic writes, keys from the model's weights and the settings, the site marker."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import FmapvizError
+
+MARKER = "fmapviz-site.json"
+FORMAT = 1
+
+
+def write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically: a temporary name beside it, then ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
+    return path
+
+
+def write_text(path: Path, text: str) -> Path:
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, value: Any) -> Path:
+    return write_text(path, json.dumps(value, indent=1))
+
+
+def read_json(path: Path) -> Any | None:
+    """The JSON in ``path``, or None when it is missing or was cut short."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_jpeg(path: Path, pixels: np.ndarray, quality: int = 85) -> Path:
+    """A uint8 (H, W, 3) image as JPEG, atomically."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    return write_bytes(path, buffer.getvalue())
+
+
+def write_tensors(path: Path, value: Any) -> Path:
+    """Plain tensors, lists and numbers (no pickled objects: read back with ``weights_only=True``)."""
+    buffer = io.BytesIO()
+    torch.save(value, buffer)
+    return write_bytes(path, buffer.getvalue())
+
+
+def read_tensors(path: Path) -> Any | None:
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except (OSError, RuntimeError, EOFError, ValueError):
+        return None
+
+
+def weights_digest(model: nn.Module) -> str:
+    """A short hash of every parameter and buffer: a changed weight means a new cache."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def key(*parts: Any) -> str:
+    """A short stable hash of JSON-able settings."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """A short hash of a file's bytes: an image keeps its cached results when it is renamed or moved."""
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def claim_folder(out: Path, force: bool) -> None:
+    """Make ``out`` a site folder, refusing a folder with other content unless ``force``; nothing is deleted.
+
+    Raises:
+        FmapvizError: ``out`` is a file, or a non-empty folder that is not an fmapviz site.
+    """
+    if out.exists() and not out.is_dir():
+        raise FmapvizError(f"'{out}' is a file, not a folder; choose another -o/--out.")
+    if out.is_dir() and not (out / MARKER).is_file() and any(out.iterdir()) and not force:
+        raise FmapvizError(
+            f"'{out}' exists and is not an fmapviz site (no {MARKER}); choose another -o/--out, "
+            "or pass --force to write the site into it (nothing there is deleted)."
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise FmapvizError(f"Cannot create folder '{out}': {error.strerror}. Choose another -o/--out.") from None
+    marker = read_json(out / MARKER) or {}
+    if marker.get("format", FORMAT) > FORMAT:
+        raise FmapvizError(f"'{out}' holds a site of format {marker['format']}; this fmapviz writes {FORMAT}.")
+    write_json(out / MARKER, {**marker, "format": FORMAT})

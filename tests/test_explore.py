@@ -1,0 +1,199 @@
+"""The explorer site: every page and link, incremental and resumable caching, bad input on the command line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TinyCNN
+from PIL import Image
+from torchvision.transforms._presets import ImageClassification
+
+import fmapviz
+from fmapviz.cli import main
+from fmapviz.explore import ExploreSettings
+from fmapviz.explore.build import Site
+
+LAYERS = ["features.1", "features.3"]
+TINY = ExploreSettings(
+    topk=4, crops=3, least=2, explain_top=2, actmax_top=2, actmax_copies=2, actmax_steps=2, actmax_size=32, batch_size=4
+)
+TINY_NET = """
+import torch.nn as nn
+
+def build():
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 5),
+    )
+"""
+
+
+def tiny_model() -> fmapviz.LoadedModel:
+    """TinyCNN with channel 0 of features.3 dead (never positive) and channel 1 weak (a small constant)."""
+    torch.manual_seed(0)
+    model = TinyCNN().eval()
+    with torch.no_grad():
+        model.features[2].bias[0] = -100.0
+        model.features[2].weight[1].zero_()
+        model.features[2].bias[1] = 0.001
+    transform = ImageClassification(crop_size=48, resize_size=48)
+    return fmapviz.LoadedModel(model, transform, ["cat", "dog", "fish", "bird"], "tiny", None)
+
+
+def make_photos(folder: Path, count: int, first: int = 0) -> list[Path]:
+    """``count`` 64x64 PNGs of coloured rectangles on noise, each different."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(first, first + count):
+        generator = torch.Generator().manual_seed(index)
+        pixels = torch.rand(64, 64, 3, generator=generator) * 0.3
+        top, left = (int(v) for v in torch.randint(0, 40, (2,), generator=generator))
+        pixels[top : top + 24, left : left + 24] = torch.rand(3, generator=generator)
+        path = folder / f"photo_{index:02d}.png"
+        Image.fromarray((pixels * 255).byte().numpy()).save(path)
+        paths.append(path)
+    return paths
+
+
+def build_site(tmp_path: Path, photos: int = 5, **options) -> Path:
+    make_photos(tmp_path / "photos", photos)
+    return fmapviz.explore(tiny_model(), tmp_path / "photos", LAYERS, tmp_path / "site", settings=TINY, **options)
+
+
+def references(page: Path) -> list[str]:
+    """Every href and src of a page that is not an anchor or data URI."""
+    found = re.findall(r'(?:href|src)="([^"#]+)"', page.read_text())
+    return [link for link in found if not link.startswith("data:")]
+
+
+def mtimes(folder: Path, pattern: str) -> dict[Path, int]:
+    return {path: path.stat().st_mtime_ns for path in folder.rglob(pattern)}
+
+
+def test_site_has_every_page_type_and_every_link_resolves(tmp_path):
+    index = build_site(tmp_path, progress=False)
+    site = index.parent
+    assert index == tmp_path / "site" / "index.html"
+    assert sorted(p.name for p in (site / "layers").iterdir()) == ["features.1.html", "features.3.html"]
+    assert len(list((site / "channels" / "features.3").glob("*.html"))) == 16
+    assert len(list((site / "images").glob("*.html"))) == 5
+    pages = list(site.rglob("*.html"))
+    for page in pages:
+        for link in references(page):
+            assert (page.parent / link).resolve().is_file(), f"{page.relative_to(site)} links to missing {link}"
+    channel = (site / "channels" / "features.3" / "5.html").read_text()
+    assert channel.count('class="small"') >= TINY.crops and "<svg" in channel
+    layer = (site / "layers" / "features.3.html").read_text()
+    assert 'data-channel="0" data-state="dead"' in layer and 'data-channel="1" data-state="weak"' in layer
+
+
+def test_rerun_with_more_photos_computes_only_what_they_need(tmp_path):
+    build_site(tmp_path, photos=4, progress=False)
+    data = tmp_path / "site" / "data"
+    records, pictures = mtimes(data, "record.json"), mtimes(data, "*.png")
+    make_photos(tmp_path / "photos", 2, first=4)
+    fmapviz.explore(tiny_model(), tmp_path / "photos", LAYERS, tmp_path / "site", settings=TINY, progress=False)
+    after = mtimes(data, "record.json")
+    image_records = [path for path in after if "/images-" in str(path)]
+    assert len(image_records) == 6
+    assert all(after[path] == stamp for path, stamp in records.items() if "/images-" in str(path))
+    assert all(path.stat().st_mtime_ns == stamp for path, stamp in pictures.items() if path.exists())
+    # the incremental scan equals one scan of all six photos
+    scanned = fmapviz.ScanResult.from_state(torch.load(next(data.glob("scan-*")) / "scan.pt", weights_only=True))
+    fresh = fmapviz.scan(
+        tiny_model(), sorted(str(p.resolve()) for p in (tmp_path / "photos").iterdir()), LAYERS, topk=4
+    )
+    assert scanned.images == 6
+    for layer in LAYERS:
+        torch.testing.assert_close(scanned.stats(layer).mean, fresh.stats(layer).mean)
+        torch.testing.assert_close(scanned[layer].top_values, fresh[layer].top_values)
+        assert [scanned.sources[i] for i in scanned[layer].top_sources.flatten()] == [
+            fresh.sources[i] for i in fresh[layer].top_sources.flatten()
+        ]
+
+
+def test_interrupted_run_is_completed_by_the_next(tmp_path, monkeypatch):
+    calls = {"count": 0}
+    original = Site._channel_examples
+
+    def interrupt_after_ten(self, *args):
+        calls["count"] += 1
+        if calls["count"] > 10:
+            raise KeyboardInterrupt
+        return original(self, *args)
+
+    monkeypatch.setattr(Site, "_channel_examples", interrupt_after_ten)
+    with pytest.raises(KeyboardInterrupt):
+        build_site(tmp_path, progress=False)
+    done = mtimes(tmp_path / "site" / "data", "record.json")
+    assert not (tmp_path / "site" / "index.html").exists()
+    monkeypatch.setattr(Site, "_channel_examples", original)
+    build_site(tmp_path, progress=False)
+    assert all(path.stat().st_mtime_ns == stamp for path, stamp in done.items())
+    assert (tmp_path / "site" / "index.html").is_file()
+    assert len(list((tmp_path / "site" / "data").rglob("drive.jpg"))) >= 20
+    assert not list((tmp_path / "site").rglob(".*.tmp-*"))
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> str:
+    path = tmp_path / "tiny_net.py"
+    path.write_text(TINY_NET)
+    return f"{path}:build"
+
+
+def explore_cli(net: str, data: Path, out: Path, *extra: str) -> int:
+    options = ["--actmax-top", "1", "--actmax-steps", "1", "--actmax-copies", "1", "--crops", "2", "--size", "32"]
+    return main(["explore", net, str(data), "-o", str(out), "--quiet", *options, *extra])
+
+
+def test_cli_builds_a_site_quietly(net, tmp_path, capsys):
+    make_photos(tmp_path / "photos", 3)
+    assert explore_cli(net, tmp_path / "photos", tmp_path / "site", "--layers", "0", "2") == 0
+    assert capsys.readouterr() == ("", "")
+    assert (tmp_path / "site" / "index.html").is_file() and (tmp_path / "site" / "layers" / "2.html").is_file()
+    assert explore_cli(net, tmp_path / "photos", tmp_path / "site", "--layers", "0", "2") == 0  # a site: no --force
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("unknown layer", "Unknown layer '9'"),
+        ("no spatial maps", "Layer '6' gives (1, 5) outputs, not (N,C,H,W) spatial maps"),
+        ("empty folder", "holds no image files"),
+        ("unreadable photos", "None of the 2 photos could be read"),
+        ("missing folder", "no such file or folder"),
+    ],
+)
+def test_bad_input_gives_one_line_exit_1_and_writes_nothing(net, tmp_path, capsys, case, message):
+    data = tmp_path / "photos"
+    data.mkdir()
+    layers = {"unknown layer": "9", "no spatial maps": "6"}.get(case, "2")
+    if case in ("unknown layer", "no spatial maps"):
+        make_photos(data, 2)
+    if case == "unreadable photos":
+        for name in ("a.png", "b.jpg"):
+            (data / name).write_bytes(b"not an image")
+    if case == "missing folder":
+        data = tmp_path / "nowhere"
+    assert explore_cli(net, data, tmp_path / "site", "--layers", layers) == 1
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    assert not (tmp_path / "site").exists()  # refused before the site folder is made
+
+
+def test_a_folder_that_is_not_a_site_is_kept_unless_forced(net, tmp_path, capsys):
+    make_photos(tmp_path / "photos", 2)
+    out = tmp_path / "thesis"
+    out.mkdir()
+    (out / "chapter1.tex").write_text("precious")
+    assert explore_cli(net, tmp_path / "photos", out, "--layers", "2") == 1
+    assert "is not an fmapviz site" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["chapter1.tex"]
+    assert explore_cli(net, tmp_path / "photos", out, "--layers", "2", "--force") == 0
+    assert (out / "chapter1.tex").read_text() == "precious" and (out / "index.html").is_file()
