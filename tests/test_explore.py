@@ -15,6 +15,8 @@ import fmapviz
 from fmapviz.cli import main
 from fmapviz.explore import ExploreSettings
 from fmapviz.explore.build import Site
+from fmapviz.models import LoadedModel
+from fmapviz.scan import ScanResult
 
 LAYERS = ["features.1", "features.3"]
 TINY = ExploreSettings(
@@ -32,7 +34,7 @@ def build():
 """
 
 
-def tiny_model() -> fmapviz.LoadedModel:
+def tiny_model() -> LoadedModel:
     """TinyCNN with channel 0 of features.3 dead (never positive) and channel 1 weak (a small constant)."""
     torch.manual_seed(0)
     model = TinyCNN().eval()
@@ -41,7 +43,7 @@ def tiny_model() -> fmapviz.LoadedModel:
         model.features[2].weight[1].zero_()
         model.features[2].bias[1] = 0.001
     transform = ImageClassification(crop_size=48, resize_size=48)
-    return fmapviz.LoadedModel(model, transform, ["cat", "dog", "fish", "bird"], "tiny", None)
+    return LoadedModel(model, transform, ["cat", "dog", "fish", "bird"], "tiny", None)
 
 
 def make_photos(folder: Path, count: int, first: int = 0) -> list[Path]:
@@ -103,7 +105,7 @@ def test_rerun_with_more_photos_computes_only_what_they_need(tmp_path):
     assert all(after[path] == stamp for path, stamp in records.items() if "/images-" in str(path))
     assert all(path.stat().st_mtime_ns == stamp for path, stamp in pictures.items() if path.exists())
     # the incremental scan equals one scan of all six photos
-    scanned = fmapviz.ScanResult.from_state(torch.load(next(data.glob("scan-*")) / "scan.pt", weights_only=True))
+    scanned = ScanResult.from_state(torch.load(next(data.glob("scan-*")) / "scan.pt", weights_only=True))
     fresh = fmapviz.scan(
         tiny_model(), sorted(str(p.resolve()) for p in (tmp_path / "photos").iterdir()), LAYERS, topk=4
     )
