@@ -199,3 +199,10 @@ def test_a_folder_that_is_not_a_site_is_kept_unless_forced(net, tmp_path, capsys
     assert [p.name for p in out.iterdir()] == ["chapter1.tex"]
     assert explore_cli(net, tmp_path / "photos", out, "--layers", "2", "--force") == 0
     assert (out / "chapter1.tex").read_text() == "precious" and (out / "index.html").is_file()
+
+
+def test_the_site_never_goes_into_the_photos_folder(net, tmp_path, capsys):
+    make_photos(tmp_path / "photos", 2)
+    assert explore_cli(net, tmp_path / "photos", tmp_path / "photos", "--layers", "2", "--force") == 1
+    assert "holds the photos being explored" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == ["photo_00.png", "photo_01.png"]

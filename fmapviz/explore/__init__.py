@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 
 from torch import nn
 
 from ..capture import LayerSelectors
+from ..files import FolderLock, write_json
 from ..models import LoadedModel, default_transform
 from .build import ExploreSettings, Site, list_photos, spatial_layers
-from .cache import claim_folder, write_json
+from .cache import FORMAT, MARKER, claim_folder
 
 __all__ = ["ExploreSettings", "explore"]
 
@@ -76,18 +78,18 @@ def explore(
     out = Path(out)
     site = Site(model, files, names, out, settings, progress)
     if site.rank == 0:
-        claim_folder(out, force)
-    site.run_scan()
-    site.run_images()
-    channels = site.run_channels()
-    site.run_actmax()
-    if site.rank != 0:
-        return out / "index.html"
-    index = Pages(site, channels).write()
-    site.remove_stale()
-    write_json(
-        out / "fmapviz-site.json", {"format": 1, "model": model.name, "weights": model.weights, **site.describe()}
-    )
+        claim_folder(out, force, files)
+    with FolderLock(out) if site.rank == 0 else nullcontext():
+        site.run_scan()
+        site.run_images()
+        channels = site.run_channels()
+        site.run_actmax()
+        if site.rank != 0:
+            return out / "index.html"
+        index = Pages(site, channels).write()
+        site.remove_stale()
+        description = {"format": FORMAT, "model": model.name, "weights": model.weights, **site.describe()}
+        write_json(out / MARKER, description)
     return index
 
 

@@ -25,6 +25,7 @@ from ..engines.actmax import maximize
 from ..engines.explain import ATTRIBUTIONS, explain_channels
 from ..engines.saliency import saliency
 from ..errors import FmapvizError, ImageLoadError
+from ..files import write_json
 from ..images import denormalize, read_image_file
 from ..layers import summary
 from ..models import LoadedModel
@@ -215,7 +216,7 @@ class Site:
         for row, (file, image_id) in enumerate(zip(files, ids)):
             where = folder / image_id
             photo = display[row]
-            cache.write_jpeg(where / "photo.jpg", _pixels(photo))
+            cache.write_picture(where / "photo.jpg", _pixels(photo))
             record: dict[str, Any] = {
                 "file": file,
                 "id": image_id,
@@ -230,19 +231,19 @@ class Site:
                 peak = float(spatial.abs().max())
                 cam = cams[name][row, 0].detach().cpu()
                 cam_peak = float(cam.max()) or 1.0
-                cache.write_jpeg(
+                cache.write_picture(
                     where / f"gradcam_{safe_name(name)}.jpg", overlay(photo, cam, "jet", 0.5, vmax=cam_peak)
                 )
                 for slot, channel in enumerate(channels):
                     tile = saliency_overlay(photo, spatial[slot], True, 0.6, peak)
-                    cache.write_jpeg(where / f"attribution_{safe_name(name)}_{channel}.jpg", _pixels(tile))
+                    cache.write_picture(where / f"attribution_{safe_name(name)}_{channel}.jpg", _pixels(tile))
                 record["layers"][name] = {
                     "channels": channels,
                     "values": [round(float(v), 4) for v in layer.values[row]],
                     "total": round(float(layer.attributions[row].sum()), 4),
                     "activations": [round(float(v), 4) for v in layer.activations[row].cpu()],
                 }
-            cache.write_json(where / "record.json", record)
+            write_json(where / "record.json", record)
 
     # ------------------------------------------------------------------------------------------ actmax
 
@@ -277,7 +278,7 @@ class Site:
                     std=self.loaded.std,
                 )
                 for channel, image in zip(channels, result.images):
-                    _write_png(self.actmax_path(layer, channel, copy), _pixels(image))
+                    cache.write_picture(self.actmax_path(layer, channel, copy), _pixels(image))
                 bar.update(len(channels) * self.world)
         _barrier()
 
@@ -318,7 +319,7 @@ class Site:
         examples = self.scan_result.examples(layer, channel, transform=loaded.transform, k=self.settings.crops)
         crops = []
         for example in examples:
-            cache.write_jpeg(where / f"crop_{example.rank}.jpg", boxed_crop(example.image, example.window))
+            cache.write_picture(where / f"crop_{example.rank}.jpg", boxed_crop(example.image, example.window))
             crops.append({"source": str(example.source), "value": round(example.value, 4), "window": example.window})
         drive = None
         if examples and examples[0].value > 0:
@@ -326,9 +327,9 @@ class Site:
             x = ((best - torch.tensor(loaded.mean)[:, None, None]) / torch.tensor(loaded.std)[:, None, None])[None]
             gradient = unit_saliency(loaded.model, x.to(loaded.device), layer, channel)
             peak = float(torch.quantile(gradient.flatten(), 0.995)) or 1.0
-            cache.write_jpeg(where / "drive.jpg", overlay(best, gradient, "jet", 0.6, vmax=peak))
+            cache.write_picture(where / "drive.jpg", overlay(best, gradient, "jet", 0.6, vmax=peak))
             drive = {"source": str(examples[0].source)}
-        cache.write_json(where / "record.json", {"signature": signature, "crops": crops, "drive": drive})
+        write_json(where / "record.json", {"signature": signature, "crops": crops, "drive": drive})
 
     # ------------------------------------------------------------------------------------------ model
 
@@ -440,16 +441,6 @@ def _top_classes(probabilities: torch.Tensor, categories: Sequence[str] | None, 
 
 def _pixels(image: torch.Tensor) -> np.ndarray:
     return (image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0) * 255 + 0.5).to(torch.uint8).numpy()
-
-
-def _write_png(path: Path, pixels: np.ndarray) -> None:
-    import io
-
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    cache.write_bytes(path, buffer.getvalue())
 
 
 def _rank_and_world() -> tuple[int, int]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 from pathlib import Path
@@ -14,26 +13,17 @@ import torch
 from torch import nn
 
 from ..errors import FmapvizError
+from ..files import atomic_path, write_json
 
 MARKER = "fmapviz-site.json"
 FORMAT = 1
 
 
 def write_bytes(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically: a temporary name beside it, then ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    """Write ``data`` to ``path`` atomically (see :func:`fmapviz.files.atomic_path`)."""
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(data)
     return path
-
-
-def write_text(path: Path, text: str) -> Path:
-    return write_bytes(path, text.encode("utf-8"))
-
-
-def write_json(path: Path, value: Any) -> Path:
-    return write_text(path, json.dumps(value, indent=1))
 
 
 def read_json(path: Path) -> Any | None:
@@ -44,20 +34,20 @@ def read_json(path: Path) -> Any | None:
         return None
 
 
-def write_jpeg(path: Path, pixels: np.ndarray, quality: int = 85) -> Path:
-    """A uint8 (H, W, 3) image as JPEG, atomically."""
+def write_picture(path: Path, pixels: np.ndarray) -> Path:
+    """A uint8 (H, W, 3) image as JPEG (quality 85) or PNG, by the suffix of ``path``, atomically."""
     from PIL import Image
 
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
-    return write_bytes(path, buffer.getvalue())
+    with atomic_path(path) as temporary:
+        Image.fromarray(pixels).save(temporary, quality=85)
+    return path
 
 
 def write_tensors(path: Path, value: Any) -> Path:
     """Plain tensors, lists and numbers (no pickled objects: read back with ``weights_only=True``)."""
-    buffer = io.BytesIO()
-    torch.save(value, buffer)
-    return write_bytes(path, buffer.getvalue())
+    with atomic_path(path) as temporary:
+        torch.save(value, temporary)
+    return path
 
 
 def read_tensors(path: Path) -> Any | None:
@@ -86,12 +76,16 @@ def file_digest(path: str | os.PathLike) -> str:
     return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
 
 
-def claim_folder(out: Path, force: bool) -> None:
+def claim_folder(out: Path, force: bool, photos: list[str]) -> None:
     """Make ``out`` a site folder, refusing a folder with other content unless ``force``; nothing is deleted.
 
     Raises:
-        FmapvizError: ``out`` is a file, or a non-empty folder that is not an fmapviz site.
+        FmapvizError: ``out`` is a file, holds one of the photos, or is a non-empty folder that is not
+            an fmapviz site.
     """
+    inside = out.resolve()
+    if any(inside in Path(photo).parents for photo in photos):
+        raise FmapvizError(f"'{out}' holds the photos being explored; choose another -o/--out for the site.")
     if out.exists() and not out.is_dir():
         raise FmapvizError(f"'{out}' is a file, not a folder; choose another -o/--out.")
     if out.is_dir() and not (out / MARKER).is_file() and any(out.iterdir()) and not force:

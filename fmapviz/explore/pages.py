@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ..files import write_text
 from ..scan import HISTOGRAM_EDGES
 from . import cache
 from .build import Site, safe_name
@@ -92,14 +93,14 @@ class Pages:
             if asset.suffix in (".css", ".js"):
                 cache.write_bytes(self.out / "assets" / asset.name, asset.read_bytes())
         for layer in self.site.layers:
-            cache.write_text(Path(self.layer_link(layer, str(self.out) + "/")), self.layer_page(layer))
+            write_text(Path(self.layer_link(layer, str(self.out) + "/")), self.layer_page(layer))
             for channel in range(self.result[layer].channels):
-                cache.write_text(
+                write_text(
                     Path(self.channel_link(layer, channel, str(self.out) + "/")), self.channel_page(layer, channel)
                 )
         for image_id, record in self.site.records.items():
-            cache.write_text(Path(self.image_link(image_id, str(self.out) + "/")), self.image_page(record))
-        return cache.write_text(self.out / "index.html", self.model_page())
+            write_text(Path(self.image_link(image_id, str(self.out) + "/")), self.image_page(record))
+        return write_text(self.out / "index.html", self.model_page())
 
     # ---------------------------------------------------------------------------------------- model page
 
