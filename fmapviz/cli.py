@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,15 +53,41 @@ def channel_list(text: str) -> list[int]:
     return channels
 
 
+def normalization(text: str) -> tuple[float, ...]:
+    """Parse ``--mean``/``--std``: one value (grayscale model) or three comma-separated (RGB)."""
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) not in (1, 3):
+        raise argparse.ArgumentTypeError(
+            f"'{text[:40]}' is not 1 or 3 comma-separated numbers, e.g. 0.5 or 0.485,0.456,0.406"
+        )
+    return values
+
+
 def build_parser() -> _Parser:
     """The argument parser of every subcommand (exposed for tests and docs)."""
     common = _Parser(add_help=False)
-    common.add_argument("--weights", default="DEFAULT", help="torchvision weights: DEFAULT, an enum name, or none")
+    common.add_argument(
+        "--weights",
+        default="DEFAULT",
+        help="torchvision weights: DEFAULT, an enum name (IMAGENET1K_V1) or none (default DEFAULT)",
+    )
     common.add_argument("--checkpoint", help="state dict to load into the model")
     common.add_argument("--trust-checkpoint", action="store_true", help="allow pickled objects in --checkpoint")
     common.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cpu)")
     common.add_argument("--seed", type=int, default=0, help="seed for noise and optimization (default 0)")
     common.add_argument("--size", type=int, help="input size in pixels (default: the model's own transform)")
+    common.add_argument(
+        "--mean", type=normalization, help="input normalization mean, 1 value (grayscale model) or 3 "
+        "(default: the weights' own, else ImageNet's 0.485,0.456,0.406)",
+    )  # fmt: skip
+    common.add_argument("--std", type=normalization, help="input normalization std, as --mean (default: ImageNet's)")
+    common.add_argument(
+        "--output", metavar="KEY", help="key of the model's output to explain when it returns a dict "
+        "(default: 'logits', else 'out', else its only tensor)",
+    )  # fmt: skip
     common.add_argument("--quiet", action="store_true", help="no progress bars or messages")
     common.add_argument("--force", action="store_true", help="overwrite existing output files")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -90,14 +117,14 @@ def build_parser() -> _Parser:
     maps.add_argument("--rank", default="mean", help="mean, max or std (default mean)")
     maps.add_argument("--normalize", default="layer", help="layer, channel or global (default layer)")
     maps.add_argument("--overlay", action="store_true", help="draw each map over the photo")
-    maps.add_argument("--cmap", default="viridis")
+    maps.add_argument("--cmap", default="viridis", help="matplotlib colormap (default viridis)")
     maps.add_argument("-o", "--out", default="fmapviz-maps", help="output folder (default fmapviz-maps)")
 
     sal = command("saliency", "Write saliency maps (Grad-CAM, SmoothGrad, IG, ...) for each image.")
     sal.add_argument("model", help=model_help)
     sal.add_argument("images", nargs="+", help="image files, folders or globs")
     sal.add_argument("--method", nargs="+", default=["gradcam"], help="saliency methods (default gradcam)")
-    sal.add_argument("--target", default="top", help="top, top:3, a class index or a class name")
+    sal.add_argument("--target", default="top", help="top, top:3, a class index or a class name (default top)")
     sal.add_argument("--layer", nargs="+", help="layers for Grad-CAM methods (default: the last spatial one)")
     sal.add_argument("-o", "--out", default="fmapviz-saliency", help="output folder (default fmapviz-saliency)")
 
@@ -121,8 +148,8 @@ def build_parser() -> _Parser:
     scn.add_argument("model", help=model_help)
     scn.add_argument("data", help="a folder of images")
     scn.add_argument("--layer", nargs="+", required=True, help="layer selectors")
-    scn.add_argument("--topk", type=int, default=16)
-    scn.add_argument("--batch-size", type=int, default=32)
+    scn.add_argument("--topk", type=int, default=16, help="top images kept per channel (default 16)")
+    scn.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     scn.add_argument("--shard", help="i/n: scan every n-th image from i")
     scn.add_argument("-o", "--out", default="fmapviz-scan", help="output folder (default fmapviz-scan)")
 
@@ -132,7 +159,7 @@ def build_parser() -> _Parser:
     chan.add_argument("--layer", required=True)
     chan.add_argument("--channel", type=int, required=True)
     chan.add_argument("--no-actmax", action="store_true", help="skip the activation-maximization image")
-    chan.add_argument("--steps", type=int, default=128)
+    chan.add_argument("--steps", type=int, default=128, help="actmax optimization steps (default 128)")
     chan.add_argument("-o", "--out", default="channel.png", help="output PNG (default channel.png)")
 
     exp = command("explore", "Build a browsable site of model, layer, channel and photo pages (opens from file://).")
@@ -156,11 +183,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
+        _check_early(args)
     except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_capped(str(error))}", file=sys.stderr)
         return 2
     try:
-        return RUNNERS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            return RUNNERS[args.command](args)
     except UsageError as error:
         if args.debug:
             raise
@@ -173,8 +203,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {_capped(message)}", file=sys.stderr)
         return 1
+
+
+def _capped(message: str, limit: int = 300) -> str:
+    """One error line of at most ``limit`` characters (an echoed 5000-channel list is not read by anyone)."""
+    return message if len(message) <= limit else f"{message[: limit - 1]}… ({len(message)} characters; --debug)"
+
+
+def _one_line_warning(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
+    print(f"warning: {_capped(str(message))}", file=sys.stderr)
+
+
+def _check_early(args: argparse.Namespace) -> None:
+    """Checks that need no model, before torch loads (UsageError, exit 2)."""
+    if (args.mean is None) != (args.std is None) or (args.mean and len(args.mean) != len(args.std)):
+        raise UsageError("pass --mean and --std together, with one value each (grayscale) or three (RGB)")
+    for name in getattr(args, "class_name", None) or []:
+        if name.strip().startswith("-") and name.strip()[1:].isdigit():
+            raise UsageError(f"--class {name}: class indices start at 0")
 
 
 def _say(args: argparse.Namespace, text: str) -> None:
@@ -182,44 +230,37 @@ def _say(args: argparse.Namespace, text: str) -> None:
         print(text)
 
 
-def _model(args: argparse.Namespace) -> Any:
+def _model(args: argparse.Namespace, architecture_only: bool = False) -> Any:
     import fmapviz
 
-    weights = None if str(args.weights).lower() == "none" else args.weights
+    weights = None if architecture_only or str(args.weights).lower() == "none" else args.weights
     return fmapviz.load_model(
         args.model,
         weights=weights,
-        checkpoint=args.checkpoint,
+        checkpoint=None if architecture_only else args.checkpoint,
         device=args.device,
         trust_checkpoint=args.trust_checkpoint,
+        mean=args.mean,
+        std=args.std,
+        size=args.size,
+        output=args.output,
     )
 
 
 def _images(args: argparse.Namespace, loaded: Any) -> Any:
     import fmapviz
 
-    transform = loaded.transform
-    if args.size:
-        from torchvision.transforms._presets import ImageClassification
-
-        transform = ImageClassification(
-            crop_size=args.size, resize_size=round(args.size * 256 / 224), mean=loaded.mean, std=loaded.std
-        )
-    return fmapviz.load_image(args.images, transform, mean=loaded.mean, std=loaded.std)
+    return fmapviz.load_image(args.images, loaded.transform, mean=loaded.mean, std=loaded.std)
 
 
 def _free(path: Path, args: argparse.Namespace) -> Path:
-    """``path`` if it may be written: its folder is created, and it does not exist unless --force."""
+    """``path`` if it may be written: its folder is created and writable, and it does not exist unless --force."""
     from fmapviz.errors import FmapvizError
+    from fmapviz.files import writable_folder
 
     if path.exists() and not args.force:
         raise FmapvizError(f"{path} already exists; pass --force to overwrite it.")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise FmapvizError(
-            f"Cannot create folder '{path.parent}': {error.strerror}. Choose another -o/--out."
-        ) from None
+    writable_folder(path.parent)
     return path
 
 
@@ -230,15 +271,16 @@ def _safe(text: str) -> str:
 def run_layers(args: argparse.Namespace) -> int:
     import fmapviz
 
-    loaded = _model(args)
-    size = args.size or 224
-    print(fmapviz.summary(loaded.model, (1, 3, size, size)))
+    loaded = _model(args, architecture_only=True)  # the layers need no weights
+    print(fmapviz.summary(loaded.model, (1, loaded.channels, *loaded.input_size)))
     return 0
 
 
 def run_maps(args: argparse.Namespace) -> int:
     import fmapviz
+    from fmapviz.files import save_figure, writable_folder
 
+    writable_folder(Path(args.out))  # before the work, not after it
     loaded = _model(args)
     image = _images(args, loaded)
     channels = args.channels if not args.channels[:1].isdigit() else channel_list(args.channels)
@@ -260,14 +302,16 @@ def run_maps(args: argparse.Namespace) -> int:
             cmap=args.cmap,
             layer=layer,
         )
-        figure.save(path)
+        save_figure(figure, path)
         _say(args, f"wrote {path}")
     return 0
 
 
 def run_saliency(args: argparse.Namespace) -> int:
     import fmapviz
+    from fmapviz.files import save_figure, writable_folder
 
+    writable_folder(Path(args.out))  # before the work, not after it
     loaded = _model(args)
     image = _images(args, loaded)
     target = int(args.target) if args.target.isdigit() else args.target
@@ -287,19 +331,26 @@ def run_saliency(args: argparse.Namespace) -> int:
             )
             for method in args.method
         ]
-        fmapviz.show_saliency(results, image.display[index]).save(path)
+        save_figure(fmapviz.show_saliency(results, image.display[index]), path)
         _say(args, f"wrote {path}")
     return 0
 
 
 def run_actmax(args: argparse.Namespace) -> int:
     import fmapviz
+    from fmapviz.files import save_figure
 
+    out = Path(args.out)
+    path = _free(out if out.suffix else out.with_name(out.name + ".png"), args)
     loaded = _model(args)
-    path = _free(Path(args.out), args)
-    size = args.size or 224
     options = dict(
-        size=size, steps=args.steps, seed=args.seed, progress=not args.quiet, mean=loaded.mean, std=loaded.std
+        size=loaded.input_size,
+        model_size=loaded.size if loaded.fixed_size else None,  # padding and jitter change the size it needs
+        steps=args.steps,
+        seed=args.seed,
+        progress=not args.quiet,
+        mean=loaded.mean,
+        std=loaded.std,
     )
     if args.class_name:
         goals = [f"class:{name}" for name in args.class_name]
@@ -308,7 +359,7 @@ def run_actmax(args: argparse.Namespace) -> int:
     else:
         result = fmapviz.maximize(loaded.model, args.layer, channels=args.channels, **options)
         title = f"{loaded.name} {args.layer}: channel visualizations"
-    fmapviz.show_gallery(result, title=title).save(path)
+    save_figure(fmapviz.show_gallery(result, title=title), path)
     _say(args, f"wrote {path}")
     return 0
 
@@ -350,15 +401,16 @@ def run_scan(args: argparse.Namespace) -> int:
 
 def run_channel(args: argparse.Namespace) -> int:
     import fmapviz
+    from fmapviz.files import save_figure
     from fmapviz.scan import channel_page
 
-    loaded = _model(args)
     path = _free(Path(args.out), args)
+    loaded = _model(args)
     result = fmapviz.load_scan(args.scan)
     figure = channel_page(
         loaded, result, args.layer, args.channel, with_actmax=not args.no_actmax, steps=args.steps, seed=args.seed
     )
-    figure.save(path)
+    save_figure(figure, path)
     _say(args, f"wrote {path}")
     return 0
 

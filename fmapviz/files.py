@@ -72,6 +72,28 @@ def save_figure(figure: Any, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def writable_folder(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` and check that a file can be written in it, before any work is done.
+
+    Raises:
+        FmapvizError: naming the folder, the reason and the fix (another ``-o``).
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise FmapvizError(
+            f"Cannot create folder '{folder}': {error.strerror}. Choose another -o/--out."
+        ) from None
+    probe = folder / f".fmapviz-write-test.{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise FmapvizError(f"Cannot write into '{folder}': {error.strerror}. Choose another -o/--out.") from None
+    return folder
+
+
 def same_file(first: str | os.PathLike, second: str | os.PathLike) -> bool:
     """True when both paths name one existing file (links and relative paths resolved)."""
     try:

@@ -341,9 +341,11 @@ def _torchvision_model(name: str, enum: Any) -> nn.Module:
     except (URLError, OSError, RuntimeError) as error:
         if (checkpoints / file_name).is_file():
             raise ModelLoadError(f"Cached weights {checkpoints / file_name} are unreadable ({error}).") from None
+        cached = [m.name for m in type(enum) if (checkpoints / os.path.basename(m.url)).is_file()]
+        other = f" {cached[0]} is cached: pass --weights {cached[0]} (weights='{cached[0]}')." if cached else ""
         raise ModelLoadError(
             f"Weights {type(enum).__name__}.{enum.name} are not cached and could not be downloaded "
-            f"({type(error).__name__}). Put {file_name} (from {enum.url}) in {checkpoints}/ "
+            f"({type(error).__name__}).{other} Put {file_name} (from {enum.url}) in {checkpoints}/ "
             "or set TORCH_HOME to a folder whose hub/checkpoints/ holds it."
         ) from None
 

@@ -34,12 +34,13 @@ from .engines.actmax import maximize
 from .engines.direct import channel_stats
 from .engines.saliency import saliency
 from .errors import FmapvizError
-from .files import FolderLock, refuse_inputs, save_figure, write_json, write_text
+from .files import FolderLock, refuse_inputs, save_figure, writable_folder, write_json, write_text
 from .images import LoadedImage, load_image
 from .layers import LayerInfo, summary
 from .models import LoadedModel, load_model
 from .outputs import output_tensor
 from .plot.page import compose_page, header_figure
+from .progress import Progress
 from .views import show_channel_stats, show_gallery, show_hierarchy, show_saliency
 
 
@@ -102,9 +103,12 @@ class _Clock:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.progress: Progress | None = None
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
+        if self.progress is not None:
+            self.progress.stage(name)
         start = time.perf_counter()
         try:
             yield
@@ -153,7 +157,7 @@ def report(
     stems = _page_names(image.names)
     manifest_path, index_path = out / "manifest.json", out / "index.html"
     refuse_inputs([out / f"{stem}.png" for stem in stems] + [manifest_path, index_path], image.names)
-    _check_writable(out)
+    writable_folder(out)
     clock = _Clock()
     with FolderLock(out):
         with clock.stage("model: summary"):
@@ -166,12 +170,15 @@ def report(
             raise FmapvizError(f"{existing[0]} already exists; pass --force (force=True) to overwrite it.")
         pages: list[Path] = []
         entries: list[dict[str, Any]] = []
+        bar = Progress("report", len(stems), enabled=progress)
+        clock.progress = bar
         for index, stem in enumerate(stems):
             path = out / f"{stem}.png"
             previous = (done or {}).get(image.names[index])
             if previous is not None and previous["page"] == path.name and path.is_file():
                 pages.append(path)
                 entries.append(previous)  # finished by an earlier, interrupted run
+                bar.done(f"{path.name} (kept from an earlier run)")
                 continue
             x = image.tensor[index : index + 1].to(loaded.device)
             page, entry = _page(
@@ -180,6 +187,8 @@ def report(
             pages.append(save_figure(page, path))
             entries.append({"image": image.names[index], "page": path.name, **entry})
             _write_index(loaded, spec, layers, entries, clock, complete=False, out=out)
+            bar.done(str(path))
+        bar.close()
         timings = _write_index(loaded, spec, layers, entries, clock, complete=True, out=out)
     return ReportResult(pages, manifest_path, index_path, timings)
 
@@ -359,19 +368,6 @@ def _page_names(names: Sequence[str]) -> list[str]:
             stem += f"_{position}"
         stems.append(stem)
     return stems
-
-
-def _check_writable(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise FmapvizError(f"Cannot create output folder '{out}': {error.strerror}. Choose another -o/--out.") from None
-    probe = out / ".fmapviz-write-test"
-    try:
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as error:
-        raise FmapvizError(f"Cannot write into '{out}': {error.strerror}. Choose another -o/--out.") from None
 
 
 def _manifest(

@@ -49,6 +49,15 @@ def test_missing_weights_name_the_file_and_where_to_put_it(tmp_path, monkeypatch
         fmapviz.load_model("resnet18", weights="IMAGENET1K_V1")
 
 
+def test_missing_default_weights_name_the_cached_ones_and_how_to_pass_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "hub" / "checkpoints" / "mobilenet_v2-b0353104.pth").write_bytes(b"")  # IMAGENET1K_V1's file name
+    with pytest.raises(ModelLoadError, match="IMAGENET1K_V2 are not cached.*IMAGENET1K_V1 is cached: pass --weights"):
+        fmapviz.load_model("mobilenet_v2")  # DEFAULT is IMAGENET1K_V2
+
+
 def test_user_factory_file_with_state_dict_checkpoint(tmp_path):
     source = tmp_path / "mynet.py"
     source.write_text(FACTORY_FILE)

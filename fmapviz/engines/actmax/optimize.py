@@ -144,7 +144,7 @@ def maximize(
             x = apply(image, chain, random) if random is not None else image
             if model_size is not None:
                 x = F.interpolate(x, size=_pair(model_size), mode="bilinear", align_corners=False)
-            tensors = _forward(model, (x - mean_t) / std_t, chosen)
+            tensors = _forward(model, (as_channels(x, mean_t.shape[1]) - mean_t) / std_t, chosen)
             tensors[INPUT] = image
             if shared is not None:
                 return shared(tensors)
@@ -183,7 +183,7 @@ def maximize(
                 with torch.no_grad():
                     image = render()
                     final.append(evaluate(image, objectives[part], None))
-                images.append(image.detach())
+                images.append(as_channels(as_channels(image.detach(), mean_t.shape[1]), 3))  # what the model saw
                 history.append(torch.stack(values) if values else _empty_history(part, len(objectives), device))
         finally:
             bar.close()
@@ -201,6 +201,16 @@ def maximize(
         channels=channel_list,
         settings=settings,
     )
+
+
+def as_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """(N,3,H,W) images as the model's 1 (luminance, ITU-R 601) or 3 channels; (N,1,H,W) repeated to 3."""
+    if images.shape[1] == channels:
+        return images
+    if channels == 1:
+        weights = torch.tensor([0.299, 0.587, 0.114], device=images.device, dtype=images.dtype)
+        return (images * weights.view(1, 3, 1, 1)).sum(1, keepdim=True)
+    return images.expand(-1, channels, -1, -1)
 
 
 def _empty_history(part: slice, total: int, device: torch.device) -> torch.Tensor:

@@ -1,0 +1,58 @@
+"""Where a long run is: a progress bar per stage on a terminal, one line per finished item otherwise.
+
+Lines go to stderr, so they never mix with what a command prints on stdout, and a log file
+or CI output gets ``report: 3/20 cat.png (4.1 s)`` lines instead of bar redraws.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+
+class Progress:
+    """Counts finished items of a run; ``stage`` names what the current item is doing.
+
+    Args:
+        what: the run's name (``"report"``, ``"scan"``).
+        total: how many items.
+        enabled: False prints nothing.
+        stream: where to write (default stderr); a terminal gets a tqdm bar.
+
+    Example:
+        >>> progress = Progress("report", total=2)
+        >>> progress.stage("saliency"); progress.done("cat.png")
+    """
+
+    def __init__(self, what: str, total: int, enabled: bool = True, stream: Any = None) -> None:
+        self.what, self.total, self.enabled = what, total, enabled
+        self.stream = stream if stream is not None else sys.stderr
+        self.count = 0
+        self._started = time.perf_counter()
+        self._bar = None
+        if enabled and getattr(self.stream, "isatty", lambda: False)():
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, desc=what, unit="item", file=self.stream)
+
+    def stage(self, name: str) -> None:
+        """Say which stage the current item is in (shown on the bar; lines stay one per item)."""
+        if self._bar is not None:
+            self._bar.set_postfix_str(name)
+
+    def done(self, item: str) -> None:
+        """One item finished: advance the bar, or print one line with its time."""
+        self.count += 1
+        if self._bar is not None:
+            self._bar.update(1)
+        elif self.enabled:
+            seconds = time.perf_counter() - self._started
+            print(f"{self.what}: {self.count}/{self.total} {item} ({seconds:.1f} s)", file=self.stream, flush=True)
+            self._started = time.perf_counter()
+
+    def close(self) -> None:
+        """Close the bar, if any."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

@@ -1,0 +1,221 @@
+"""Users' own models and real faults through the command line: nothing lost, nothing silently wrong.
+
+The fault cases (Ctrl-C, a second run on the same folder) run the CLI in subprocesses;
+the rest call ``main(argv)`` in this process. The models are in ``user_models.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import ROOT
+from PIL import Image
+
+from fmapviz.cli import main
+
+MODELS = Path(__file__).resolve().parent / "user_models.py"
+MNIST = ["--mean", "0.1307", "--std", "0.3081"]
+FIXED = ["--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25"]
+QUICK_REPORT = ["--quiet", "--size", "32"]
+
+
+def spec(factory: str) -> str:
+    return f"{MODELS}:{factory}"
+
+
+def cli(*args: str, **popen: object) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "fmapviz.cli", *args], env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen,
+    )  # fmt: skip
+
+
+def strict_json(path: Path) -> dict:
+    return json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"{path} holds bare {name}"))
+
+
+@pytest.fixture
+def photos(tmp_path: Path) -> Path:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    generator = torch.Generator().manual_seed(0)
+    for index in range(6):
+        pixels = (torch.rand(48, 40, 3, generator=generator) * 255).byte().numpy()
+        Image.fromarray(pixels).save(folder / f"photo{index}.png")
+    return folder
+
+
+def test_grayscale_mnist_model_works_end_to_end(photos, tmp_path, capsys):
+    photo = str(photos / "photo0.png")
+    assert main(["layers", spec("mnist"), *MNIST]) == 0
+    assert "1×8×28×28" in capsys.readouterr().out
+    out = tmp_path / "out"
+    assert main(["maps", spec("mnist"), photo, *MNIST, "--layer", "features.0", "--overlay", "-o", str(out)]) == 0
+    args = ["saliency", spec("mnist"), photo, *MNIST, "--method", "gradcam", "gradient", "-o", str(out)]
+    assert main(args) == 0
+    args = ["actmax", spec("mnist"), *MNIST, "--layer", "features.0", "--channels", "0-1", "--steps", "2"]
+    assert main([*args, "-o", str(out / "actmax.png"), "--quiet"]) == 0
+    assert main(["report", spec("mnist"), photo, *MNIST, "-o", str(out / "report"), "--quiet"]) == 0
+    for name in ("photo0_features.0.png", "photo0_saliency.png", "actmax.png", "report/photo0.png"):
+        assert Image.open(out / name).size[0] > 50
+    manifest = strict_json(out / "report" / "manifest.json")
+    assert manifest["identity"]["mean"] == [0.1307] and manifest["complete"] is True
+
+
+def test_fixed_size_model_needs_no_size_and_a_wrong_one_says_which(tmp_path, capsys):
+    assert main(["layers", spec("fixed64"), *FIXED]) == 0
+    assert "1×4×32×32" in capsys.readouterr().out
+    for goal in (["--class", "2"], ["--layer", "features.0", "--channels", "0-1"]):
+        out = tmp_path / f"{goal[0][2:]}.png"
+        assert main(["actmax", spec("fixed64"), *FIXED, *goal, "--steps", "2", "-o", str(out), "--quiet"]) == 0
+        assert out.is_file()
+    assert main(["actmax", spec("fixed64"), *FIXED, "--class", "2", "--size", "100", "-o", str(tmp_path / "x")]) == 1
+    assert "this model needs --size 64" in capsys.readouterr().err
+
+
+def test_dict_output_is_explained_on_its_logits_or_the_chosen_key(photos, tmp_path, capsys):
+    photo = photos / "photo0.png"
+    out = tmp_path / "report"
+    assert main(["report", spec("dict_out"), str(photo), "-o", str(out), *QUICK_REPORT]) == 0
+    import user_models
+
+    import fmapviz
+
+    loaded = fmapviz.load_model(user_models.dict_out(), size=32)
+    with torch.no_grad():
+        logits = loaded.model(fmapviz.load_image(photo, loaded.transform).tensor)["logits"][0]
+    predicted = strict_json(out / "manifest.json")["images"][0]["predictions"][0]["class"]
+    assert predicted == f"class {int(logits.argmax())}"
+    assert main(["saliency", spec("two_heads"), str(photo), "-o", str(tmp_path / "s")]) == 1
+    assert "several tensors (embedding, scores)" in capsys.readouterr().err
+    assert main(["saliency", spec("two_heads"), str(photo), "--output", "scores", "-o", str(tmp_path / "s")]) == 0
+
+
+def test_torchscript_file_is_refused_in_one_line(tmp_path, capsys):
+    path = tmp_path / "net.pt"
+    torch.jit.trace(torch.nn.Conv2d(3, 4, 3).eval(), torch.zeros(1, 3, 8, 8)).save(str(path))
+    assert main(["layers", str(path)]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "TorchScript archive" in error and "state_dict" in error
+
+
+def test_pickled_checkpoint_needs_no_pythonpath_and_the_report_records_it(photos, tmp_path):
+    (tmp_path / "mynet.py").write_text(
+        "import torch.nn as nn\n"
+        "def build():\n    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())\n"
+    )
+    subprocess.run([sys.executable, "-c", "import torch, mynet; torch.save(mynet.build(), 'full.pt')"], cwd=tmp_path)
+    out = tmp_path / "report"
+    args = ["report", f"{tmp_path / 'mynet.py'}:build", str(photos / "photo0.png"), "-o", str(out), *QUICK_REPORT]
+    run = cli(*args, "--checkpoint", str(tmp_path / "full.pt"), "--trust-checkpoint", cwd=ROOT)
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 0, stderr
+    import hashlib
+
+    recorded = strict_json(out / "manifest.json")["checkpoint"]
+    assert recorded == {
+        "path": str(tmp_path / "full.pt"),
+        "sha256": hashlib.sha256((tmp_path / "full.pt").read_bytes()).hexdigest(),
+    }
+
+
+def test_ctrl_c_keeps_finished_pages_a_second_run_is_refused_and_the_next_run_resumes(photos, tmp_path, capsys):
+    out = tmp_path / "report"
+    run = cli("report", spec("batchnorm_dropout"), str(photos), "-o", str(out), "--size", "32")
+    first_line = run.stderr.readline()  # one line per finished page when stderr is not a terminal
+    assert first_line.startswith("report: 1/6"), first_line + run.stderr.read()
+    # meanwhile a second report into the same folder fails at once instead of mixing manifests
+    assert main(["report", spec("batchnorm_dropout"), str(photos), "-o", str(out), *QUICK_REPORT]) == 1
+    assert "Another fmapviz run is writing" in capsys.readouterr().err
+    run.send_signal(signal.SIGINT)
+    _, rest = run.communicate(timeout=120)
+    assert run.returncode == 130, rest
+    manifest = strict_json(out / "manifest.json")
+    done = [entry["page"] for entry in manifest["images"]]
+    assert manifest["complete"] is False and 1 <= len(done) < 6
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".png") == sorted(done)  # no partial PNG
+    for page in done:
+        Image.open(out / page).verify()
+    kept = {page: (out / page).stat().st_mtime_ns for page in done}
+    assert main(["report", spec("batchnorm_dropout"), str(photos), "-o", str(out), *QUICK_REPORT]) == 0
+    assert {page: (out / page).stat().st_mtime_ns for page in done} == kept  # resumed, not redone
+    manifest = strict_json(out / "manifest.json")
+    assert manifest["complete"] is True and len(manifest["images"]) == 6
+    assert main(["report", spec("batchnorm_dropout"), str(photos), "-o", str(out), *QUICK_REPORT]) == 1
+    assert "already exists; pass --force" in capsys.readouterr().err
+
+
+def test_report_never_writes_over_its_input_photos_even_with_force(photos, capsys):
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    assert main(["report", spec("dict_out"), str(photos), "-o", str(photos), "--force", *QUICK_REPORT]) == 1
+    assert "is one of the input files" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in photos.iterdir()} == before
+
+
+def test_actmax_output_without_extension_gets_png_and_is_not_overwritten(tmp_path, capsys):
+    target = tmp_path / "noext"
+    args = ["actmax", spec("fixed64"), *FIXED, "--class", "1", "--steps", "1", "-o", str(target)]
+    assert main(args) == 0
+    assert f"wrote {target}.png" in capsys.readouterr().out
+    written = (tmp_path / "noext.png").read_bytes()
+    assert main(args) == 1
+    assert "noext.png already exists; pass --force" in capsys.readouterr().err
+    assert (tmp_path / "noext.png").read_bytes() == written
+
+
+def test_unwritable_output_folder_is_found_before_the_work(photos, capsys):
+    started = time.perf_counter()
+    assert main(["maps", spec("dict_out"), str(photos), "--layer", "features.0", "-o", "/proc"]) == 1
+    assert "Cannot write into '/proc'" in capsys.readouterr().err
+    assert main(["scan", spec("dict_out"), str(photos), "--layer", "features.0", "-o", "/proc", "--quiet"]) == 1
+    assert "Cannot write into '/proc'" in capsys.readouterr().err
+    assert time.perf_counter() - started < 30
+
+
+def test_long_error_lines_are_capped(photos, capsys):
+    layer = "features." + "9" * 5000
+    assert main(["maps", spec("dict_out"), str(photos / "photo0.png"), "--layer", layer, "-o", "/tmp/x"]) == 1
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and len(error) < 400
+
+
+def test_negative_class_and_unpaired_normalization_are_usage_errors_before_loading(capsys):
+    assert main(["actmax", "no_such_file.py:build", "--class=-1"]) == 2
+    assert "class indices start at 0" in capsys.readouterr().err
+    assert main(["layers", "no_such_file.py:build", "--mean", "0.5"]) == 2
+    assert "pass --mean and --std together" in capsys.readouterr().err
+    assert main(["layers", "no_such_file.py:build", "--mean", "0.5,0.5", "--std", "1"]) == 2
+
+
+def test_nan_model_warns_and_writes_strict_json(photos, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["report", spec("nan_net"), str(photos / "photo0.png"), "-o", str(out), *QUICK_REPORT]) == 0
+    assert "warning: " in capsys.readouterr().err
+    manifest = strict_json(out / "manifest.json")
+    assert manifest["images"][0]["predictions"][0]["probability"] is None
+
+
+def test_layers_needs_no_weights(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # nothing cached, nothing downloadable
+    monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
+    assert main(["layers", "mobilenet_v2"]) == 0
+    assert "features.18" in capsys.readouterr().out
+
+
+def test_help_states_every_default():
+    from fmapviz.cli import build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name, command in commands.items():
+        for action in command._actions:
+            if action.default not in (None, False, "==SUPPRESS=="):
+                assert "default" in (action.help or ""), f"{name} {action.option_strings}: {action.help}"
