@@ -167,13 +167,15 @@ def build_parser() -> _Parser:
     exp.add_argument("data", help="a folder of photos (searched recursively)")
     exp.add_argument("--layers", "--layer", nargs="+", required=True, help="layers with (N,C,H,W) outputs")
     exp.add_argument("--top", type=int, default=5, help="channels explained per layer and photo (default 5)")
-    exp.add_argument("--method", default="activation_x_gradient", help="channel attribution method")
+    exp.add_argument(
+        "--method", default="activation_x_gradient", help="channel attribution method (default activation_x_gradient)"
+    )
     exp.add_argument("--crops", type=int, default=8, help="dataset examples per channel page (default 8)")
     exp.add_argument("--actmax-top", type=int, default=8, help="channels per layer with actmax images (default 8)")
     exp.add_argument("--actmax-copies", type=int, default=3, help="actmax images per such channel (default 3)")
     exp.add_argument("--actmax-steps", type=int, default=128, help="actmax optimization steps (default 128)")
     exp.add_argument("--actmax-size", type=int, default=128, help="actmax image size (default 128)")
-    exp.add_argument("--batch-size", type=int, default=16)
+    exp.add_argument("--batch-size", type=int, default=16, help="photos per forward pass (default 16)")
     exp.add_argument("-o", "--out", default="fmapviz-site", help="site folder (default fmapviz-site)")
     return parser
 
