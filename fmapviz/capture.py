@@ -497,7 +497,7 @@ def feature_maps(
 
     Args:
         model: any ``nn.Module``; it is not modified.
-        x: the model input.
+        x: the model input tensor, batch first (``load_image(...).tensor``).
         layers: layer selectors (see :mod:`fmapviz.capture`).
         device, dtype, pick, layout, train: as in :func:`capture` (eval mode unless ``train``).
         stop_early: skip the layers after the last selected one (default True).
@@ -505,14 +505,28 @@ def feature_maps(
     Returns:
         A dict from layer name to tensor, in execution order.
 
+    Raises:
+        TypeError: ``x`` is not a tensor (a PIL image or array: load it with :func:`fmapviz.load_image`).
+        ValueError: a 3-D ``x`` the model rejects (one image without its batch dimension).
+
     Example:
         >>> maps = fmapviz.feature_maps(model, x, "layer3.*.conv2")
         >>> list(maps)
         ['layer3.0.conv2', 'layer3.1.conv2']
     """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(
+            f"feature_maps needs the model input tensor x, not a {type(x).__name__}: "
+            "pass fmapviz.load_image(picture, loaded.transform).tensor."
+        )
     options = dict(device=device, dtype=dtype, stop_early=stop_early, pick=pick, layout=layout, train=train)
-    with torch.no_grad(), capture(model, layers, **options) as maps:
-        model(x)
+    try:
+        with torch.no_grad(), capture(model, layers, **options) as maps:
+            model(x)
+    except (RuntimeError, ValueError) as error:
+        if x.dim() == 3:  # most likely one image without its batch dimension
+            raise ValueError(f"x has shape {tuple(x.shape)}: add the batch dimension, x[None] ({error})") from error
+        raise
     return dict(maps)
 
 

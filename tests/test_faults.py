@@ -219,3 +219,21 @@ def test_help_states_every_default():
         for action in command._actions:
             if action.default not in (None, False, "==SUPPRESS=="):
                 assert "default" in (action.help or ""), f"{name} {action.option_strings}: {action.help}"
+
+
+def test_views_draw_a_grayscale_display_and_feature_maps_says_what_x_must_be():
+    import numpy as np
+    import user_models
+
+    import fmapviz
+
+    loaded = fmapviz.load_model(user_models.mnist(), mean=(0.1307,), std=(0.3081,))
+    image = fmapviz.load_image(np.full((30, 30), 255, np.uint8), loaded.transform)
+    maps = fmapviz.feature_maps(loaded.model, image.tensor, "features.0")
+    gray = image.display[0, :1]  # (1,H,W), as a user's own grayscale display
+    overlay = np.asarray(fmapviz.show_maps(maps, channels="top:2", image=gray, overlay=True).image)
+    assert overlay.ndim == 3 and overlay.shape[2] == 3
+    result = fmapviz.saliency(loaded.model, image.tensor, "gradient")
+    assert np.asarray(fmapviz.show_saliency({"gradient": result}, gray).image).shape[2] == 3
+    with pytest.raises(TypeError, match="needs the model input tensor x, not a ndarray.*load_image"):
+        fmapviz.feature_maps(loaded.model, np.zeros((28, 28)), "features.0")

@@ -150,3 +150,8 @@ def overlay(
     coloured = apply_colormap(heat, cmap, vmin=vmin, vmax=vmax).astype(np.float32)
     blended = photo.astype(np.float32) * (1.0 - alpha) + coloured * alpha
     return (blended + 0.5).astype(np.uint8)
+
+
+def rgb(images: torch.Tensor) -> torch.Tensor:
+    """(N,1,H,W) grayscale images repeated to (N,3,H,W); (N,3,H,W) images as they are."""
+    return images.expand(-1, 3, -1, -1) if images.shape[-3] == 1 else images

@@ -16,7 +16,7 @@ from ..engines.direct import ChannelStats, RankFunction, as_batch, normalize_map
 from ..images import LoadedImage
 from ..layers import LayerInfo
 from ..layers import summary as layer_summary
-from ..plot.colors import colormap_lut, lut_indices, to_uint8_image
+from ..plot.colors import colormap_lut, lut_indices, rgb, to_uint8_image
 from ..plot.figures import Figure, annotated_grid
 from ..plot.maps import channel_grid, channel_stats_figure, overlay_tiles
 
@@ -45,9 +45,9 @@ def _display_images(image: ImageInput | None) -> torch.Tensor | None:
     if image is None:
         return None
     pixels = image.display if isinstance(image, LoadedImage) else image
-    if not isinstance(pixels, torch.Tensor) or pixels.ndim not in (3, 4) or pixels.shape[-3] != 3:
-        raise ValueError("image must be a LoadedImage or an RGB tensor (3,H,W) / (N,3,H,W) in [0,1].")
-    return pixels if pixels.ndim == 4 else pixels[None]
+    if not isinstance(pixels, torch.Tensor) or pixels.ndim not in (3, 4) or pixels.shape[-3] not in (1, 3):
+        raise ValueError("image must be a LoadedImage or a tensor (C,H,W) / (N,C,H,W) in [0,1], C = 1 or 3.")
+    return rgb(pixels if pixels.ndim == 4 else pixels[None])
 
 
 def show_maps(

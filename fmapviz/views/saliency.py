@@ -8,6 +8,7 @@ from typing import Any, Literal
 import torch
 
 from ..engines.saliency import SaliencyResult, View, apply_view
+from ..plot.colors import rgb
 from ..plot.figures import Figure, annotated_grid
 from ..plot.saliency import DIVERGING, SEQUENTIAL, image_tile, robust_peak, saliency_overlay
 
@@ -53,7 +54,7 @@ def show_saliency(
         raise ValueError(f"scale must be 'per_map' or 'shared', not {scale!r}.")
     named = _named_results(results)
     photos = image.detach().float().cpu()
-    photos = photos[None] if photos.dim() == 3 else photos
+    photos = rgb(photos[None] if photos.dim() == 3 else photos)
     batch = next(iter(named.values())).maps.shape[0]
     if photos.dim() != 4 or photos.shape[0] not in (1, batch):
         raise ValueError(f"image must be (3,H,W) or (N,3,H,W) with N = {batch}; got {tuple(image.shape)}.")
