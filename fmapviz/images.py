@@ -46,8 +46,9 @@ def load_image(
 
     Args:
         src: a path, a folder, a glob (``"photos/*.jpg"``), a PIL image, a numpy array
-            (H,W) or (H,W,C), uint8 or float in [0,1], a tensor (C,H,W) or (N,C,H,W) in
-            [0,1], or a list of these.
+            (H,W) or (H,W,C) — uint8, uint16 (16-bit), bool, floats in [0,1] or values in
+            [0,255] — a tensor (H,W), (C,H,W) or (N,C,H,W) with the same value ranges, or a
+            list of these.
         transform: preprocessing from PIL image to tensor, usually ``loaded_model.transform``;
             default: resize 256, centre-crop 224, ImageNet normalization.
         mean, std: the normalization inside ``transform``, to build the display image;
@@ -58,7 +59,8 @@ def load_image(
 
     Raises:
         ImageLoadError: a file is missing, unreadable, not an image or a decompression bomb;
-            a folder or glob holds no image; images end up with different sizes.
+            a folder or glob holds no image; images end up with different sizes; an empty list;
+            an array or tensor of another shape, with no pixels, or with values outside those ranges.
 
     Example:
         >>> image = fmapviz.load_image("assets/chelsea.png", loaded.transform)
@@ -96,9 +98,15 @@ def denormalize(tensor: torch.Tensor, mean: Sequence[float], std: Sequence[float
 
 def _as_list(src: Any) -> list[Any]:
     if isinstance(src, (list, tuple)):
+        if not src:
+            raise ImageLoadError("No images given: pass a path, a folder, a glob, an image or a list of them.")
         return list(src)
     if isinstance(src, torch.Tensor) and src.ndim == 4:
         return list(src)
+    if isinstance(src, torch.Tensor) and src.ndim not in (2, 3):
+        raise ImageLoadError(
+            f"Cannot use a tensor of shape {tuple(src.shape)} as images: expected (H,W), (C,H,W) or (N,C,H,W)."
+        )
     return [src]
 
 
@@ -108,7 +116,8 @@ def _expand(item: Any) -> list[tuple[str, Image.Image]]:
     if isinstance(item, np.ndarray):
         return [("array", _array_to_pil(item))]
     if isinstance(item, torch.Tensor):
-        return [("tensor", _array_to_pil(item.detach().cpu().permute(1, 2, 0).numpy()))]
+        pixels = item.detach().cpu()
+        return [("tensor", _array_to_pil((pixels.permute(1, 2, 0) if pixels.ndim == 3 else pixels).numpy()))]
     path = Path(item)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -173,6 +182,30 @@ def _array_to_pil(array: np.ndarray) -> Image.Image:
         raise ImageLoadError(
             f"Cannot use an array of shape {array.shape} as an image: expected (H,W), (H,W,3) or (H,W,4)."
         )
+    if array.size == 0:
+        raise ImageLoadError(f"Cannot use an array of shape {array.shape} as an image: it has no pixels.")
     if array.dtype != np.uint8:
-        array = np.clip(np.asarray(array, dtype=np.float64) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        array = (np.asarray(array, dtype=np.float64) / _value_range(array) * 255.0 + 0.5).astype(np.uint8)
     return to_rgb(Image.fromarray(array))
+
+
+def _value_range(array: np.ndarray) -> float:
+    """The top of an array's pixel scale: 1 (floats in [0,1], bool), 255 (0-255 values), 65535 (uint16)."""
+    if array.dtype == np.bool_:
+        return 1.0
+    if array.dtype == np.uint16:
+        return 65535.0
+    low, high = float(np.nanmin(array)), float(np.nanmax(array))
+    if not np.isfinite(array).all() or low < 0:
+        raise ImageLoadError(
+            f"Cannot use an array with values in [{low:g}, {high:g}] as an image: pixels must be finite and >= 0 "
+            "(in [0, 1], [0, 255] or uint16). Undo any normalization first."
+        )
+    if high <= 1.0 and np.issubdtype(array.dtype, np.floating):
+        return 1.0
+    if high <= 255.0:
+        return 255.0
+    raise ImageLoadError(
+        f"Cannot use an array with values up to {high:g} as an image: scale it to [0, 1] or [0, 255] "
+        "(or pass uint16 for 16-bit pixels)."
+    )

@@ -237,3 +237,28 @@ def test_views_draw_a_grayscale_display_and_feature_maps_says_what_x_must_be():
     assert np.asarray(fmapviz.show_saliency({"gradient": result}, gray).image).shape[2] == 3
     with pytest.raises(TypeError, match="needs the model input tensor x, not a ndarray.*load_image"):
         fmapviz.feature_maps(loaded.model, np.zeros((28, 28)), "features.0")
+
+
+def test_load_image_scales_0_255_floats_and_uint16_and_refuses_what_it_cannot_read():
+    import numpy as np
+
+    import fmapviz
+    from fmapviz.errors import ImageLoadError
+
+    def shown(source: object) -> float:
+        return float(fmapviz.load_image(source).display.mean())
+
+    assert shown(np.full((8, 8, 3), 127.5)) == pytest.approx(0.5, abs=0.01)  # was clipped to white
+    assert shown(np.full((8, 8), 32768, np.uint16)) == pytest.approx(0.5, abs=0.01)  # was white
+    assert shown(np.full((8, 8, 3), 0.25, np.float32)) == pytest.approx(0.25, abs=0.01)
+    assert fmapviz.load_image(torch.full((8, 8), 0.5)).tensor.shape == (1, 3, 224, 224)  # a 2-D tensor: grayscale
+    bad = {
+        "No images given": [],
+        "has no pixels": np.zeros((0, 5)),
+        r"shape \(1, 1, 3, 8, 8\) as images: expected": torch.zeros(1, 1, 3, 8, 8),
+        r"values in \[-1, -1\].*Undo any normalization": np.full((4, 4), -1.0),
+        "values up to 300": np.full((4, 4), 300.0),
+    }
+    for message, source in bad.items():
+        with pytest.raises(ImageLoadError, match=message):
+            fmapviz.load_image(source)
