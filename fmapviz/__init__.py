@@ -7,10 +7,12 @@ Layers of the package: capture → engines → views → report / CLI.
 
 from . import metrics, targets
 from .capture import capture, feature_maps, model_guard
+from .compare import compare, compare_checkpoints
 from .engines.actmax import maximize, objectives
 from .engines.direct import channel_stats
 from .engines.explain import explain_channels
 from .engines.saliency import saliency
+from .engines.training import init_report
 from .errors import FmapvizError, ImageLoadError, LayerNotFoundError, ModelLoadError
 from .explore import explore
 from .images import denormalize, load_image
@@ -22,11 +24,18 @@ from .views import (
     show_channel_explanation,
     show_channel_page,
     show_channel_stats,
+    show_checkpoints,
+    show_cka,
+    show_compare_health,
     show_dead_channels,
+    show_disagreements,
     show_gallery,
     show_hierarchy,
+    show_init_histograms,
+    show_init_report,
     show_maps,
     show_saliency,
+    show_side_by_side,
 )
 from .vocabulary import Unit
 
@@ -66,4 +75,14 @@ __all__ = [
     "ImageLoadError",
     "LayerNotFoundError",
     "ModelLoadError",
+    "compare",
+    "compare_checkpoints",
+    "init_report",
+    "show_cka",
+    "show_side_by_side",
+    "show_compare_health",
+    "show_disagreements",
+    "show_checkpoints",
+    "show_init_report",
+    "show_init_histograms",
 ]

@@ -13,7 +13,7 @@ from torch.nn.utils import prune
 from fmapviz.compare import CompareError, block_layers, compare, compare_checkpoints
 from fmapviz.engines.similarity import linear_cka, pooled_features
 from fmapviz.errors import ModelLoadError
-from fmapviz.views.compare import show_channel_health, show_checkpoints, show_cka, show_differing, show_side_by_side
+from fmapviz.views.compare import show_compare_health, show_checkpoints, show_cka, show_disagreements, show_side_by_side
 
 
 def small_net(width: int = 8, seed: int = 0) -> nn.Sequential:
@@ -86,8 +86,8 @@ def test_comparison_figures_are_drawn(images, tmp_path):
     for figure in (
         show_cka(result),
         show_side_by_side(result, top=4),
-        show_channel_health(result),
-        show_differing(result),
+        show_compare_health(result),
+        show_disagreements(result),
     ):
         height, width = figure.size
         assert height > 100 and width > 100

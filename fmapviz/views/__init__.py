@@ -8,10 +8,21 @@ primitives of :mod:`fmapviz.plot`. They never run a model.
 * :mod:`.saliency`: :func:`show_saliency`;
 * :mod:`.actmax`: :func:`show_gallery`;
 * :mod:`.scan`: :func:`show_channel_page`, :func:`show_dead_channels`;
-* :mod:`.explain`: :func:`show_channel_explanation`.
+* :mod:`.explain`: :func:`show_channel_explanation`;
+* :mod:`.compare`: :func:`show_cka`, :func:`show_side_by_side`, :func:`show_compare_health`,
+  :func:`show_disagreements`, :func:`show_checkpoints`, :func:`show_init_report`, :func:`show_init_histograms`.
 """
 
 from .actmax import show_gallery
+from .compare import (
+    show_checkpoints,
+    show_cka,
+    show_compare_health,
+    show_disagreements,
+    show_init_histograms,
+    show_init_report,
+    show_side_by_side,
+)
 from .explain import show_channel_explanation
 from .maps import show_channel_stats, show_hierarchy, show_maps
 from .saliency import show_saliency
@@ -21,6 +32,13 @@ __all__ = [
     "show_channel_explanation",
     "show_channel_page",
     "show_channel_stats",
+    "show_checkpoints",
+    "show_cka",
+    "show_compare_health",
+    "show_disagreements",
+    "show_init_histograms",
+    "show_init_report",
+    "show_side_by_side",
     "show_dead_channels",
     "show_gallery",
     "show_hierarchy",

@@ -75,11 +75,11 @@ def show_side_by_side(result: ModelComparison, *, top: int = 8, tile: int = 48) 
     )
 
 
-def show_channel_health(result: ModelComparison) -> Figure:
+def show_compare_health(result: ModelComparison) -> Figure:
     """Dead and weak channel counts per layer pair, the two models side by side.
 
     Example:
-        >>> fmapviz.show_channel_health(result).save("health.png")
+        >>> fmapviz.show_compare_health(result).save("health.png")
     """
     name_a, name_b = result.names
     labels = [a if a == b else f"{a} ~ {b}" for a, b in result.pairs]
@@ -98,7 +98,7 @@ def show_channel_health(result: ModelComparison) -> Figure:
     )
 
 
-def show_differing(result: ModelComparison) -> Figure:
+def show_disagreements(result: ModelComparison) -> Figure:
     """The images (up to 8) whose top-1 predictions differ, captioned with both predictions.
 
     Raises:
