@@ -247,13 +247,11 @@ class _Tap:
         return {name: stats_from_running(value, name, weak_ratio) for name, value in self.running.items()}
 
 
-def _top1(output: Any) -> torch.Tensor | None:
+def _logits(output: Any) -> torch.Tensor | None:
     if isinstance(output, (tuple, list)) and output:
         output = output[0]
     logits = getattr(output, "logits", output)
-    if isinstance(logits, torch.Tensor) and logits.ndim == 2 and logits.shape[1] > 1:
-        return logits.argmax(dim=1).cpu()
-    return None
+    return logits if isinstance(logits, torch.Tensor) and logits.ndim == 2 and logits.shape[1] > 1 else None
 
 
 def compare(
@@ -318,8 +316,9 @@ def compare(
                 keys_a, keys_b = list(features_a), list(features_b)
                 cka = StreamingCKA([(f"a:{ka}", f"b:{kb}") for ka in keys_a for kb in keys_b])
             cka.update({**{f"a:{k}": v for k, v in features_a.items()}, **{f"b:{k}": v for k, v in features_b.items()}})
-            top_a, top_b = _top1(output_a), _top1(output_b)
-            if top_a is not None and top_b is not None and top_a.shape == top_b.shape:
+            logits_a, logits_b = _logits(output_a), _logits(output_b)
+            if logits_a is not None and logits_b is not None and logits_a.shape == logits_b.shape:  # same classes
+                top_a, top_b = logits_a.argmax(dim=1).cpu(), logits_b.argmax(dim=1).cpu()
                 predictions[0].append(top_a)
                 predictions[1].append(top_b)
                 for offset in torch.nonzero(top_a != top_b).flatten().tolist()[: MAX_SHOWN_IMAGES - len(shown)]:

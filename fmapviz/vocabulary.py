@@ -181,9 +181,7 @@ def class_index(name: str | int, categories: Sequence[str] | None, what: str = "
             raise ValueError(f"{what} {index} is out of range: the model has {len(categories)} classes.")
         return index
     if categories is None:
-        raise ValueError(
-            f"{what} '{text}' is a class name, but no class names are known; pass categories=."
-        )
+        raise ValueError(f"{what} '{text}' is a class name, but no class names are known; pass categories=.")
     lowered = [category.lower() for category in categories]
     if text.lower() in lowered:
         return lowered.index(text.lower())

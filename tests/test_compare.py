@@ -13,7 +13,7 @@ from torch.nn.utils import prune
 from fmapviz.compare import CompareError, block_layers, compare, compare_checkpoints
 from fmapviz.engines.similarity import linear_cka, pooled_features
 from fmapviz.errors import ModelLoadError
-from fmapviz.views.compare import show_compare_health, show_checkpoints, show_cka, show_disagreements, show_side_by_side
+from fmapviz.views.compare import show_checkpoints, show_cka, show_compare_health, show_disagreements, show_side_by_side
 
 
 def small_net(width: int = 8, seed: int = 0) -> nn.Sequential:
@@ -78,6 +78,7 @@ def test_different_architectures_get_a_rectangular_cka_and_best_matches(images, 
     assert result.layers_b == ["features.0", "features.2", "fc"]
     assert all(b in result.layers_b for _, b in result.pairs)
     assert all(0 <= float(v) <= 1 + 1e-9 for v in result.cka.flatten())
+    assert result.agreement is None  # 5 vs 4 classes: predictions are not compared
 
 
 def test_comparison_figures_are_drawn(images, tmp_path):

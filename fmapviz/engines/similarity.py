@@ -7,11 +7,9 @@ same n inputs, with columns centred, is::
 
 This equals the Gram-matrix form HSIC(XXᵀ, YYᵀ) / sqrt(HSIC(XXᵀ, XXᵀ) · HSIC(YYᵀ, YYᵀ)),
 but needs no n × n Gram matrix. :class:`StreamingCKA` uses this **exact feature-space
-accumulation**: it keeps, in float64, each representation's mean and the centred co-moment
-matrices Xᵀ X, Yᵀ Y and Xᵀ Y, and folds every batch in with the parallel co-moment update
-of Chan, Golub and LeVeque (as :mod:`fmapviz.stats` does for variances)::
-
-    C = C_a + C_b + (m_b − m_a)ₓ (m_b − m_a)ᵧᵀ · n_a n_b / n
+accumulation**: it sums, in float64, each representation's values and the products Xᵀ X, Yᵀ Y
+and Xᵀ Y, all taken around a fixed shift (the first batch's mean, so the sums do not cancel
+catastrophically), and centres at the end: C = Σ(x−k)(y−k')ᵀ − (Σ(x−k))(Σ(y−k'))ᵀ / n.
 
 Memory is O(p² + q² + p·q) per pair, flat in the number of images, and the result equals
 one pass over all images to float rounding (not the minibatch estimator of Nguyen et al. 2021,
@@ -84,12 +82,20 @@ class StreamingCKA:
     def __init__(self, pairs: Iterable[tuple[str, str]]) -> None:
         self.pairs = list(dict.fromkeys((a, b) for a, b in pairs))
         self.names = list(dict.fromkeys(name for pair in self.pairs for name in pair))
+        self.partners: dict[str, list[str]] = {}
+        for a, b in self.pairs:
+            self.partners.setdefault(a, []).append(b)
         self.count = 0
-        self.means: dict[str, torch.Tensor] = {}
-        self.comoments: dict[tuple[str, str], torch.Tensor] = {}
+        self.shifts: dict[str, torch.Tensor] = {}  # the first batch's mean: sums are taken around it
+        self.sums: dict[str, torch.Tensor] = {}  # Σ (x − shift)
+        self.squares: dict[str, torch.Tensor] = {}  # Σ (x − shift)ᵀ (x − shift), p × p
+        self.cross: dict[str, torch.Tensor] = {}  # Σ (x_a − shift_a)ᵀ [x_b − shift_b for b in partners[a]]
 
     def update(self, features: Mapping[str, torch.Tensor]) -> StreamingCKA:
         """Fold one batch in: ``features[name]`` is (n, p) (or maps, pooled with grid 1) for every name.
+
+        Products are computed in the features' dtype (float32 maps: float32 products of values
+        already shifted to near zero mean) and summed in float64.
 
         Raises:
             KeyError: a name of the pairs is missing.
@@ -98,36 +104,47 @@ class StreamingCKA:
         missing = [name for name in self.names if name not in features]
         if missing:
             raise KeyError(f"update() needs features for {', '.join(missing)}.")
-        values = {name: pooled_features(features[name]).to(torch.float64) for name in self.names}
+        values = {name: pooled_features(features[name]) for name in self.names}
         rows = {value.shape[0] for value in values.values()}
         if len(rows) != 1:
             raise ValueError(f"Every representation needs the same inputs; got row counts {sorted(rows)}.")
-        n_b = rows.pop()
-        if n_b == 0:
+        if rows.pop() == 0:
             return self
-        means = {name: value.mean(dim=0) for name, value in values.items()}
-        centred = {name: values[name] - means[name] for name in self.names}
-        n_a, n = self.count, self.count + n_b
-        for key in self._keys():
-            a, b = key
-            batch = centred[a].T @ centred[b]
-            if n_a == 0:
-                self.comoments[key] = batch
-            else:
-                delta_a, delta_b = means[a] - self.means[a], means[b] - self.means[b]
-                self.comoments[key] += batch + torch.outer(delta_a, delta_b) * (n_a * n_b / n)
-        for name in self.names:
-            self.means[name] = (
-                means[name] if n_a == 0 else self.means[name] + (means[name] - self.means[name]) * (n_b / n)
-            )
-        self.count = n
+        dtype = torch.float64 if any(v.dtype == torch.float64 for v in values.values()) else torch.float32
+        first = self.count == 0
+        if first:
+            self.shifts = {name: value.double().mean(dim=0) for name, value in values.items()}
+        shifted = {name: (value.double() - self.shifts[name]).to(dtype) for name, value in values.items()}
+        for name, value in shifted.items():
+            self._add(self.sums, name, value.sum(dim=0, dtype=torch.float64))
+            self._add(self.squares, name, (value.T @ value).double())
+        for a, partners in self.partners.items():
+            right = torch.cat([shifted[b] for b in partners], dim=1)
+            self._add(self.cross, a, (shifted[a].T @ right).double())
+        self.count += len(next(iter(values.values())))
         return self
 
-    def _keys(self) -> list[tuple[str, str]]:
-        return [(name, name) for name in self.names] + [pair for pair in self.pairs if pair[0] != pair[1]]
+    @staticmethod
+    def _add(store: dict[str, torch.Tensor], name: str, value: torch.Tensor) -> None:
+        if name in store:
+            store[name] += value
+        else:
+            store[name] = value
+
+    def _centred(self, a: str, b: str, raw: torch.Tensor) -> torch.Tensor:
+        """Co-moment around the means from sums around the shifts: raw − (Σa)(Σb)ᵀ / n."""
+        return raw - torch.outer(self.sums[a], self.sums[b]) / self.count
+
+    def _cross(self, a: str, b: str) -> torch.Tensor:
+        if b in self.partners.get(a, ()):
+            start = sum(self.sums[name].numel() for name in self.partners[a][: self.partners[a].index(b)])
+            return self._centred(a, b, self.cross[a][:, start : start + self.sums[b].numel()])
+        if a in self.partners.get(b, ()):
+            return self._cross(b, a).T
+        raise ValueError(f"No CKA was accumulated for ({a!r}, {b!r}); list the pair in pairs=.")
 
     def cka(self, a: str, b: str) -> float:
-        """CKA of representations ``a`` and ``b`` (a pair given at construction, or a name with itself).
+        """CKA of representations ``a`` and ``b`` (a pair given at construction).
 
         Returns 0.0 when either representation is constant over the inputs.
 
@@ -136,13 +153,10 @@ class StreamingCKA:
         """
         if self.count < 2:
             raise ValueError("CKA needs at least 2 inputs; update() with more images first.")
-        if (a, b) in self.comoments:
-            cross = self.comoments[(a, b)]
-        elif (b, a) in self.comoments:
-            cross = self.comoments[(b, a)]
-        else:
-            raise ValueError(f"No CKA was accumulated for ({a!r}, {b!r}); list the pair in pairs=.")
-        denominator = float(self.comoments[(a, a)].norm() * self.comoments[(b, b)].norm())
+        cross = self._cross(a, b)
+        norm_a = self._centred(a, a, self.squares[a]).norm()
+        norm_b = self._centred(b, b, self.squares[b]).norm()
+        denominator = float(norm_a * norm_b)
         return float(cross.square().sum()) / denominator if denominator > 0 else 0.0
 
     def matrix(self, rows: list[str], columns: list[str]) -> torch.Tensor:
