@@ -382,6 +382,7 @@ def run_report(args: argparse.Namespace) -> int:
 
 def run_scan(args: argparse.Namespace) -> int:
     import fmapviz
+    from fmapviz.files import FolderLock, save_figure, write_text
 
     shard = None
     if args.shard:
@@ -390,14 +391,18 @@ def run_scan(args: argparse.Namespace) -> int:
         except ValueError:
             raise UsageError(f"--shard must look like i/n (e.g. 0/4), not '{args.shard}'") from None
         shard = (index, count)
-    loaded = _model(args)
     out = Path(args.out)
     _free(out / "scan.json", args)
-    result = fmapviz.scan(loaded, args.data, args.layer, topk=args.topk, batch_size=args.batch_size, shard=shard)
-    result.save(out)
+    loaded = _model(args)
+    with FolderLock(out):
+        result = fmapviz.scan(loaded, args.data, args.layer, topk=args.topk, batch_size=args.batch_size, shard=shard)
+        result.save(out)
+        health = result.dead_channels()  # the short answer to "which channels never fire?", beside the data
+        write_text(out / "channels.txt", "".join(f"{stats}\n" for stats in health.values()))
+        save_figure(fmapviz.show_dead_channels(result), out / "channels.png")
     for path, reason in getattr(result, "skipped", []) or []:
         print(f"skipped {path}: {reason}", file=sys.stderr)
-    _say(args, f"wrote {out}")
+    _say(args, f"wrote {out} (scan.json, scan.pt, channels.txt, channels.png)")
     return 0
 
 

@@ -181,9 +181,9 @@ def test_unwritable_output_folder_is_found_before_the_work(photos, capsys):
     assert time.perf_counter() - started < 30
 
 
-def test_long_error_lines_are_capped(photos, capsys):
+def test_long_error_lines_are_capped(photos, tmp_path, capsys):
     layer = "features." + "9" * 5000
-    assert main(["maps", spec("dict_out"), str(photos / "photo0.png"), "--layer", layer, "-o", "/tmp/x"]) == 1
+    assert main(["maps", spec("dict_out"), str(photos / "photo0.png"), "--layer", layer, "-o", str(tmp_path)]) == 1
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and len(error) < 400
 
@@ -262,3 +262,13 @@ def test_load_image_scales_0_255_floats_and_uint16_and_refuses_what_it_cannot_re
     for message, source in bad.items():
         with pytest.raises(ImageLoadError, match=message):
             fmapviz.load_image(source)
+
+
+def test_scan_writes_a_picture_and_a_text_of_dead_and_weak_channels(photos, tmp_path):
+    out = tmp_path / "scan"
+    args = ["scan", spec("batchnorm_dropout"), str(photos), "--layer", "features.0", "features.2", "-o", str(out)]
+    assert main([*args, "--quiet", "--size", "32"]) == 0
+    lines = (out / "channels.txt").read_text().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["features.0", "features.2"]
+    assert all("dead (never > 0)" in line and "weak" in line for line in lines)
+    assert Image.open(out / "channels.png").size[0] > 100
