@@ -98,6 +98,10 @@ def hierarchy_layers(rows: Sequence[LayerInfo], depth: int = 2) -> list[str]:
     return list(deepest.values())
 
 
+PANEL_PIXELS = 1400
+"""Every panel of a page is drawn this wide, so none leaves the page half empty."""
+
+
 class _Clock:
     """Adds up wall time per stage; ``model`` stages are the computations a report cannot avoid."""
 
@@ -278,16 +282,18 @@ def _page(
             f"image: {Path(name).name}",
             f"input {tuple(x.shape[1:])}, explained class: {predictions[0][0]}",
         ]
-        sections.append((None, header_figure(display, facts, predictions)))
-        hierarchy = show_hierarchy(maps, display, rows, top=spec.top, title="")  # the page's section header says it
+        sections.append((None, header_figure(display, facts, predictions, width_pixels=PANEL_PIXELS)))
+        # the page's section title names the hierarchy, so the figure has none
+        hierarchy = show_hierarchy(maps, display, rows, top=spec.top, title="", width_pixels=PANEL_PIXELS)
         sections.append(("Feature maps, shallow to deep (top channels by mean activation)", hierarchy))
     results, scores = _saliency_results(model, x, target, layers, spec, categories, clock)
     with clock.stage("drawing"):
         captioned = {_saliency_title(result, scores.get(key)): result for key, result in results}
-        figure = show_saliency(captioned, display)
+        figure = show_saliency(captioned, display, width_pixels=PANEL_PIXELS)
         sections.append(("Saliency: what drives the top class (deletion ↓ and insertion ↑ AUC)", figure))
         stats = channel_stats(maps)
-        sections.append(("Channel health: dead (never positive) and weak channels", show_channel_stats(stats)))
+        health = show_channel_stats(stats, width_pixels=PANEL_PIXELS)
+        sections.append(("Channel health: dead (never positive) and weak channels", health))
     entry: dict[str, Any] = {
         "predictions": [{"class": label, "probability": round(p, 5)} for label, p in predictions],
         "saliency_scores": scores,
@@ -310,7 +316,12 @@ def _page(
                 std=loaded.std,
             )
         with clock.stage("drawing"):
-            gallery = show_gallery(result, title=f"{layer}: channels that fired most on this image")
+            gallery = show_gallery(
+                result,
+                ncols=len(result.images),
+                title=f"{layer}: channels that fired most on this image",
+                width_pixels=PANEL_PIXELS,
+            )
             sections.append(("Activation maximization", gallery))
         entry["actmax_channels"] = {layer: strongest.tolist()}
     with clock.stage("drawing"):

@@ -135,8 +135,12 @@ def annotated_grid(
     row_labels: Sequence[str] | None = None,
     tile_pixels: int = 72,
     font_size: float = 8.0,
+    width_pixels: int | None = None,
 ) -> Figure:
     """Draw images in a grid with a title over each: one ``imshow`` and text labels.
+
+    Captions wider than their tile are wrapped (at most three lines, then cut with "…"), so a
+    caption never runs into its neighbour's.
 
     Args:
         images: (N,H,W) or (N,C,H,W) tiles, floats in [0,1] or uint8 (see :func:`mosaic.grid`).
@@ -151,6 +155,8 @@ def annotated_grid(
         row_labels: text left of each row (e.g. layer names), may hold newlines.
         tile_pixels: on-screen tile width to aim for; smaller tiles are magnified by a whole factor (nearest).
         font_size: caption size in points.
+        width_pixels: make the whole figure this wide instead: tiles are resized to fill it (a whole
+            factor by nearest, otherwise smoothly, for pictures), overriding ``tile_pixels``.
 
     Returns:
         A :class:`Figure` wrapping the matplotlib figure.
@@ -168,12 +174,18 @@ def annotated_grid(
         raise ValueError(f"titles has {len(titles)} entries for {count} images; pass one title per image.")
     if row_labels is not None and len(row_labels) != rows:
         raise ValueError(f"row_labels has {len(row_labels)} entries for {rows} rows; pass one label per row.")
-    magnify = max(1, round(tile_pixels / width))
+    left, right, top, bottom = _margins(row_labels, title, colorbar, colorbar_label, font_size)
+    if width_pixels is not None:
+        tiles = _resize_tiles(tiles, _tile_width(width_pixels, columns, padding, left + right))
+        height, width = tiles.shape[1:3]
+    magnify = max(1, round(tile_pixels / width)) if width_pixels is None else 1
     if magnify > 1:
         tiles = tiles.repeat(magnify, axis=1).repeat(magnify, axis=2)
         height, width = height * magnify, width * magnify
     scale = 1.0
     font_pixels = font_size * DPI / 72.0
+    if titles is not None:
+        titles = [fit_caption(str(text), width, font_size) for text in titles]
     lines = max((str(text).count("\n") + 1 for text in titles or []), default=1)
     band = math.ceil(font_pixels * (1.25 * lines + 0.35)) if titles is not None else 0
     if cmap is not None and tiles.shape[3] == 1:
@@ -183,12 +195,6 @@ def annotated_grid(
     mosaic = grid(tiles, columns, padding, pad_value)
     mosaic_h, mosaic_w = mosaic.shape[:2]
     image_w, image_h = mosaic_w * scale / DPI, mosaic_h * scale / DPI
-    text_inches = font_size / 72.0
-    longest = max((len(line) for label in row_labels or [] for line in label.split("\n")), default=0)
-    left = 0.1 + (0.6 * longest * text_inches if row_labels else 0.0)
-    right = 0.1 + (0.9 + 0.6 * text_inches * (len(colorbar_label) > 0) * 2 if colorbar is not None else 0.0)
-    top = 0.1 + (2.2 * text_inches * 1.4 if title else 0.0)
-    bottom = 0.1
     fig_w, fig_h = left + image_w + right, bottom + image_h + top
     figure = new_figure(fig_w, fig_h)
     axes = figure.add_axes((left / fig_w, bottom / fig_h, image_w / fig_w, image_h / fig_h))
@@ -230,6 +236,85 @@ def annotated_grid(
             ((left + image_w + 0.15) / fig_w, bottom / fig_h, 0.15 / fig_w, image_h / fig_h),
         )
     return Figure(figure)
+
+
+def _margins(
+    row_labels: Sequence[str] | None,
+    title: str | None,
+    colorbar: tuple[float, float] | None,
+    colorbar_label: str,
+    font_size: float,
+) -> tuple[float, float, float, float]:
+    """(left, right, top, bottom) inches around an annotated grid's mosaic: row labels, colour bar, title."""
+    text_inches = font_size / 72.0
+    longest = max((len(line) for label in row_labels or [] for line in label.split("\n")), default=0)
+    left = 0.1 + (0.6 * longest * text_inches if row_labels else 0.0)
+    right = 0.1 + (0.9 + 0.6 * text_inches * (len(colorbar_label) > 0) * 2 if colorbar is not None else 0.0)
+    top = 0.1 + (2.2 * text_inches * 1.4 if title else 0.0)
+    return left, right, top, 0.1
+
+
+def _tile_width(width_pixels: int, columns: int, padding: int, margin_inches: float) -> int:
+    room = width_pixels - round(margin_inches * DPI) - padding * (columns + 1)
+    if room < columns:
+        raise ValueError(f"width_pixels={width_pixels} leaves no room for {columns} columns; make it wider.")
+    return room // columns
+
+
+def fit_tile_pixels(
+    width_pixels: int,
+    columns: int,
+    *,
+    padding: int = 2,
+    row_labels: Sequence[str] | None = None,
+    title: str | None = None,
+    colorbar: tuple[float, float] | None = None,
+    colorbar_label: str = "",
+    font_size: float = 8.0,
+) -> int:
+    """The tile width that makes an :func:`annotated_grid` with these annotations ``width_pixels`` wide.
+
+    Example:
+        >>> fit_tile_pixels(1400, 7, row_labels=["features.13\n96×14×14"])
+        184
+    """
+    margins = _margins(row_labels, title, colorbar, colorbar_label, font_size)
+    return _tile_width(width_pixels, columns, padding, margins[0] + margins[1])
+
+
+def fit_caption(text: str, width_pixels: float, font_size: float, max_lines: int = 3) -> str:
+    """``text`` wrapped to lines that fit ``width_pixels`` at ``font_size`` points; cut with "…" past ``max_lines``.
+
+    Example:
+        >>> fit_caption("German short-haired pointer  88.2", 128, 8)
+        'German short-\nhaired pointer\n88.2'
+    """
+    import textwrap
+
+    per_line = max(4, int(width_pixels / (0.62 * font_size * DPI / 72.0)))
+    wrapped = [textwrap.wrap(line, per_line) or [""] for line in text.split("\n")]
+    while sum(len(pieces) for pieces in wrapped) > max(max_lines, len(wrapped)):
+        longest = max(wrapped, key=len)  # cut the line that wraps most, so short lines (a value) survive
+        longest.pop()
+        longest[-1] = longest[-1][: per_line - 1].rstrip() + "…"
+    lines = [piece for pieces in wrapped for piece in pieces]
+    return "\n".join(lines)
+
+
+def _resize_tiles(tiles: np.ndarray, width: int) -> np.ndarray:
+    """(N,H,W,C) uint8 tiles resized to ``width`` columns (aspect kept): nearest by a whole factor, else Lanczos."""
+    count, height, old_width, channels = tiles.shape
+    if width == old_width:
+        return tiles
+    if width % old_width == 0:
+        factor = width // old_width
+        return tiles.repeat(factor, axis=1).repeat(factor, axis=2)
+    from PIL import Image
+
+    size = (width, max(1, round(height * width / old_width)))
+    pictures = (Image.fromarray(tile[..., 0] if channels == 1 else tile) for tile in tiles)
+    stacked = np.stack([np.asarray(picture.resize(size, Image.Resampling.LANCZOS)) for picture in pictures])
+    return stacked[..., None] if stacked.ndim == 3 else stacked
 
 
 def draw_colorbar(

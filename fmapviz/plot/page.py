@@ -13,7 +13,7 @@ from functools import lru_cache
 import numpy as np
 
 from .colors import ArrayLike, to_uint8_image
-from .figures import Figure, new_figure
+from .figures import DPI, Figure, fit_caption, new_figure
 
 MARGIN = 28
 TITLE_PIXELS = 22
@@ -38,6 +38,9 @@ def header_figure(
 ) -> Figure:
     """The report header: the model's input image, a few lines of facts and the top predictions as bars.
 
+    The facts are wrapped to the room between the photo and the bars' class names, so a long
+    model, file or class name never runs into the chart.
+
     Args:
         image: (3,H,W) or (H,W,3) in [0,1] or uint8: the display image the model saw.
         lines: facts to list (model, weights, image file, ...); the first is drawn as the title.
@@ -48,19 +51,21 @@ def header_figure(
         A :class:`Figure`.
     """
     pixels = to_uint8_image(image)
-    height_inches = 2.6
-    figure = new_figure(width_pixels / 100, height_inches)
-    photo = figure.add_axes((0.01, 0.04, height_inches * 0.92 / (width_pixels / 100), 0.92))
+    width, height = width_pixels / DPI, 2.6
+    figure = new_figure(width, height)
+    photo_width = height * 0.92 * pixels.shape[1] / pixels.shape[0]
+    photo = figure.add_axes((0.1 / width, 0.04, photo_width / width, 0.92))
     photo.imshow(pixels)
     photo.set_axis_off()
-    left = 0.02 + height_inches * 0.92 / (width_pixels / 100)
-    figure.text(left, 0.88, lines[0] if lines else "", fontsize=15, weight="bold", va="top")
-    for row, line in enumerate(lines[1:]):
-        figure.text(left, 0.70 - row * 0.12, line, fontsize=9.5, va="top", color="0.2")
+    text_left = 0.1 + photo_width + 0.25
+    text_right = width - 0.2
     if predictions:
-        bars = figure.add_axes((0.70, 0.12, 0.25, 0.72))
-        names = [name for name, _ in predictions][::-1]
+        names = [fit_caption(name, 2.2 * DPI, 9, max_lines=1) for name, _ in predictions][::-1]
         values = [probability for _, probability in predictions][::-1]
+        label_width = 0.62 * 9 / 72 * max(len(name) for name in names) + 0.15
+        bars_width = min(2.6, 0.3 * width)
+        bars_left = width - 0.35 - bars_width
+        bars = figure.add_axes((bars_left / width, 0.12, bars_width / width, 0.72))
         bars.barh(range(len(values)), values, color="#3b6ea5", height=0.65)
         bars.set_yticks(range(len(values)), names, fontsize=9)
         bars.set_xlim(0, 1)
@@ -70,6 +75,16 @@ def header_figure(
         bars.set_title("top predictions (softmax)", fontsize=9.5, loc="left")
         for side in ("top", "right"):
             bars.spines[side].set_visible(False)
+        text_right = bars_left - label_width - 0.3
+    room = max(text_right - text_left, 0.5) * DPI
+    top = 0.9 * height
+    for index, line in enumerate(lines):
+        title = index == 0
+        size = 15 if title else 9.5
+        text = fit_caption(line, room, size * (1.1 if title else 1.0), max_lines=2)  # bold is wider
+        style = {"weight": "bold", "color": "0.1"} if title else {"color": "0.2"}
+        figure.text(text_left / width, top / height, text, fontsize=size, va="top", **style)
+        top -= (text.count("\n") + 1) * size * 1.35 / 72 + 0.12
     return Figure(figure)
 
 

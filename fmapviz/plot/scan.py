@@ -73,7 +73,7 @@ def channel_page_figure(
                     topk)  # fmt: skip
     _draw_crops(figure.add_subplot(layout[1, :]), examples, ncols)
     figure.suptitle(title, fontsize=11)
-    figure.subplots_adjust(left=0.03, right=0.97, top=0.9, bottom=0.02, wspace=0.25, hspace=0.25)
+    figure.subplots_adjust(left=0.03, right=0.97, top=0.9, bottom=0.02, wspace=0.25, hspace=0.45)
     return Figure(figure)
 
 
@@ -96,10 +96,17 @@ def _draw_histogram(axes: Any, counts: np.ndarray, edges: np.ndarray, cut: float
     lefts, rights = edges[low - 1 : high], edges[low : high + 1]
     axes.bar(lefts, counts[low : high + 1], width=rights - lefts, align="edge", color="#4a6fa5", edgecolor="white")
     axes.axvline(cut, color="#d62728", linestyle="--", linewidth=1, label=f"top-{topk} cut")
+    from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
     if lefts[0] > 0:  # all maxima positive (the usual case): a log axis over the bins in use only
         axes.set_xscale("log")
+        axes.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=8))
     else:
         axes.set_xscale("symlog", linthresh=1e-3)
+    # one plain label per major tick ("0.2", "1", "5"): no 10^x mixed with minor-tick labels that collide
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:.3g}"))
+    axes.xaxis.set_minor_formatter(NullFormatter())
+    axes.yaxis.set_major_locator(MaxNLocator(integer=True))  # image counts are whole numbers
     axes.set_xlim(lefts[0], rights[-1])
     axes.set_xlabel("each image's maximum activation", fontsize=8)
     axes.set_ylabel("images", fontsize=8)

@@ -20,6 +20,7 @@ def show_gallery(
     title: str | None = None,
     tile_pixels: int = 128,
     font_size: float = 8.0,
+    width_pixels: int | None = None,
 ) -> Figure:
     """Draw the images of :func:`fmapviz.maximize` in a grid, each captioned with its channel and final activation.
 
@@ -32,6 +33,7 @@ def show_gallery(
         title: figure title.
         tile_pixels: on-screen tile width to aim for (small images are magnified by a whole factor).
         font_size: caption size in points.
+        width_pixels: make the figure this wide (tiles resized to fill it), e.g. a report page's width.
 
     Returns:
         A :class:`fmapviz.plot.Figure` (``.save(path)``, shown inline in Jupyter).
@@ -51,7 +53,8 @@ def show_gallery(
     values = result.final_activation.detach().flatten().tolist()
     captions = [f"{head}  {value:.3g}" for head, value in zip(heads, values)]
     if extra is None:
-        return annotated_grid(images, captions, ncols=ncols, title=title, tile_pixels=tile_pixels, font_size=font_size)
+        return annotated_grid(images, captions, ncols=ncols, title=title, tile_pixels=tile_pixels, font_size=font_size,
+                              width_pixels=width_pixels)  # fmt: skip
     rows = [torch.as_tensor(row).detach().float() for row in extra]
     if len(rows) != count:
         raise ValueError(f"extra has {len(rows)} entries for {count} images; pass one (K,3,h,w) stack per image.")
@@ -66,8 +69,9 @@ def show_gallery(
         tiles += [image[None], resized.clamp(0, 1), blanks]
         titles += [caption] + [f"top {k + 1}" for k in range(len(row))] + [""] * (per_row - len(row))
     return annotated_grid(
-        torch.cat(tiles), titles, ncols=per_row + 1, title=title, tile_pixels=tile_pixels, font_size=font_size
-    )
+        torch.cat(tiles), titles, ncols=per_row + 1, title=title, tile_pixels=tile_pixels, font_size=font_size,
+        width_pixels=width_pixels,
+    )  # fmt: skip
 
 
 def _default_names(result: Any) -> list[str]:

@@ -17,7 +17,7 @@ from ..images import LoadedImage
 from ..layers import LayerInfo
 from ..layers import summary as layer_summary
 from ..plot.colors import colormap_lut, lut_indices, rgb, to_uint8_image
-from ..plot.figures import Figure, annotated_grid
+from ..plot.figures import DPI, Figure, annotated_grid, fit_tile_pixels
 from ..plot.maps import channel_grid, channel_stats_figure, overlay_tiles
 
 MapsInput = torch.Tensor | dict[str, torch.Tensor]
@@ -180,6 +180,7 @@ def show_hierarchy(
     cell: int = 96,
     clip: tuple[float, float] | None = (0.5, 99.5),
     title: str | None = None,
+    width_pixels: int | None = None,
 ) -> Figure:
     """One row per captured layer, shallow to deep: the top channel over the photo, then the top channels.
 
@@ -199,6 +200,7 @@ def show_hierarchy(
         clip: percentiles mapped to the ends of the colour scale (default 0.5, 99.5, so a
             few border pixels cannot wash a row out); None for min and max.
         title: figure title; None for the default, "" for none.
+        width_pixels: make the figure this wide: ``cell`` is chosen to fill it (e.g. a report page).
 
     Returns:
         A :class:`~fmapviz.plot.Figure`.
@@ -218,41 +220,42 @@ def show_hierarchy(
     if summary is None and model is not None:
         summary = layer_summary(model, (1, *photos.shape[1:]))
     rows_by_name = {row.name: row for row in summary or []}
+    title = f"Feature maps from shallow to deep: top {top} channels by {rank} per layer" if title is None else title
+    layers, labels = [], []
+    for name, tensor in maps.items():
+        batch = as_batch(tensor.detach(), f"maps[{name!r}]")[:1]
+        normalized = normalize_maps(batch, "layer", clip)
+        layers.append((select_channels(batch, f"top:{top}", rank), normalized.values))
+        low, high = normalized.value_range
+        shape = "×".join(str(s) for s in batch.shape[1:])
+        labels.append(f"{name}\n{shape}\n{_geometry_text(rows_by_name.get(name))}\nrange {low:.2g}…{high:.2g}")
+    if width_pixels is not None:
+        cell = fit_tile_pixels(width_pixels, top + 1, row_labels=labels, title=title)
     photo = _fit(photos[:1].float(), cell)[0].clamp(0, 1)
     blank = np.full((cell, cell, 3), 255, dtype=np.uint8)
     lut = colormap_lut(cmap)
-    tiles, titles, labels = [], [], []
-    for name, tensor in maps.items():
-        batch = as_batch(tensor.detach(), f"maps[{name!r}]")[:1]
-        chosen = select_channels(batch, f"top:{top}", rank)
-        normalized = normalize_maps(batch, "layer", clip)
-        coloured = lut[lut_indices(_fit(normalized.values[0, chosen], cell)[:, 0])]
-        strongest = upsample(normalized.values[:, chosen[:1]], (cell, cell))[0]
+    tiles, titles = [], []
+    for chosen, values in layers:
+        coloured = lut[lut_indices(_fit(values[0, chosen], cell)[:, 0])]
+        strongest = upsample(values[:, chosen[:1]], (cell, cell))[0]
         tiles += list(overlay_tiles(photo, strongest, cmap, 0.55)) + list(coloured) + [blank] * (top - len(chosen))
         titles += [f"ch {int(chosen[0])} on input"] + [f"ch {c}" for c in chosen.tolist()]
         titles += [""] * (top - len(chosen))
-        low, high = normalized.value_range
-        shape = "×".join(str(s) for s in batch.shape[1:])
-        labels.append(
-            f"{name.split('#')[0]}\n{shape}\n{_geometry_text(rows_by_name.get(name))}\nrange {low:.2g}…{high:.2g}"
-        )
-    return annotated_grid(
-        np.stack(tiles),
-        titles,
-        ncols=top + 1,
-        row_labels=labels,
-        title=title
-        if title is not None
-        else f"Feature maps from shallow to deep: top {top} channels by {rank} per layer",
-        tile_pixels=cell,
-    )
+    return annotated_grid(np.stack(tiles), titles, ncols=top + 1, row_labels=labels, title=title, tile_pixels=cell)
 
 
-def show_channel_stats(stats: ChannelStats | dict[str, ChannelStats]) -> Figure:
+def show_channel_stats(stats: ChannelStats | dict[str, ChannelStats], *, width_pixels: int = 900) -> Figure:
     """Plot channel health: each channel's max, dead (red) and weak (orange) channels, fraction positive.
+
+    Args:
+        stats: from :func:`fmapviz.channel_stats`: one layer's statistics or a dict of them.
+        width_pixels: the figure's width.
+
+    Returns:
+        A :class:`~fmapviz.plot.Figure`, one panel per layer.
 
     Example:
         >>> fmapviz.show_channel_stats(fmapviz.channel_stats(maps)).save("health.png")
     """
     layers = list(stats.values()) if isinstance(stats, dict) else [stats]
-    return channel_stats_figure(layers)
+    return channel_stats_figure(layers, width_inches=width_pixels / DPI)

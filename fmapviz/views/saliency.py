@@ -23,6 +23,7 @@ def show_saliency(
     title: str | None = None,
     tile_pixels: int = 160,
     font_size: float = 8.0,
+    width_pixels: int | None = None,
 ) -> Figure:
     """Overlay saliency maps on the image, side by side: rows are images, columns are methods (and targets).
 
@@ -39,6 +40,7 @@ def show_saliency(
         alpha: heat-map opacity over the photo.
         title: figure title.
         tile_pixels, font_size: tile width on screen and caption size.
+        width_pixels: make the figure this wide (tiles resized to fill it), e.g. a report page's width.
 
     Returns:
         A :class:`fmapviz.plot.Figure` (``.save(path)``, shown inline in Jupyter).
@@ -87,6 +89,7 @@ def show_saliency(
         title=title,
         tile_pixels=tile_pixels,
         font_size=font_size,
+        width_pixels=width_pixels,
         colorbar=colorbar,
         colorbar_cmap=cmap,
         colorbar_label="saliency (shared scale)" if colorbar else "",
