@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from types import SimpleNamespace
 
 import matplotlib
 import numpy as np
@@ -10,8 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+import fmapviz
 from fmapviz.plot import Figure, annotated_grid, apply_colormap, cell_origin, grid, overlay
 from fmapviz.plot.maps import channel_grid, overlay_tiles
+from fmapviz.plot.page import header_figure
+from fmapviz.plot.scan import channel_page_figure
 
 
 def test_grid_puts_tile_k_at_its_cell_and_pads_the_rest():
@@ -114,3 +118,74 @@ def test_channel_grid_raw_mode_skips_matplotlib_and_matches_grid():
     assert figure.matplotlib is None
     expected = grid(values, 5, 2, 255, cmap="gray").astype(int)
     assert np.abs(figure.image.astype(int) - expected).max() <= 1  # the fast path uses 255 palette levels
+
+
+def _boxes(figure, texts):
+    renderer = figure.canvas.get_renderer()
+    return [text.get_window_extent(renderer) for text in texts if text.get_text()]
+
+
+def test_grid_captions_wrap_inside_their_tile_and_never_reach_the_neighbour():
+    captions = ["German short-haired pointer  88.2", "n02088094_Afghan_hound.JPEG  1.5", "tabby  3.1"]
+    figure = annotated_grid(torch.rand(3, 3, 64, 64), captions, ncols=3, tile_pixels=128)
+    matplotlib_figure = figure.matplotlib
+    axes = matplotlib_figure.axes[0]
+    matplotlib_figure.canvas.draw()
+    for index, box in enumerate(_boxes(matplotlib_figure, axes.texts)):
+        top, left = cell_origin(index, (128, 128), 3, 2)
+        tile_left, _ = axes.transData.transform((left - 0.5, 0))
+        tile_right, _ = axes.transData.transform((left + 128 - 0.5, 0))
+        assert tile_left - 1 <= box.x0 and box.x1 <= tile_right + 1, (captions[index], box, tile_left, tile_right)
+    assert axes.texts[0].get_text() == "German short-\nhaired pointer\n88.2"  # the value keeps its own line
+
+
+def test_header_text_never_runs_into_the_prediction_bars():
+    long_title = "my_research_network_with_a_long_name.py:build_the_model · random weights"
+    predictions = [("German short-haired pointer", 0.61), ("Chesapeake Bay retriever", 0.2), ("tabby", 0.1)]
+    figure = header_figure(torch.rand(3, 64, 64), [long_title, "image: " + "x" * 120 + ".png"], predictions)
+    matplotlib_figure = figure.matplotlib
+    matplotlib_figure.canvas.draw()
+    bars = matplotlib_figure.axes[1]
+    labels_left = min(box.x0 for box in _boxes(matplotlib_figure, bars.get_yticklabels()))
+    facts = _boxes(matplotlib_figure, matplotlib_figure.texts)
+    assert len(facts) == 2 and all(box.x1 < labels_left for box in facts)
+    assert all(0 <= box.x0 and box.y0 >= 0 for box in facts)
+
+
+def test_width_pixels_makes_grids_fill_a_page():
+    labels = ["features.13\n96×14×14", "features.18\n1280×7×7"]
+    figure = annotated_grid(torch.rand(14, 3, 32, 32), [f"ch {i}" for i in range(14)], ncols=7, row_labels=labels,
+                            width_pixels=1400)  # fmt: skip
+    assert 1400 - 7 <= figure.image.shape[1] <= 1400
+    maps = {"a": torch.rand(1, 8, 7, 7), "b": torch.rand(1, 16, 4, 4)}
+    hierarchy = fmapviz.show_hierarchy(maps, torch.rand(1, 3, 28, 28), top=4, width_pixels=1000)
+    assert 1000 - 5 <= hierarchy.image.shape[1] <= 1000
+
+
+def test_channel_page_histogram_counts_are_whole_and_tick_labels_do_not_collide():
+    crop = np.full((20, 20, 3), 128, dtype=np.uint8)
+    examples = [
+        SimpleNamespace(
+            image=crop,
+            crop=crop,
+            window=(0, 0, 9, 9),
+            position=(1, 1),
+            value=2.0 - k / 10,
+            rank=k,
+            source=f"image_{k}.png",
+        )  # fmt: skip
+        for k in range(4)
+    ]
+    edges = np.geomspace(0.01, 100, 41)
+    counts = np.zeros(40)
+    counts[[15, 17, 18, 22]] = [1, 2, 1, 1]  # few images: a free y axis would tick at 0.25 steps
+    figure = channel_page_figure(examples, counts, edges, "features.7 channel 3", topk=4).matplotlib
+    figure.canvas.draw()
+    histogram = figure.axes[1]
+    assert all(float(tick).is_integer() for tick in histogram.get_yticks())
+    ticks = sorted(_boxes(figure, histogram.get_xticklabels()), key=lambda box: box.x0)
+    ticks = [box for box in ticks if histogram.bbox.x0 - 5 <= box.x0 <= histogram.bbox.x1]
+    assert len(ticks) >= 2 and all(first.x1 < second.x0 for first, second in zip(ticks, ticks[1:]))
+    (xlabel,) = _boxes(figure, [histogram.xaxis.label])
+    (crops_title,) = _boxes(figure, [figure.axes[2].title])
+    assert xlabel.y0 > crops_title.y1  # the axis label sits above the crops' title, not on it

@@ -292,7 +292,10 @@ def fit_caption(text: str, width_pixels: float, font_size: float, max_lines: int
     import textwrap
 
     per_line = max(4, int(width_pixels / (0.62 * font_size * DPI / 72.0)))
-    wrapped = [textwrap.wrap(line, per_line) or [""] for line in text.split("\n")]
+    wrapped = [
+        [piece if len(piece) <= per_line else piece[: per_line - 1] + "…" for piece in pieces] or [""]
+        for pieces in (textwrap.wrap(line, per_line, break_long_words=False) for line in text.split("\n"))
+    ]
     while sum(len(pieces) for pieces in wrapped) > max(max_lines, len(wrapped)):
         longest = max(wrapped, key=len)  # cut the line that wraps most, so short lines (a value) survive
         longest.pop()
