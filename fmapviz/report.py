@@ -145,7 +145,8 @@ def report(
 
     Raises:
         FmapvizError: the output folder cannot be written, or a file exists and ``force`` is False.
-        Errors of the engines for a bad model or image. A failed report removes its partial output.
+        Errors of the engines for a bad model or image. A failed report keeps its finished pages and
+        writes no partial one; running it again resumes.
 
     Example:
         >>> loaded = fmapviz.load_model("mobilenet_v2", weights="IMAGENET1K_V1")
