@@ -232,7 +232,7 @@ def _say(args: argparse.Namespace, text: str) -> None:
         print(text)
 
 
-def _model(args: argparse.Namespace, architecture_only: bool = False) -> Any:
+def _model(args: argparse.Namespace, architecture_only: bool = False, use_size: bool = True) -> Any:
     import fmapviz
 
     weights = None if architecture_only or str(args.weights).lower() == "none" else args.weights
@@ -244,7 +244,7 @@ def _model(args: argparse.Namespace, architecture_only: bool = False) -> Any:
         trust_checkpoint=args.trust_checkpoint,
         mean=args.mean,
         std=args.std,
-        size=args.size,
+        size=args.size if use_size else None,
         output=args.output,
     )
 
@@ -412,8 +412,8 @@ def run_channel(args: argparse.Namespace) -> int:
     from fmapviz.scan import channel_page
 
     path = _free(Path(args.out), args)
-    loaded = _model(args)
     result = fmapviz.load_scan(args.scan)
+    loaded = _model(args, use_size=False)  # crops are read with the preprocessing the scan used
     figure = channel_page(
         loaded, result, args.layer, args.channel, with_actmax=not args.no_actmax, steps=args.steps, seed=args.seed
     )
