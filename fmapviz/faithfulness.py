@@ -1,0 +1,334 @@
+"""More ways to ask whether a saliency map is faithful to the model, beside deletion/insertion.
+
+* :func:`road` (Rong et al., "A Consistent and Efficient Evaluation Strategy for Attribution
+  Methods", ICML 2022): remove a fraction of the pixels, most relevant first (MoRF) or least
+  relevant first (LeRF), and fill them by *noisy linear imputation* (each removed pixel the
+  weighted mean of its 8 neighbours, solved as one sparse linear system, plus a little noise), so
+  the removed region's shape does not leak the map to the model. A faithful map makes MoRF fall
+  fast and LeRF stay high: the score is ``(mean LeRF - mean MoRF) / 2``, higher is better.
+* :func:`average_drop_increase` (Chattopadhyay et al., "Grad-CAM++", 2018; torchcam's
+  ``ClassificationMetric``): show the model only ``map * x`` and measure how much the class
+  probability drops (lower is better) and how often it rises (higher is better).
+* :func:`infidelity` and :func:`sensitivity` (Yeh et al., 2019) through captum's metrics.
+
+Maps are ``(N, H, W)`` tensors or a :class:`fmapviz.engines.saliency.SaliencyResult` (its first
+target, in its default view); targets are class indices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .capture import model_guard
+from .outputs import output_tensor
+
+NEIGHBOUR_WEIGHTS = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]])
+"""ROAD's imputation: each removed pixel is this weighted mean of its 8 neighbours (Rong et al., 2022)."""
+
+
+def _maps_and_classes(maps: Any, target: Any, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(N, H, W)`` maps and ``(N,)`` classes from a tensor or a SaliencyResult and a target."""
+    if hasattr(maps, "view_maps"):
+        if target is None and maps.target is None:
+            raise ValueError("This SaliencyResult has no class target; pass target= (class indices).")
+        target = maps.target[:, 0] if target is None else target
+        maps = maps.view_maps()[:, 0]
+    if target is None:
+        raise ValueError("Pass target= (one class index, or one per image).")
+    maps = maps[:, 0] if maps.dim() == 4 else maps
+    if maps.dim() != 3 or maps.shape[0] != batch:
+        raise ValueError(f"maps must be (N, H, W) or (N, 1, H, W) with N = {batch}; got {tuple(maps.shape)}.")
+    classes = torch.as_tensor(target, dtype=torch.long, device=maps.device).reshape(-1).expand(batch)
+    return maps.detach().float(), classes
+
+
+def _class_scores(
+    model: nn.Module, x: torch.Tensor, classes: torch.Tensor, score: str, batch_size: int
+) -> torch.Tensor:
+    rows = []
+    for first in range(0, x.shape[0], batch_size):
+        output = output_tensor(model(x[first : first + batch_size]))
+        output = output.softmax(1) if score == "probability" else output
+        rows.append(output.gather(1, classes[first : first + batch_size, None])[:, 0])
+    return torch.cat(rows)
+
+
+def linear_imputation(
+    x: torch.Tensor, removed: torch.Tensor, iterations: int = 2000, tolerance: float = 1e-6
+) -> torch.Tensor:
+    """Fill the ``removed`` pixels of ``x`` by ROAD's linear imputation (no noise).
+
+    Each removed pixel equals the :data:`NEIGHBOUR_WEIGHTS` mean of its in-image neighbours; the
+    sparse symmetric positive definite system this makes is solved by Jacobi-preconditioned
+    conjugate gradients, all images and channels at once, on ``x``'s device.
+
+    Args:
+        x: ``(B, C, H, W)`` images.
+        removed: ``(B, H, W)`` bool, True where a pixel is replaced.
+        iterations: the most CG steps; tolerance: stop when every residual's norm is below
+            ``tolerance`` times its right-hand side's.
+
+    Returns:
+        ``x`` with the removed pixels filled.
+    """
+    channels = x.shape[1]
+    kernel = NEIGHBOUR_WEIGHTS.to(x.device, x.dtype)[None, None].expand(channels, 1, 3, 3)
+
+    def spread(values: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(values, kernel, padding=1, groups=channels)
+
+    unknown = removed[:, None].to(x.dtype).expand_as(x)
+    total = spread(torch.ones_like(x[:1]))  # in-image neighbour weight per pixel
+    diagonal = total.expand_as(x)
+
+    def operator(values: torch.Tensor) -> torch.Tensor:
+        return unknown * (diagonal * values - spread(unknown * values))
+
+    rhs = unknown * spread((1 - unknown) * x)
+    solution = unknown * rhs / diagonal
+    residual = rhs - operator(solution)
+    preconditioned = unknown * residual / diagonal
+    direction = preconditioned.clone()
+    rho = (residual * preconditioned).flatten(1).sum(1)
+    limit = tolerance * rhs.flatten(1).norm(dim=1).clamp(min=1e-12)
+    for _ in range(iterations):
+        if bool((residual.flatten(1).norm(dim=1) <= limit).all()):
+            break
+        product = operator(direction)
+        step = rho / (direction * product).flatten(1).sum(1).clamp(min=1e-30)
+        solution = solution + step[:, None, None, None] * direction
+        residual = residual - step[:, None, None, None] * product
+        preconditioned = unknown * residual / diagonal
+        rho_next = (residual * preconditioned).flatten(1).sum(1)
+        direction = preconditioned + (rho_next / rho.clamp(min=1e-30))[:, None, None, None] * direction
+        rho = rho_next
+    return x * (1 - unknown) + solution * unknown
+
+
+@dataclass
+class RoadResult:
+    """ROAD curves per image.
+
+    Attributes:
+        fractions: ``(P,)`` fraction of pixels removed at each step.
+        morf: ``(N, P)`` score after removing the most relevant pixels first.
+        lerf: ``(N, P)`` score after removing the least relevant pixels first.
+        score: ``(N,)`` ``(mean(lerf) - mean(morf)) / 2``: higher is more faithful.
+        baseline: ``(N,)`` the score on the unchanged image.
+    """
+
+    fractions: torch.Tensor
+    morf: torch.Tensor
+    lerf: torch.Tensor
+    score: torch.Tensor
+    baseline: torch.Tensor
+
+
+def road(
+    model: nn.Module,
+    x: torch.Tensor,
+    maps: Any,
+    target: int | Sequence[int] | torch.Tensor | None = None,
+    fractions: Sequence[float] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
+    noise: float = 0.01,
+    score: Literal["probability", "logit"] = "probability",
+    seed: int = 0,
+    batch_size: int = 16,
+) -> RoadResult:
+    """ROAD: remove-and-debias with noisy linear imputation (Rong et al., 2022).
+
+    At each fraction f, the pixels whose map value is at least the (1 - f) quantile (MoRF), or
+    whose negated value is (LeRF), are replaced by :func:`linear_imputation` plus Gaussian noise
+    of std ``noise`` (in the model's input units, as the paper's 0.01 on normalized images).
+
+    Args:
+        model: a classifier.
+        x: ``(N, C, H, W)`` model input.
+        maps: ``(N, H, W)`` maps or a SaliencyResult.
+        target: class per image (or one for all); taken from a SaliencyResult when None.
+        fractions: fractions of pixels removed.
+        noise: imputation noise std; 0 for plain linear imputation.
+        score: follow the softmax ``"probability"`` of the class (the paper), or its ``"logit"``
+            (pytorch-grad-cam's ``ROADCombined`` with ``ClassifierOutputTarget``).
+        seed: seeds the noise (a generator; the global RNG is untouched).
+        batch_size: images per forward pass.
+
+    Returns:
+        A :class:`RoadResult`.
+
+    Raises:
+        ValueError: maps that do not fit ``x``, fractions outside (0, 1).
+
+    Example:
+        >>> result = fmapviz.saliency(model, x, "gradcam", target=281)
+        >>> fmapviz.faithfulness.road(model, x, result).score
+        tensor([0.31])
+    """
+    maps, classes = _maps_and_classes(maps, target, x.shape[0])
+    if maps.shape[-2:] != x.shape[-2:]:
+        raise ValueError(f"maps are {tuple(maps.shape[-2:])} but x is {tuple(x.shape[-2:])}; upsample them first.")
+    if not all(0 < f < 1 for f in fractions):
+        raise ValueError(f"fractions must lie strictly between 0 and 1; got {list(fractions)}.")
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    levels = torch.tensor([1 - f for f in fractions], device=x.device, dtype=torch.float32)
+    curves = {}
+    with torch.no_grad(), model_guard(model):
+        baseline = _class_scores(model, x, classes, score, batch_size)
+        for order, signed in (("morf", maps), ("lerf", -maps)):
+            flat = signed.flatten(1)
+            thresholds = torch.quantile(flat, levels, dim=1).T  # (N, P)
+            removed = flat[:, None, :] >= thresholds[:, :, None]  # (N, P, H*W)
+            images = x[:, None].expand(-1, len(fractions), -1, -1, -1).flatten(0, 1)
+            filled = linear_imputation(images, removed.reshape(-1, *x.shape[-2:]))
+            if noise:
+                jitter = torch.randn(filled.shape, generator=generator, device=x.device, dtype=x.dtype) * noise
+                filled = filled + jitter * removed.reshape(-1, 1, *x.shape[-2:])
+            rows = classes.repeat_interleave(len(fractions))
+            curves[order] = _class_scores(model, filled, rows, score, batch_size).reshape(x.shape[0], -1)
+    morf, lerf = curves["morf"], curves["lerf"]
+    return RoadResult(torch.tensor(list(fractions)), morf, lerf, (lerf.mean(1) - morf.mean(1)) / 2, baseline)
+
+
+@dataclass
+class ConfidenceChange:
+    """Average Drop and Increase in Confidence per image.
+
+    Attributes:
+        drop: ``(N,)`` ``max(0, p - p_masked) / p``: how much of the class probability is lost
+            when the model sees only ``map * x`` (lower is better).
+        increase: ``(N,)`` bool, ``p_masked > p`` (the share of True is the Increase in Confidence).
+        probability, masked_probability: ``(N,)`` the two probabilities.
+    """
+
+    drop: torch.Tensor
+    increase: torch.Tensor
+    probability: torch.Tensor
+    masked_probability: torch.Tensor
+
+
+def average_drop_increase(
+    model: nn.Module,
+    x: torch.Tensor,
+    maps: Any,
+    target: int | Sequence[int] | torch.Tensor | None = None,
+    batch_size: int = 16,
+) -> ConfidenceChange:
+    """Average Drop and Increase in Confidence (Chattopadhyay et al., 2018), as torchcam computes them.
+
+    Each map is min-max scaled to [0, 1] and multiplies the model input ``x`` (so a zero in the
+    map shows the model a zero input there: the dataset mean for normalized inputs).
+
+    Args:
+        model: a classifier.
+        x: ``(N, C, H, W)`` model input.
+        maps: ``(N, H, W)`` maps or a SaliencyResult.
+        target: class per image; taken from a SaliencyResult when None.
+        batch_size: images per forward pass.
+
+    Returns:
+        A :class:`ConfidenceChange`; ``drop.mean()`` is the Average Drop,
+        ``increase.float().mean()`` the Increase in Confidence.
+
+    Example:
+        >>> change = fmapviz.faithfulness.average_drop_increase(model, x, fmapviz.saliency(model, x, "gradcam"))
+        >>> float(change.drop.mean()), float(change.increase.float().mean())
+    """
+    maps, classes = _maps_and_classes(maps, target, x.shape[0])
+    if maps.shape[-2:] != x.shape[-2:]:
+        raise ValueError(f"maps are {tuple(maps.shape[-2:])} but x is {tuple(x.shape[-2:])}; upsample them first.")
+    low = maps.flatten(1).amin(1)[:, None, None]
+    scaled = (maps - low) / (maps.flatten(1).amax(1)[:, None, None] - low + 1e-8)
+    with torch.no_grad(), model_guard(model):
+        probability = _class_scores(model, x, classes, "probability", batch_size)
+        masked = _class_scores(model, scaled[:, None].to(x.dtype) * x, classes, "probability", batch_size)
+    return ConfidenceChange(
+        (probability - masked).clamp(min=0) / probability, masked > probability, probability, masked
+    )
+
+
+def _per_channel(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``(N, H, W)`` maps spread evenly over the input's channels: ``(N, C, H, W)`` attributions."""
+    return (maps[:, None] / x.shape[1]).expand_as(x).to(x.dtype).contiguous()
+
+
+def infidelity(
+    model: nn.Module,
+    x: torch.Tensor,
+    maps: Any,
+    target: int | Sequence[int] | torch.Tensor | None = None,
+    noise: float = 0.003,
+    samples: int = 10,
+    seed: int = 0,
+    batch_size: int = 16,
+) -> torch.Tensor:
+    """Infidelity (Yeh et al., 2019) through captum: how badly ``map . I`` predicts ``f(x) - f(x - I)`` for noise I.
+
+    Lower is better. The noise is Gaussian with std ``noise``; ``(N, H, W)`` maps are spread evenly
+    over the colour channels; captum's ``normalize=True`` rescales the map optimally first, so the
+    score does not depend on the map's scale.
+
+    Returns:
+        ``(N,)`` infidelity per image.
+    """
+    from captum.metrics import infidelity as captum_infidelity
+
+    maps, classes = _maps_and_classes(maps, target, x.shape[0])
+
+    def perturb(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        change = torch.randn(inputs.shape, generator=generator, device=inputs.device, dtype=inputs.dtype) * noise
+        return change, inputs - change
+
+    generator = torch.Generator(device=x.device).manual_seed(seed)
+    with model_guard(model):
+        return captum_infidelity(
+            lambda inputs: output_tensor(model(inputs)),
+            perturb,
+            x,
+            _per_channel(maps, x),
+            target=classes,
+            n_perturb_samples=samples,
+            max_examples_per_batch=batch_size,
+            normalize=True,
+        )
+
+
+def sensitivity(
+    explain: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    target: int | Sequence[int] | torch.Tensor,
+    radius: float = 0.02,
+    samples: int = 10,
+    seed: int = 0,
+) -> torch.Tensor:
+    """Max-sensitivity (Yeh et al., 2019) through captum: the largest change of the map under small input noise.
+
+    Args:
+        explain: ``explain(inputs, classes) -> (N, H, W)`` maps, e.g.
+            ``lambda inputs, classes: fmapviz.saliency(model, inputs, "gradcam", target=classes).maps[:, 0]``.
+        x: ``(N, C, H, W)`` model input.
+        target: class per image (or one for all).
+        radius: the half-width of the uniform input noise.
+        samples: perturbed copies per image.
+        seed: seeds captum's noise (the caller's RNG state is restored).
+
+    Returns:
+        ``(N,)`` max over samples of ``||map(x + noise) - map(x)|| / ||map(x)||``. Lower is steadier.
+    """
+    from captum.metrics import sensitivity_max
+
+    classes = torch.as_tensor(target, dtype=torch.long, device=x.device).reshape(-1).expand(x.shape[0])
+
+    def attributions(inputs: Any, target: torch.Tensor) -> Any:
+        if isinstance(inputs, tuple):  # captum passes the perturbed batch as a one-tensor tuple
+            return (_per_channel(explain(inputs[0], target), inputs[0]),)
+        return _per_channel(explain(inputs, target), inputs)
+
+    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return sensitivity_max(attributions, x, perturb_radius=radius, n_perturb_samples=samples, target=classes)
