@@ -5,10 +5,11 @@ The names here are the ones a notebook calls; everything else lives in its submo
 Layers of the package: capture → engines → views → report / CLI.
 """
 
-from . import metrics, targets
+from . import faithfulness, metrics, targets
 from .capture import capture, feature_maps, model_guard
 from .compare import compare, compare_checkpoints
 from .engines.actmax import maximize, objectives
+from .engines.dff import deep_feature_factorization
 from .engines.direct import channel_stats
 from .engines.explain import explain_channels
 from .engines.saliency import saliency
@@ -27,6 +28,7 @@ from .views import (
     show_checkpoints,
     show_cka,
     show_compare_health,
+    show_concepts,
     show_dead_channels,
     show_disagreements,
     show_gallery,
@@ -52,6 +54,7 @@ __all__ = [
     "channel_stats",
     "saliency",
     "explain_channels",
+    "deep_feature_factorization",
     "explore",
     "maximize",
     "objectives",
@@ -66,10 +69,12 @@ __all__ = [
     "show_saliency",
     "show_gallery",
     "show_channel_explanation",
+    "show_concepts",
     "show_channel_page",
     "show_dead_channels",
     "Unit",
     "metrics",
+    "faithfulness",
     "targets",
     "FmapvizError",
     "ImageLoadError",

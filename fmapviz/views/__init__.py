@@ -10,7 +10,8 @@ primitives of :mod:`fmapviz.plot`. They never run a model.
 * :mod:`.scan`: :func:`show_channel_page`, :func:`show_dead_channels`;
 * :mod:`.explain`: :func:`show_channel_explanation`;
 * :mod:`.compare`: :func:`show_cka`, :func:`show_side_by_side`, :func:`show_compare_health`,
-  :func:`show_disagreements`, :func:`show_checkpoints`, :func:`show_init_report`, :func:`show_init_histograms`.
+  :func:`show_disagreements`, :func:`show_checkpoints`, :func:`show_init_report`, :func:`show_init_histograms`;
+* :mod:`.concepts`: :func:`show_concepts` (Deep Feature Factorization).
 """
 
 from .actmax import show_gallery
@@ -23,6 +24,7 @@ from .compare import (
     show_init_report,
     show_side_by_side,
 )
+from .concepts import show_concepts
 from .explain import show_channel_explanation
 from .maps import show_channel_stats, show_hierarchy, show_maps
 from .saliency import show_saliency
@@ -38,10 +40,11 @@ __all__ = [
     "show_disagreements",
     "show_init_histograms",
     "show_init_report",
-    "show_side_by_side",
+    "show_concepts",
     "show_dead_channels",
     "show_gallery",
     "show_hierarchy",
     "show_maps",
     "show_saliency",
+    "show_side_by_side",
 ]
