@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 EXAMPLES = {
-    "layers": "fmapviz layers mobilenet_v2\n  fmapviz layers my_net.py:build --size 128",
+    "layers": "fmapviz layers mobilenet_v2   (architecture only: no weights needed)\n"
+    "  fmapviz layers mnist_net.py:build --mean 0.1307 --std 0.3081   (a grayscale model; its size is found)",
     "maps": "fmapviz maps mobilenet_v2 --weights IMAGENET1K_V1 cat.png --layer features.1 features.7 -o maps/\n"
-    "  fmapviz maps resnet18 cat.png --layer 'layer3.*.conv2' --channels top:32 --overlay",
+    "  fmapviz maps resnet18 --weights IMAGENET1K_V1 cat.png --layer 'layer3.*.conv2' --channels top:32 --overlay",
     "saliency": "fmapviz saliency mobilenet_v2 --weights IMAGENET1K_V1 cat.png --method gradcam smoothgrad\n"
-    "  fmapviz saliency resnet18 cat.png --method integrated_gradients --target tabby -o sal/",
+    "  fmapviz saliency my_net.py:build --checkpoint best.pt cat.png --method integrated_gradients --target 3",
     "actmax": "fmapviz actmax mobilenet_v2 --weights IMAGENET1K_V1 --layer features.10 --channels 0-15\n"
     "  fmapviz actmax mobilenet_v2 --weights IMAGENET1K_V1 --class banana --steps 256",
     "report": "fmapviz report mobilenet_v2 --weights IMAGENET1K_V1 cat.png dog.jpg -o report/\n"
@@ -28,7 +29,8 @@ EXAMPLES = {
     "channel": "fmapviz channel mobilenet_v2 --weights IMAGENET1K_V1 scan/ --layer features.7 --channel 12 "
     "-o channel.png",
     "explore": "fmapviz explore mobilenet_v2 --weights IMAGENET1K_V1 photos/ --layers features.7 features.14 -o site/\n"
-    "  torchrun --nproc-per-node 2 -m fmapviz.explore resnet18 photos/ --layers layer3 layer4 -o site/",
+    "  torchrun --nproc-per-node 2 -m fmapviz.explore resnet18 --weights IMAGENET1K_V1 photos/ --layers layer3 layer4 "
+    "-o site/",
 }
 
 
