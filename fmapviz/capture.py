@@ -227,8 +227,9 @@ class Capture:
     Use :func:`capture` to build one. Hooks and the copy-before-write guard live only
     inside the ``with`` block; they are removed on exit, on exceptions and on
     KeyboardInterrupt. Inside the block the model runs in eval mode (``train=True``: train
-    mode, with its buffers such as BatchNorm statistics restored on exit); its modes come
-    back on exit, and ``requires_grad`` flags and parameters are never touched.
+    mode, with its buffers such as BatchNorm statistics restored on exit; ``train=None``: as the
+    caller left it, for training loops); its modes come back on exit, and ``requires_grad``
+    flags and parameters are never touched.
     """
 
     def __init__(
@@ -243,7 +244,7 @@ class Capture:
         pick: OutputPicker | None = None,
         reduce: Callable[[str, torch.Tensor], Any] | None = None,
         layout: Layout = "auto",
-        train: bool = False,
+        train: bool | None = False,
     ) -> None:
         if isinstance(model, torch.jit.ScriptModule):
             raise TypeError("TorchScript modules run no hooks: capture the Python model (nn.Module) instead.")
@@ -269,8 +270,9 @@ class Capture:
 
     def __enter__(self) -> FeatureMaps:
         try:
-            self._mode = model_guard(self.model, train=self.train, freeze=False)
-            self._mode.__enter__()
+            if self.train is not None:
+                self._mode = model_guard(self.model, train=self.train, freeze=False)
+                self._mode.__enter__()
             self._handles.append(self.model.register_forward_pre_hook(self._start_pass))
             for name, module in zip(self.names, self._modules):
                 self._handles.append(module.register_forward_hook(self._hook_for(name)))
@@ -435,7 +437,7 @@ def capture(
     pick: OutputPicker | None = None,
     reduce: Callable[[str, torch.Tensor], Any] | None = None,
     layout: Layout = "auto",
-    train: bool = False,
+    train: bool | None = False,
 ) -> Capture:
     """Record the outputs of the selected layers during the forward passes in a ``with`` block.
 
@@ -460,8 +462,9 @@ def capture(
             channels-last are detected), ``"nchw"`` (as is), ``"tokens"``, ``"nhwc"``, or a dict
             from layer name (or glob) to one of these; see :mod:`fmapviz.tokens`. With
             ``keep_grad``, ``maps.grads`` uses the same layout as the maps.
-        train: run the model in train mode inside the block (dropout, batch statistics);
-            by default it runs in eval mode. Either way its modes and buffers come back on exit.
+        train: False (default): the model runs in eval mode inside the block; True: in train mode
+            (dropout, batch statistics). Either way its modes and buffers come back on exit. None:
+            leave mode and buffers to the caller, as a training loop that logs its own steps needs.
 
     Returns:
         A context manager whose ``__enter__`` gives a :class:`FeatureMaps` dict,

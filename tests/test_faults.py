@@ -283,3 +283,17 @@ def test_help_examples_run_offline_with_cached_weights_only():
             torchvision_name = any(name in line.split() for name in ("mobilenet_v2", "resnet18"))
             if torchvision_name and command != "layers":  # layers needs no weights
                 assert "--weights IMAGENET1K_V1" in line, line
+
+
+def test_a_training_step_watched_by_the_tensorboard_logger_stays_a_training_step(tmp_path):
+    import user_models
+    from torch.utils.tensorboard import SummaryWriter
+
+    from fmapviz.integrations.tensorboard import FeatureMapLogger
+
+    model = user_models.batchnorm_dropout()
+    statistics = model.features[1].running_mean.clone()
+    with SummaryWriter(tmp_path) as writer, FeatureMapLogger(writer, model, "features.0", every=1).watch(0):
+        assert model.training
+        model(torch.randn(4, 3, 8, 8))
+    assert not torch.equal(model.features[1].running_mean, statistics)  # BatchNorm learned from the batch

@@ -43,7 +43,7 @@ class FeatureMapCallback(Callback):
 
     def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
         if trainer.global_step % self.every == 0 and self._capture is None:
-            self._capture = capture(pl_module, self.layers)
+            self._capture = capture(pl_module, self.layers, train=None)  # the training step stays as it is
             self._maps = self._capture.__enter__()
             self._step = trainer.global_step  # the optimizer step increments it before on_train_batch_end
 

@@ -119,7 +119,7 @@ class FeatureMapLogger:
         if not self.due(step):
             yield
             return
-        with capture(self.model, self.layers) as maps:
+        with capture(self.model, self.layers, train=None) as maps:  # the training step stays as it is
             yield
             captured = dict(maps)
         if captured:
