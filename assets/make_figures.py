@@ -106,7 +106,7 @@ def save_saliency(loaded: fmapviz.models.LoadedModel, image: fmapviz.images.Load
     """Grad-CAM at three depths (one forward and backward), SmoothGrad and Integrated Gradients."""
     model, x = loaded.model, image.tensor
     results = {}
-    cams = fmapviz.saliency(model, x, "gradcam", layer=["features.7", "features.14", "features.18"])
+    cams = fmapviz.saliency(model, x, "gradcam", layers=["features.7", "features.14", "features.18"])
     for layer in cams.layer_maps:
         results[f"Grad-CAM {layer}"] = cams.for_layer(layer)
     results["SmoothGrad"] = fmapviz.saliency(model, x, "smoothgrad", samples=25)

@@ -31,7 +31,7 @@ def computations(loaded: fmapviz.models.LoadedModel, image: fmapviz.images.Loade
     fmapviz.feature_maps(model, x, layers, stop_early=False)
     with torch.no_grad():
         target = int(model(x).argmax())
-    cam = fmapviz.saliency(model, x, "gradcam", target=target, layer=layers[-spec.gradcam_layers :])
+    cam = fmapviz.saliency(model, x, "gradcam", target=target, layers=layers[-spec.gradcam_layers :])
     maps = [cam.layer_maps[name][:, 0] for name in cam.layer_maps]
     for method in spec.methods:
         maps.append(fmapviz.saliency(model, x, method, target=target, seed=spec.seed).maps[:, 0])

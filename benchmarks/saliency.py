@@ -80,19 +80,19 @@ def bench_model(name: str) -> tuple[list[list[object]], list[str]]:
         "floor": floor,
         "fmapviz gradient": lambda: fmapviz.saliency(model, x, "gradient"),
         "captum Saliency": captum_saliency,
-        "fmapviz gradcam": lambda: fmapviz.saliency(model, x, "gradcam", layer=layer),
+        "fmapviz gradcam": lambda: fmapviz.saliency(model, x, "gradcam", layers=layer),
         "captum LayerGradCam + upsample": captum_gradcam,
         "torchcam GradCAM + upsample": torchcam_cam("GradCAM"),
         "pytorch-grad-cam GradCAM": gradcam_lib("GradCAM"),
-        "fmapviz gradcam++": lambda: fmapviz.saliency(model, x, "gradcam++", layer=layer),
+        "fmapviz gradcam++": lambda: fmapviz.saliency(model, x, "gradcam++", layers=layer),
         "torchcam GradCAMpp + upsample": torchcam_cam("GradCAMpp"),
         "pytorch-grad-cam GradCAM++": gradcam_lib("GradCAMPlusPlus"),
         f"fmapviz gradcam, earliest of 4 ({four_layers[0]})": lambda: fmapviz.saliency(
-            model, x, "gradcam", layer=four_layers[0]
+            model, x, "gradcam", layers=four_layers[0]
         ),
-        "fmapviz gradcam, 4 layers at once": lambda: fmapviz.saliency(model, x, "gradcam", layer=four_layers),
+        "fmapviz gradcam, 4 layers at once": lambda: fmapviz.saliency(model, x, "gradcam", layers=four_layers),
         "fmapviz gradcam, 4 separate calls": lambda: [
-            fmapviz.saliency(model, x, "gradcam", layer=one) for one in four_layers
+            fmapviz.saliency(model, x, "gradcam", layers=one) for one in four_layers
         ],
     }
     times = time_interleaved(fast, rounds=7)

@@ -53,8 +53,8 @@ def load_samples(count: int, loaded: fmapviz.models.LoadedModel) -> tuple[torch.
 
 def method_options(method: str, loaded: fmapviz.models.LoadedModel) -> dict:
     options = dict(EXPENSIVE.get(method, {}))
-    if METHODS[method].space == "layer" or method == "guided_gradcam":
-        options["layer"] = LAYER
+    if METHODS[method].takes_layer:
+        options["layers"] = LAYER
     if method == "integrated_gradients":
         options.update(mean=loaded.mean, std=loaded.std)  # baseline "black" = true black pixels
     return options

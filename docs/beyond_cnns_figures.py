@@ -68,11 +68,11 @@ def vit_figures(cat: fmapviz.images.LoadedImage) -> None:
     title = "vit_b_16 (RANDOM weights) encoder_layer_1: 197 tokens -> 768 x 14 x 14 maps, top 7 channels"
     save(fmapviz.show_maps(maps, "top:7", image=cat, title=title), "vit_maps.png")
     results = {
-        "encoder_layer_11: all 0": fmapviz.saliency(
-            vit, cat.tensor, "gradcam", layer="encoder.layers.encoder_layer_11"
+        "encoder_layer_11: warns, uses ...11.ln_1": fmapviz.saliency(
+            vit, cat.tensor, "gradcam", layers="encoder.layers.encoder_layer_11"
         ),
-        "layer=None: ...11.ln_1": fmapviz.saliency(vit, cat.tensor, "gradcam"),
-        "encoder_layer_6": fmapviz.saliency(vit, cat.tensor, "gradcam", layer="encoder.layers.encoder_layer_6"),
+        "layers=None: ...11.ln_1": fmapviz.saliency(vit, cat.tensor, "gradcam"),
+        "encoder_layer_6": fmapviz.saliency(vit, cat.tensor, "gradcam", layers="encoder.layers.encoder_layer_6"),
     }
     title = "vit_b_16 (RANDOM weights) Grad-CAM of the top class: the last block's output cannot be used"
     save(fmapviz.show_saliency(results, cat.display, title=title), "vit_gradcam.png")
@@ -100,7 +100,7 @@ def detection_figures(coffee: fmapviz.images.LoadedImage) -> None:
     with torch.no_grad():
         found = detector(photo)[0]
     boxes, labels = found["boxes"][:1], found["labels"][:1]
-    result = fmapviz.saliency(detector, photo, "gradcam", target=BoxScoreTarget(boxes, labels), layer="backbone")
+    result = fmapviz.saliency(detector, photo, "gradcam", target=BoxScoreTarget(boxes, labels), layers="backbone")
     boxed = draw_bounding_boxes((photo[0] * 255).to(torch.uint8), boxes, colors="red", width=3).float() / 255
     panels = {f"{key} ({'sum' if key == 'backbone' else 'level'})": result.for_layer(key) for key in result.layer_maps}
     title = "Grad-CAM of the red box's score (BoxScoreTarget), RANDOM-weight detector"
@@ -116,7 +116,7 @@ def segmentation_figure(cat: fmapviz.images.LoadedImage) -> None:
     category = int(labels.flatten().mode().values)
     mask = labels[0] == category
     target = MaskTarget(category, mask)
-    result = fmapviz.saliency(segmenter, cat.tensor, "gradcam", target=target, layer="backbone")
+    result = fmapviz.saliency(segmenter, cat.tensor, "gradcam", target=target, layers="backbone")
     panels = {key: result.for_layer(key) for key in result.layer_maps}
     masked = cat.display * (0.35 + 0.65 * mask.float())
     title = f"lraspp_mobilenet_v3_large (RANDOM weights): MaskTarget, class {category} over its predicted pixels"

@@ -16,7 +16,16 @@ after that, maps are held by reference and a dispatch-level guard protects them:
 copied only at the moment an in-place op is about to overwrite it, or not at all when the
 op can run out of place instead.
 A module that runs more than once per forward gives one entry per call:
-``"relu"``, ``"relu#2"``, ``"relu#3"``.
+``"relu"``, ``"relu#2"``, ``"relu#3"`` (torchvision's ResNet blocks call one ``relu`` twice; the
+second call is the block output). A call key is a layer selector too: ``"layer4.1.relu#2"`` captures
+only that call.
+
+.. _reused-modules:
+
+Reused modules, one rule for every engine: where one map per layer is needed (saliency layers and
+unit targets, actmax objectives), a module named without ``#k`` means its **last call** in the forward
+pass, as captum's ``LayerGradCam`` reads it; name ``"layer4.1.relu#1"`` for the first. :func:`layer_keys`
+applies the rule. :func:`capture` and :func:`feature_maps` return every call.
 
 Transformer outputs are stored as (N, C, H, W) maps: ViT tokens ``(N, 1+H*W, C)`` and Swin's
 channels-last ``(N, H, W, C)`` are read with :func:`fmapviz.tokens.to_spatial` (``layout=`` overrides
@@ -35,7 +44,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -79,11 +88,67 @@ def _resolve(named: dict[str, nn.Module], layers: LayerSelectors) -> list[str]:
         raise LayerNotFoundError("No layers selected. Pass a module name, a glob, a type or 'all'.")
     chosen: set[str] = set()
     for selector in selectors:
-        matched = _match(selector, named, names)
+        call = _call_selector(selector, named, names)
+        matched = [call] if call else _match(selector, named, names)
         if not matched:
             raise LayerNotFoundError(_not_found_message(selector, named, names))
         chosen.update(matched)
-    return [name for name in names if name in chosen]
+    order = {name: index for index, name in enumerate(names)}
+    return sorted(chosen, key=lambda key: (order[module_name(key)], call_number(key)))
+
+
+def _call_selector(selector: LayerSelector, named: dict[str, nn.Module], names: list[str]) -> str | None:
+    """``"relu#2"`` as given when it names a call of a module of the model; None for other selectors."""
+    if not isinstance(selector, str) or "#" not in selector:
+        return None
+    name, _, number = selector.partition("#")
+    if name not in named or not name:
+        raise LayerNotFoundError(_not_found_message(name, named, names))
+    if not number.isdigit() or int(number) < 1:
+        raise LayerNotFoundError(
+            f"Bad call key '{selector}': write '{name}#2' for the second call (calls count from 1)."
+        )
+    return selector
+
+
+def call_number(key: str) -> int:
+    """Which call of its module a capture key is: ``"relu"`` -> 1, ``"relu#3"`` -> 3, ``"backbone#2:0"`` -> 2."""
+    number = key.split(":")[0].partition("#")[2]
+    return int(number) if number else 1
+
+
+def layer_keys(keys: Iterable[str], layer: str) -> list[str]:
+    """The capture keys that hold ``layer``'s map, by the reused-module rule (see :mod:`fmapviz.capture`).
+
+    ``layer`` may name a call (``"relu#2"``, or ``"relu#1"`` for the first) or a level
+    (``"backbone:0"``); a module named without ``#k`` gives its last call. A layer that returns
+    a dict of maps gives one key per level of that call.
+
+    Args:
+        keys: the keys of captured maps (a :class:`FeatureMaps` or any iterable of keys).
+        layer: a layer name or capture key.
+
+    Returns:
+        The matching keys in capture order; empty when the layer did not run.
+
+    Example:
+        >>> layer_keys(["layer1.0.relu", "layer1.0.relu#2"], "layer1.0.relu")
+        ['layer1.0.relu#2']
+    """
+    keys = list(keys)
+    call, colon, level = layer.partition(":")
+    name = call.partition("#")[0]
+    if "#" not in call:
+        calls = [call_number(key) for key in keys if module_name(key) == name]
+        if not calls:
+            return []
+        call = name if max(calls) == 1 else f"{name}#{max(calls)}"
+    elif call_number(call) == 1:
+        call = name
+    if colon:
+        wanted = f"{call}:{level}"
+        return [wanted] if wanted in keys else []
+    return [key for key in keys if key == call or key.startswith(f"{call}:")]
 
 
 def _match(selector: LayerSelector, named: dict[str, nn.Module], names: list[str]) -> list[str]:
@@ -253,16 +318,23 @@ class Capture:
         self._mode: Any = None
         named = dict(model.named_modules())
         self.names = _resolve(named, layers)
-        self._modules = [named[name] for name in self.names]
+        self._wanted: dict[str, set[int] | None] = {}  # module -> the calls to keep (None: all)
+        for key in self.names:
+            module, calls = module_name(key), self._wanted.get(module_name(key), set())
+            self._wanted[module] = None if "#" not in key or calls is None else calls | {call_number(key)}
+        self._modules = [named[name] for name in self._wanted]
+        self._finish_with = _finishing_parents(model, named, self._wanted) if stop_early else {}
+        self._finish_after = {child for children in self._finish_with.values() for child in children}
         self.device = torch.device(device) if device is not None else None
         self.dtype = dtype
         self.keep_grad = keep_grad
         self.stop_early = stop_early
         self.pick = pick
         self.reduce = reduce
-        self.layouts = _layouts(layout, self.names)
+        self.layouts = _layouts(layout, list(self._wanted))
         self.maps = FeatureMaps()
         self._calls: dict[str, int] = {}
+        self._pending: set[str] = set(self._wanted)  # stop_early: modules that may still run
         self._copied_bytes = 0
         self._watched: dict[int | None, list[str]] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -274,8 +346,13 @@ class Capture:
                 self._mode = model_guard(self.model, train=self.train, freeze=False)
                 self._mode.__enter__()
             self._handles.append(self.model.register_forward_pre_hook(self._start_pass))
-            for name, module in zip(self.names, self._modules):
+            for name, module in zip(self._wanted, self._modules):
                 self._handles.append(module.register_forward_hook(self._hook_for(name)))
+            for parent, children in self._finish_with.items():
+                if parent is self.model:
+                    continue  # done when the forward ends
+                hook = functools.partial(self._parent_finished, children)
+                self._handles.append(parent.register_forward_hook(hook))
         except BaseException:
             self._release()
             raise
@@ -301,6 +378,7 @@ class Capture:
         self.maps.clear()
         self.maps.grads.clear()
         self._calls.clear()
+        self._pending = set(self._wanted)
         self._copied_bytes = 0
         self._watched.clear()
 
@@ -319,9 +397,23 @@ class Capture:
 
         return hook
 
+    def _parent_finished(self, children: list[str], module: nn.Module, args: Any, output: Any) -> None:
+        self._finished([child for child in children if child in self._calls])
+
+    def _finished(self, names: list[str]) -> None:
+        """Stop the forward (stop_early) once no selected module is left to run."""
+        self._pending.difference_update(names)
+        if self.stop_early and not self._pending:
+            raise _StopForward
+
     def _record(self, name: str, output: Any) -> Any:
         calls = self._calls[name] = self._calls.get(name, 0) + 1
         key = name if calls == 1 else f"{name}#{calls}"
+        wanted = self._wanted[name]
+        if wanted is not None and calls not in wanted:
+            if calls > max(wanted):
+                self._finished([name])
+            return None
         layout = self.layouts.get(name, "auto")
         levels = None if self.pick is not None else map_levels(output)
         replacement = None
@@ -336,8 +428,8 @@ class Capture:
             news = {level: self._store(f"{key}:{level}", value, layout, True) for level, value in levels.items()}
             changed = {level: new for level, new in news.items() if new is not None}
             replacement = type(output)({**output, **changed}) if changed else None
-        if self.stop_early and len(self._calls) == len(self.names):
-            raise _StopForward
+        if self.stop_early and (calls == max(wanted) if wanted is not None else name not in self._finish_after):
+            self._finished([name])
         return replacement
 
     def _store(self, key: str, tensor: torch.Tensor, layout: str, whole_output: bool) -> torch.Tensor | None:
@@ -373,6 +465,26 @@ class Capture:
 
     def _store_grad(self, key: str, layout: str, grad: torch.Tensor) -> None:
         self.maps.grads[key] = as_spatial(grad, layout)
+
+
+def _finishing_parents(
+    model: nn.Module, named: dict[str, nn.Module], wanted: dict[str, set[int] | None]
+) -> dict[nn.Module, list[str]]:
+    """For ``stop_early``: the parents whose end marks the last call of a selected module.
+
+    A module with submodules (a block) or inside an ``nn.Sequential`` runs once per call of its
+    parent, so it is done after its call. A leaf module elsewhere (a ``relu`` that a ResNet block
+    calls twice) may run again until its parent's forward returns: it is done when the parent is.
+    Modules whose parent is the model itself are then waited for to the end of the forward.
+    """
+    parents: dict[nn.Module, list[str]] = {}
+    for name, calls in wanted.items():
+        module = named[name]
+        parent = named[name.rpartition(".")[0]]
+        if calls is not None or isinstance(parent, nn.Sequential) or next(module.children(), None) is not None:
+            continue
+        parents.setdefault(parent, []).append(name)
+    return parents
 
 
 def _layouts(layout: Layout, names: list[str]) -> dict[str, str]:
@@ -451,8 +563,10 @@ def capture(
             When neither the input nor the parameters require gradients, the first
             captured layer becomes the start of the graph, so a backward pass stops
             there instead of running down to the input.
-        stop_early: end the forward pass as soon as every selected layer has run once;
-            the ``with`` block then exits quietly, skipping the rest of its body.
+        stop_early: end the forward pass once every selected layer has made its last call:
+            a module with submodules or inside an ``nn.Sequential`` after its call, a named call
+            (``"relu#2"``) after that call, any other leaf module (which a block may call twice)
+            when its parent returns. The ``with`` block then exits quietly, skipping the rest of its body.
         pick: which tensor to take from a layer that returns a tuple, dict or object
             (default: see :mod:`fmapviz.outputs`).
         reduce: store ``reduce(name, output)`` instead of the map, computed as the layer
@@ -503,7 +617,8 @@ def feature_maps(
         x: the model input tensor, batch first (``load_image(...).tensor``).
         layers: layer selectors (see :mod:`fmapviz.capture`).
         device, dtype, pick, layout, train: as in :func:`capture` (eval mode unless ``train``).
-        stop_early: skip the layers after the last selected one (default True).
+        stop_early: skip the layers after the last selected one (default True); every call of a
+            module that runs more than once is still returned (see :func:`capture`).
 
     Returns:
         A dict from layer name to tensor, in execution order.

@@ -20,7 +20,9 @@ EXAMPLES = {
     "maps": "fmapviz maps mobilenet_v2 --weights IMAGENET1K_V1 cat.png --layer features.1 features.7 -o maps/\n"
     "  fmapviz maps resnet18 --weights IMAGENET1K_V1 cat.png --layer 'layer3.*.conv2' --channels top:32 --overlay",
     "saliency": "fmapviz saliency mobilenet_v2 --weights IMAGENET1K_V1 cat.png --method gradcam smoothgrad\n"
-    "  fmapviz saliency my_net.py:build --checkpoint best.pt cat.png --method integrated_gradients --target 3",
+    "  fmapviz saliency my_net.py:build --checkpoint best.pt cat.png --method integrated_gradients --target 3\n"
+    "  fmapviz saliency resnet18 --weights IMAGENET1K_V1 cat.png --method gradcam --layers layer4.1.relu#2 "
+    "--target 'layer3.1.relu[7]'",
     "actmax": "fmapviz actmax mobilenet_v2 --weights IMAGENET1K_V1 --layer features.10 --channels 0-15\n"
     "  fmapviz actmax mobilenet_v2 --weights IMAGENET1K_V1 --class banana --steps 256",
     "report": "fmapviz report mobilenet_v2 --weights IMAGENET1K_V1 cat.png dog.jpg -o report/\n"
@@ -125,9 +127,16 @@ def build_parser() -> _Parser:
     sal = command("saliency", "Write saliency maps (Grad-CAM, SmoothGrad, IG, ...) for each image.")
     sal.add_argument("model", help=model_help)
     sal.add_argument("images", nargs="+", help="image files, folders or globs")
-    sal.add_argument("--method", nargs="+", default=["gradcam"], help="saliency methods (default gradcam)")
-    sal.add_argument("--target", default="top", help="top, top:3, a class index or a class name (default top)")
-    sal.add_argument("--layer", nargs="+", help="layers for Grad-CAM methods (default: the last spatial one)")
+    sal.add_argument(
+        "--method",
+        nargs="+",
+        default=["gradcam"],
+        help="saliency methods (default gradcam; a wrong name lists them all)",
+    )
+    sal.add_argument(
+        "--target", default="top", help="top, top:3, a class index, a class name or a unit layer[c] (default top)"
+    )
+    sal.add_argument("--layers", nargs="+", help="layers of the CAM methods, e.g. layer4.1.relu#2 (default: searched)")
     sal.add_argument("-o", "--out", default="fmapviz-saliency", help="output folder (default fmapviz-saliency)")
 
     act = command("actmax", "Synthesize images that maximize channels of a layer, or a class.")
@@ -313,13 +322,18 @@ def run_maps(args: argparse.Namespace) -> int:
 
 def run_saliency(args: argparse.Namespace) -> int:
     import fmapviz
+    from fmapviz.engines.saliency import METHODS, LayerSearchCache
     from fmapviz.files import save_figure, writable_folder
 
+    unknown = [method for method in args.method if method not in METHODS]
+    if unknown:
+        raise UsageError(f"unknown saliency method '{unknown[0]}'; choose from {', '.join(METHODS)}")
     writable_folder(Path(args.out))  # before the work, not after it
     loaded = _model(args)
     image = _images(args, loaded)
     target = int(args.target) if args.target.isdigit() else args.target
     out = Path(args.out)
+    searches = LayerSearchCache()  # layers=None searches once per run, not once per image and method
     for index, name in enumerate(image.names):
         path = _free(out / f"{_safe(Path(name).stem)}_saliency.png", args)
         x = image.tensor[index : index + 1].to(loaded.device)
@@ -329,9 +343,10 @@ def run_saliency(args: argparse.Namespace) -> int:
                 x,
                 method,
                 target=target,
-                layer=args.layer,
+                layers=args.layers if METHODS[method].takes_layer else None,
                 categories=loaded.categories,
-                **({"seed": args.seed} if method in ("smoothgrad", "integrated_gradients") else {}),
+                layer_search=searches,
+                **({"seed": args.seed} if METHODS[method].seeded else {}),
             )
             for method in args.method
         ]

@@ -8,7 +8,14 @@
   rank correlation of each map with the trained model's map. A map that explains the model must change
   (correlation falls towards 0); one that stays similar mostly reflects the input.
 
-Targets follow :mod:`fmapviz.engines.saliency` (section Targets).
+Substrates: what deleted pixels become, or what insertion starts from, is named by ``baseline`` and
+recorded in each curve (``curve.baseline``), so every table can say which it used: ``"black"``,
+``"blur"`` (fmapviz's default for insertion: sigma = max(H, W) / 20, 11 px at 224 px, 45 px kernel,
+much stronger than RISE's), ``"rise_blur"`` (RISE's blur: sigma 5 px, 11 px kernel; insertion AUCs
+move by up to 0.2 between the two), ``"noise"`` or a tensor (see
+:data:`fmapviz.engines.saliency.BASELINES`).
+
+Targets follow :mod:`fmapviz.engines.saliency.targets`.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import torch
 from torch import nn
 
 from .capture import LayerSelector, model_guard, resolve_layers
-from .engines.saliency import SaliencyResult, View, apply_view, make_baseline, saliency
+from .engines.saliency import SaliencyResult, View, make_baseline, saliency
 from .outputs import output_tensor
 
 
@@ -35,12 +42,14 @@ class PerturbationCurve:
         fractions: ``(S,)`` fraction of pixels removed (deletion) or inserted (insertion), 0 to 1.
         scores: ``(N, S)`` softmax probability of each image's target class at each step.
         auc: ``(N,)`` area under each curve (trapezoid rule over ``fractions``).
+        baseline: the substrate's name (``"blur"``, ``"rise_blur"``, ``"black"``, ...; ``"tensor"`` for a tensor).
     """
 
     mode: str
     fractions: torch.Tensor
     scores: torch.Tensor
     auc: torch.Tensor
+    baseline: str = "black"
 
 
 def _maps_and_classes(
@@ -91,7 +100,8 @@ def _perturbation_curve(
                 probabilities = output_tensor(model(start * (1 - mask) + end * mask)).softmax(1)
                 scores[image, first : first + batch_size] = probabilities[:, classes[image]]
     fractions = counts.to(scores.dtype) / pixels
-    return PerturbationCurve(mode, fractions, scores, torch.trapezoid(scores, fractions, dim=1))
+    name = baseline if isinstance(baseline, str) else "tensor"
+    return PerturbationCurve(mode, fractions, scores, torch.trapezoid(scores, fractions, dim=1), name)
 
 
 def deletion(
@@ -111,7 +121,8 @@ def deletion(
         maps: ``(N, H, W)`` maps, or a :class:`SaliencyResult` (its first target and default view).
         target: class per image (or one for all); taken from a SaliencyResult when None.
         steps: number of equal pixel steps from 0 to all pixels (``steps + 1`` forward rows per image).
-        baseline: what replaces removed pixels: ``"black"`` (zeros), ``"blur"``, ``"noise"`` or a tensor.
+        baseline: what replaces removed pixels: ``"black"`` (zeros), ``"blur"``, ``"rise_blur"``,
+            ``"noise"`` or a tensor (see the module docstring).
         batch_size: rows per forward pass.
 
     Returns:
@@ -139,7 +150,9 @@ def insertion(
 ) -> PerturbationCurve:
     """Insertion curve: start from ``baseline`` (a blurred image) and put back the most salient pixels first.
 
-    Higher AUC is better. Arguments, return value and errors are those of :func:`deletion`.
+    Higher AUC is better. The default ``"blur"`` is fmapviz's strong blur; ``baseline="rise_blur"``
+    is the one of the RISE paper (see the module docstring). Arguments, return value and errors are those
+    of :func:`deletion`.
 
     Example:
         >>> fmapviz.metrics.insertion(model, x, fmapviz.saliency(model, x, "gradcam")).auc
@@ -191,7 +204,8 @@ class RandomizationResult:
         blocks: the blocks re-initialized, top first; step ``i`` has ``blocks[: i + 1]`` random.
         correlations: ``(len(blocks), N)`` Spearman correlation with the trained model's map.
         original: the trained model's :class:`SaliencyResult`.
-        view: the view (``"abs"``, ``"positive"``, ``"signed"``) the maps were compared in.
+        view: the view (a key of :data:`fmapviz.engines.saliency.VIEWS`) the maps were compared in.
+        reset_running_stats: whether BatchNorm running statistics were reset too.
     """
 
     method: str
@@ -199,6 +213,7 @@ class RandomizationResult:
     correlations: torch.Tensor
     original: SaliencyResult
     view: View
+    reset_running_stats: bool = False
 
 
 def randomization_check(
@@ -209,6 +224,7 @@ def randomization_check(
     blocks: Sequence[LayerSelector | Sequence[LayerSelector]] | None = None,
     seed: int = 0,
     view: View | None = None,
+    reset_running_stats: bool = False,
     **saliency_options: Any,
 ) -> RandomizationResult:
     """Cascading model-parameter randomization (Adebayo et al., 2018) on a deep copy of ``model``.
@@ -219,12 +235,15 @@ def randomization_check(
         model: the trained model; it is never modified (the check runs on a deep copy).
         x: ``(N, C, H, W)`` model input.
         method: a saliency method name (see :data:`fmapviz.engines.saliency.METHODS`).
-        target: see the Targets section of :mod:`fmapviz.engines.saliency`.
+        target: see :mod:`fmapviz.engines.saliency.targets`.
         blocks: what to re-initialize, top first; each entry is a layer selector or a list of them,
             randomized together in one step. Default: :func:`cascade_blocks`, reversed.
         seed: seeds the re-initialization (the caller's RNG state is left untouched).
         view: compare maps in this view; default: the method's own view.
-        **saliency_options: passed to :func:`fmapviz.saliency` (``layer``, ``steps``, ...).
+        reset_running_stats: also reset BatchNorm running mean and variance to 0 and 1. By default
+            they are kept (only the learnable weights are re-initialized), so the check measures
+            the randomized weights, not a change of input statistics; fmapviz 0.1 reset them.
+        **saliency_options: passed to :func:`fmapviz.saliency` (``layers``, ``steps``, ...).
 
     Returns:
         A :class:`RandomizationResult` with one correlation per block and image.
@@ -236,7 +255,7 @@ def randomization_check(
     original = saliency(model, x, method, target=target, **saliency_options)
     fixed = original.target[:, 0] if original.target is not None else target
     view = view or original.view
-    reference = apply_view(original.maps[:, 0], view)
+    reference = original.view_maps(view)[:, 0]
     steps = list(blocks) if blocks is not None else list(reversed(cascade_blocks(model)))
     randomized = copy.deepcopy(model)
     names: list[str] = []
@@ -248,9 +267,19 @@ def randomization_check(
             selected = resolve_layers(randomized, step)
             for name in selected:
                 for module in randomized.get_submodule(name).modules():
-                    if hasattr(module, "reset_parameters"):
-                        module.reset_parameters()
+                    _reinitialize(module, reset_running_stats)
             names.append(step if isinstance(step, str) else ",".join(selected))
-            maps = saliency(randomized, x, method, target=fixed, **saliency_options).maps[:, 0]
-            correlations.append(spearman(reference, apply_view(maps, view)))
-    return RandomizationResult(method, names, torch.stack(correlations), original, view)
+            maps = saliency(randomized, x, method, target=fixed, **saliency_options).view_maps(view)[:, 0]
+            correlations.append(spearman(reference, maps))
+    return RandomizationResult(method, names, torch.stack(correlations), original, view, reset_running_stats)
+
+
+def _reinitialize(module: nn.Module, reset_running_stats: bool) -> None:
+    """``module.reset_parameters()``; for BatchNorm-like layers, keep the running statistics unless asked."""
+    if isinstance(module, nn.modules.batchnorm._NormBase) and not reset_running_stats:
+        kept = {name: buffer.clone() for name, buffer in module.named_buffers(recurse=False) if buffer is not None}
+        module.reset_parameters()
+        for name, buffer in kept.items():
+            getattr(module, name).copy_(buffer)
+    elif hasattr(module, "reset_parameters"):
+        module.reset_parameters()

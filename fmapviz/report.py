@@ -32,7 +32,7 @@ from . import metrics
 from .capture import feature_maps, model_guard
 from .engines.actmax import maximize
 from .engines.direct import channel_stats
-from .engines.saliency import saliency
+from .engines.saliency import METHODS, saliency
 from .errors import FmapvizError
 from .files import FolderLock, refuse_inputs, save_figure, writable_folder, write_json, write_text
 from .images import LoadedImage, load_image
@@ -343,11 +343,11 @@ def _saliency_results(
     with clock.stage("model: saliency"):
         cam_layers = layers[-spec.gradcam_layers :] if spec.gradcam_layers else []
         if cam_layers:
-            cam = saliency(model, x, "gradcam", target=target, layer=cam_layers, categories=categories)
+            cam = saliency(model, x, "gradcam", target=target, layers=cam_layers, categories=categories)
             for layer in cam_layers:
                 results.append((f"gradcam {layer}", cam.for_layer(layer)))
         for method in spec.methods:
-            options = {"seed": spec.seed} if method in ("smoothgrad", "integrated_gradients") else {}
+            options = {"seed": spec.seed} if METHODS[method].seeded else {}
             results.append((method, saliency(model, x, method, target=target, categories=categories, **options)))
     scores: dict[str, dict[str, float]] = {}
     if spec.metric_steps:

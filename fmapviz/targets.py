@@ -1,8 +1,8 @@
 """Saliency targets for models that are not classifiers: object detectors and segmentation networks.
 
 A target is a callable ``target(output) -> (N,)`` scores, one per image, that
-:func:`fmapviz.saliency` differentiates (see the Targets section of
-:mod:`fmapviz.engines.saliency`). Those here:
+:func:`fmapviz.saliency` differentiates (see
+:mod:`fmapviz.engines.saliency.targets`). Those here:
 
 * :class:`BoxScoreTarget` for torchvision detection models (``fasterrcnn_*``, ``retinanet_*``,
   ``fcos_*``, ``ssd*``), whose eval-mode output is a list of dicts with ``boxes``, ``labels``
@@ -14,7 +14,7 @@ Example:
     >>> detector = fasterrcnn_mobilenet_v3_large_fpn(weights="DEFAULT").eval()
     >>> found = detector(x)[0]  # x: (1, 3, H, W) in [0, 1]; detection models normalize inside
     >>> target = BoxScoreTarget(found["boxes"][:1], found["labels"][:1])
-    >>> cam = fmapviz.saliency(detector, x, "gradcam", target=target, layer="backbone")
+    >>> cam = fmapviz.saliency(detector, x, "gradcam", target=target, layers="backbone")
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class BoxScoreTarget:
     Example:
         >>> found = detector(x)[0]
         >>> target = BoxScoreTarget(found["boxes"][:3], found["labels"][:3])
-        >>> fmapviz.saliency(detector, x, "gradcam", target=target, layer="backbone")
+        >>> fmapviz.saliency(detector, x, "gradcam", target=target, layers="backbone")
     """
 
     raw_output: ClassVar[bool] = True
@@ -114,7 +114,7 @@ class MaskTarget:
     Example:
         >>> out = segmenter(x)["out"]
         >>> target = MaskTarget(8, out.argmax(1) == 8)  # class 8 ("cat" in VOC), where it is predicted
-        >>> fmapviz.saliency(segmenter, x, "gradcam", target=target, layer="backbone")
+        >>> fmapviz.saliency(segmenter, x, "gradcam", target=target, layers="backbone")
     """
 
     def __init__(self, category: int, mask: torch.Tensor) -> None:

@@ -52,13 +52,13 @@ fmapviz.show_maps(maps, "top:7", layer="encoder.layers.encoder_layer_1", image=c
     ),
     (
         "md",
-        """Grad-CAM with `layer=None`: the last block's output reaches the head only through the class token,
+        """Grad-CAM with `layers=None`: the last block's output reaches the head only through the class token,
 so its patch maps get no gradient; fmapviz keeps the last layer whose patch maps do.""",
     ),
     (
         "code",
         """vit_cam = fmapviz.saliency(vit, cat.tensor, "gradcam")
-print("layer=None picked", vit_cam.layer)
+print("layers=None picked", vit_cam.layers)
 fmapviz.show_saliency(vit_cam, cat.display)""",
     ),
     ("md", "## Swin: channels-last stages `(N, H, W, C)` shown as maps"),
@@ -118,7 +118,7 @@ fmapviz.show_maps(levels, "top:8", layer="backbone:0", image=coffee)""",
         """with torch.no_grad():
     found = detector(photo)[0]
 target = BoxScoreTarget(found["boxes"][:1], found["labels"][:1])
-box_cam = fmapviz.saliency(detector, photo, "gradcam", target=target, layer="backbone")
+box_cam = fmapviz.saliency(detector, photo, "gradcam", target=target, layers="backbone")
 print(list(box_cam.layer_maps), "box:", found["boxes"][0].round().tolist())
 fmapviz.show_saliency(box_cam, photo)""",
     ),
@@ -131,7 +131,7 @@ with torch.no_grad():
     out = segmenter(cat.tensor)["out"]
 category = int(out.argmax(1).flatten().mode().values)
 mask_cam = fmapviz.saliency(segmenter, cat.tensor, "gradcam", target=MaskTarget(category, out.argmax(1)[0] == category),
-                            layer="backbone")
+                            layers="backbone")
 print(list(mask_cam.layer_maps))
 fmapviz.show_saliency(mask_cam, cat.display)""",
     ),

@@ -69,6 +69,18 @@ def resnet18():
     return torchvision.models.resnet18(weights=None).eval()
 
 
+def small_vit(num_layers: int = 4) -> nn.Module:
+    """A 32-px ViT (4x4 patches of 8 px, width 16) with a non-zero head (torchvision starts it at zero)."""
+    import torchvision
+
+    torch.manual_seed(0)
+    vit = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=num_layers, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5
+    ).eval()
+    nn.init.normal_(vit.heads.head.weight, std=0.5)
+    return vit
+
+
 def edge_image(size: int = 16) -> torch.Tensor:
     """(1,3,size,size): left half 0, right half 1, a vertical edge in the middle."""
     image = torch.zeros(1, 3, size, size)

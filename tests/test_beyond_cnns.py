@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import TinyCNN, assert_same_state, hook_count, model_state
+from conftest import TinyCNN, assert_same_state, hook_count, model_state, small_vit
 from torch import nn
 
 import fmapviz
+from fmapviz.engines.saliency import LayerSearchCache
 from fmapviz.plot.maps import channel_grid
 from fmapviz.targets import BoxScoreTarget, MaskTarget
 
@@ -76,7 +77,7 @@ def test_show_maps_draws_vit_tokens_as_14x14_tiles(vit, image224):
 
 def test_vit_gradcam_picks_the_last_block_input_whose_patches_reach_the_logits(vit, image224):
     before, hooks = model_state(vit), hook_count(vit)
-    result = fmapviz.saliency(vit, image224, "gradcam", layer=None)
+    result = fmapviz.saliency(vit, image224, "gradcam", layers=None)
     assert result.layer == "encoder.layers.encoder_layer_11.ln_1"
     assert result.maps.shape == (1, 1, 224, 224)
     assert torch.isfinite(result.maps).all() and result.maps.std() > 0
@@ -85,17 +86,14 @@ def test_vit_gradcam_picks_the_last_block_input_whose_patches_reach_the_logits(v
 
 
 def test_vit_layer_probe_runs_once_per_model_then_its_pick_is_reused_for_other_classes():
-    torch.manual_seed(0)
-    small = torchvision.models.VisionTransformer(
-        image_size=32, patch_size=8, num_layers=4, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5
-    ).eval()
-    torch.nn.init.normal_(small.heads.head.weight, std=0.5)
+    small = small_vit(num_layers=4)
     x = torch.randn(1, 3, 32, 32)
     on_graph = []  # does block 1's output join the autograd graph? only while the probe captures it
     small.encoder.layers[1].register_forward_hook(lambda module, args, output: on_graph.append(output.requires_grad))
-    first = fmapviz.saliency(small, x, "gradcam", target=2)
-    later = fmapviz.saliency(small, x, "gradcam", target=4)  # another class: same architecture, same pick
-    explicit = fmapviz.saliency(small, x, "gradcam", target=4, layer=first.layer)
+    searches = LayerSearchCache()
+    first = fmapviz.saliency(small, x, "gradcam", target=2, layer_search=searches)
+    later = fmapviz.saliency(small, x, "gradcam", target=4, layer_search=searches)  # same architecture, same pick
+    explicit = fmapviz.saliency(small, x, "gradcam", target=4, layers=first.layers)
     assert first.layer == later.layer == "encoder.layers.encoder_layer_3.ln_1"
     # first call: shape pass, then the probe (block 1 on the graph); later and explicit calls: no probe
     assert on_graph == [False, True, False, False]
@@ -131,7 +129,7 @@ def test_show_maps_draws_swin_stage_as_56x56_tiles(swin, image224):
 
 def test_swin_gradcam_on_a_channels_last_stage(swin, image224):
     before = model_state(swin)
-    result = fmapviz.saliency(swin, image224, "gradcam", layer="features.5")
+    result = fmapviz.saliency(swin, image224, "gradcam", layers="features.5")
     assert result.maps.shape == (1, 1, 224, 224)
     assert torch.isfinite(result.maps).all() and result.maps.std() > 0
     assert hook_count(swin) == 0
@@ -292,7 +290,7 @@ def test_gradcam_with_box_score_target_on_the_fpn_backbone(detector, photo224):
     assert len(found["boxes"]) > 0
     target = BoxScoreTarget(found["boxes"][:3], found["labels"][:3])
     before = model_state(detector)
-    result = fmapviz.saliency(detector, photo224, "gradcam", target=target, layer="backbone")
+    result = fmapviz.saliency(detector, photo224, "gradcam", target=target, layers="backbone")
     # the box head pools levels "0" and "1"; "pool" feeds only the RPN, whose proposals are not differentiable
     assert set(result.layer_maps) == {"backbone:0", "backbone:1", "backbone"}
     assert result.maps.shape == (1, 1, 224, 224)
@@ -314,7 +312,7 @@ def test_box_target_without_matches_fails_cleanly_and_restores_the_model(detecto
     before = model_state(detector)
     nowhere = BoxScoreTarget(torch.tensor([[0.0, 0.0, 1.0, 1.0]]), torch.tensor([1]))
     with pytest.raises(ValueError, match="No detection matches the reference boxes"):
-        fmapviz.saliency(detector, photo224, "gradcam", target=nowhere, layer="backbone")
+        fmapviz.saliency(detector, photo224, "gradcam", target=nowhere, layers="backbone")
     assert hook_count(detector) == 0
     assert_same_state(before, model_state(detector))
 
@@ -348,7 +346,7 @@ def test_mask_target_gradcam_on_a_segmentation_model(segmenter, photo224):
     target = MaskTarget(category, out.argmax(1)[0] == category)
     manual = (out[0, category] * (out.argmax(1)[0] == category)).sum()
     assert torch.allclose(target(out), manual[None])
-    result = fmapviz.saliency(segmenter, photo224, "gradcam", target=target, layer="backbone")
+    result = fmapviz.saliency(segmenter, photo224, "gradcam", target=target, layers="backbone")
     assert set(result.layer_maps) == {"backbone:low", "backbone:high", "backbone"}
     assert torch.isfinite(result.maps).all() and result.maps.std() > 0
     with pytest.raises(ValueError, match="at the output's resolution"):

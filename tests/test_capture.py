@@ -12,6 +12,7 @@ from torch import nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 import fmapviz
+from fmapviz.capture import layer_keys
 from fmapviz.errors import LayerNotFoundError
 
 capture_module = importlib.import_module("fmapviz.capture")
@@ -275,6 +276,44 @@ def test_stop_early_skips_later_layers(tiny_cnn):
     maps = fmapviz.feature_maps(tiny_cnn, torch.randn(1, 3, 8, 8), "features.0")
     handle.remove()
     assert list(maps) == ["features.0"] and calls == []
+
+
+def test_stop_early_returns_every_call_of_a_reused_module(resnet18):
+    x = torch.randn(1, 3, 64, 64)
+    everything = fmapviz.feature_maps(resnet18, x, "all", stop_early=False)
+    block = fmapviz.feature_maps(resnet18, x, "layer1.0.relu")
+    assert list(block) == ["layer1.0.relu", "layer1.0.relu#2"]
+    assert torch.equal(block["layer1.0.relu#2"], everything["layer1.0.relu#2"])
+    relus = fmapviz.feature_maps(resnet18, x, nn.ReLU)
+    assert "layer4.1.relu#2" in relus  # the network's last block output
+    assert list(relus) == [key for key in everything if key.split("#")[0] in relus or key in relus]
+    calls = []
+    handle = resnet18.layer2.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        fmapviz.feature_maps(resnet18, x, "layer1.0.relu")  # still stops after the block
+    finally:
+        handle.remove()
+    assert calls == []
+
+
+def test_call_keys_select_one_call_everywhere_a_layer_is_named(resnet18):
+    x = torch.randn(1, 3, 64, 64)
+    everything = fmapviz.feature_maps(resnet18, x, "all", stop_early=False)
+    second = fmapviz.feature_maps(resnet18, x, "layer4.1.relu#2")
+    assert list(second) == ["layer4.1.relu#2"]
+    assert torch.equal(second["layer4.1.relu#2"], everything["layer4.1.relu#2"])
+    first = fmapviz.feature_maps(resnet18, x, ["layer1.0.relu#1", "layer2"])
+    assert list(first) == ["layer1.0.relu", "layer2"]
+    assert fmapviz.resolve_layers(resnet18, ["layer4.1.relu#2", "layer1"]) == ["layer1", "layer4.1.relu#2"]
+    with pytest.raises(fmapviz.LayerNotFoundError, match="Unknown layer 'layer4.1.relux'"):
+        fmapviz.resolve_layers(resnet18, "layer4.1.relux#2")
+    with pytest.raises(fmapviz.LayerNotFoundError, match="calls count from 1"):
+        fmapviz.resolve_layers(resnet18, "layer4.1.relu#0")
+    # the reused-module rule: a module named without #k is its last call
+    assert layer_keys(everything, "layer4.1.relu") == ["layer4.1.relu#2"]
+    assert layer_keys(everything, "layer4.1.relu#1") == ["layer4.1.relu"]
+    assert layer_keys(everything, "layer4.1.conv1") == ["layer4.1.conv1"]
+    assert layer_keys(["backbone:0", "backbone:pool"], "backbone") == ["backbone:0", "backbone:pool"]
 
 
 def test_device_and_dtype_options_cast_and_halve_memory(tiny_cnn):

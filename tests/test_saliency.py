@@ -9,10 +9,16 @@ from conftest import TinyCNN, assert_same_state, hook_count, model_state
 from torch import nn
 
 import fmapviz
-from fmapviz.engines.saliency import METHODS, SaliencyResult, make_baseline, saliency
+from fmapviz.engines.saliency import METHODS, LayerSearchCache, SaliencyResult, make_baseline, saliency
+from fmapviz.vocabulary import Unit
 
 FAST = {"steps": 8, "samples": 4}
-CAM_FAMILY = [name for name in METHODS if METHODS[name].space == "layer"] + ["guided_gradcam"]
+CAM_FAMILY = [name for name, entry in METHODS.items() if entry.takes_layer]
+
+
+def fast(method: str) -> dict:
+    """The FAST settings a method takes (options are checked)."""
+    return {key: value for key, value in FAST.items() if key in METHODS[method].options}
 
 
 class LinearConv(nn.Module):
@@ -102,7 +108,7 @@ def test_black_baseline_with_normalization_is_black_pixels():
 @pytest.mark.parametrize("method", CAM_FAMILY)
 def test_cam_family_peaks_on_the_pattern(method):
     model = PatternNet().eval()
-    result = saliency(model, pattern_image(22, 8), method, target=1, layer="features.3")
+    result = saliency(model, pattern_image(22, 8), method, target=1, layers="features.3")
     view = result.view_maps()[0, 0]
     row, col = divmod(int(view.argmax()), view.shape[1])
     assert abs(row - 22) <= 2 and abs(col - 8) <= 2, (method, row, col)
@@ -118,28 +124,32 @@ def test_layer_none_picks_last_spatial_layer_and_reports_it(tiny_cnn):
 
 def test_layer_none_finds_the_layer_once_per_model_and_input_shape(tiny_cnn):
     forwards = []
+    searches = LayerSearchCache()
     handle = tiny_cnn.register_forward_pre_hook(lambda module, args: forwards.append(args[0].shape[0]))
     try:
-        first = saliency(tiny_cnn, torch.randn(2, 3, 16, 16), "gradcam")
+        first = saliency(tiny_cnn, torch.randn(2, 3, 16, 16), "gradcam", layer_search=searches)
         after_first = len(forwards)
-        again = saliency(tiny_cnn, torch.randn(2, 3, 16, 16), "gradcam")
+        again = saliency(tiny_cnn, torch.randn(2, 3, 16, 16), "gradcam", layer_search=searches)
         after_again = len(forwards) - after_first
-        saliency(tiny_cnn, torch.randn(2, 3, 20, 20), "gradcam")
+        saliency(tiny_cnn, torch.randn(2, 3, 20, 20), "gradcam", layer_search=searches)
         after_new_shape = len(forwards) - after_first - after_again
+        saliency(tiny_cnn, torch.randn(2, 3, 20, 20), "gradcam")  # no cache kept: searches again
+        without_cache = len(forwards) - after_first - after_again - after_new_shape
     finally:
         handle.remove()
     assert first.layer == again.layer == "features"
     assert after_again == after_first - 1  # the shape pass is not repeated
     assert after_new_shape == after_first  # a new input shape is looked at again
+    assert without_cache == after_first and len(searches) == 1
 
 
 def test_multi_layer_gradcam_matches_single_layer_calls(tiny_cnn):
     x = torch.randn(2, 3, 16, 16)
     layers = ["features.1", "features.3"]
-    together = saliency(tiny_cnn, x, "gradcam", target=0, layer=layers)
-    assert list(together.layer_maps) == layers and together.layer == layers
+    together = saliency(tiny_cnn, x, "gradcam", target=0, layers=layers)
+    assert list(together.layer_maps) == layers and together.layers == layers
     for layer in layers:
-        alone = saliency(tiny_cnn, x, "gradcam", target=0, layer=layer)
+        alone = saliency(tiny_cnn, x, "gradcam", target=0, layers=layer)
         torch.testing.assert_close(together.layer_maps[layer], alone.maps)
         narrowed = together.for_layer(layer)
         torch.testing.assert_close(narrowed.maps, alone.maps)
@@ -149,12 +159,21 @@ def test_multi_layer_gradcam_matches_single_layer_calls(tiny_cnn):
         together.for_layer("features.0")
 
 
-def test_gradcam_without_relu_keeps_negative_evidence(tiny_cnn):
+def test_gradcam_clamps_at_the_layer_resolution_then_upsamples(tiny_cnn):
     x = torch.randn(1, 3, 16, 16)
-    raw = saliency(tiny_cnn, x, "gradcam", target=3, layer="features.2", relu=False).maps
-    clipped = saliency(tiny_cnn, x, "gradcam", target=3, layer="features.2").maps
+    raw = saliency(tiny_cnn, x, "gradcam", target=3, layers="features.2", clamp="none").maps
+    after = saliency(tiny_cnn, x, "gradcam", target=3, layers="features.2", clamp="upsampled").maps
+    default = saliency(tiny_cnn, x, "gradcam", target=3, layers="features.2").maps
     assert raw.min() < 0
-    torch.testing.assert_close(clipped, raw.clamp(min=0))
+    torch.testing.assert_close(after, raw.clamp(min=0))  # fmapviz 0.1's order, kept as an option
+    with torch.no_grad(), fmapviz.capture(tiny_cnn, "features.2", keep_grad=False) as maps:
+        tiny_cnn(x)
+    low = saliency(tiny_cnn, x, "gradcam", target=3, layers="features.2", clamp="none")
+    # the default: ReLU on the 8x8 map, then bilinear upsampling (a different map where the 8x8 one is negative)
+    low_res = F.interpolate(raw, size=(8, 8), mode="bilinear", align_corners=False)
+    assert maps["features.2"].shape[-2:] == low_res.shape[-2:] and low.maps.shape == default.shape
+    assert not torch.allclose(default, after)
+    assert default.min() >= 0
 
 
 def test_class_name_target_equals_class_index(tiny_cnn):
@@ -164,9 +183,11 @@ def test_class_name_target_equals_class_index(tiny_cnn):
     by_index = saliency(tiny_cnn, x, "gradient", target=2)
     torch.testing.assert_close(by_name.maps, by_index.maps)
     assert by_name.target_names == [["tabby"]]
-    with pytest.raises(ValueError, match="Unknown class name 'tabbby'. Closest: tabby"):
+    by_capitals = saliency(tiny_cnn, x, "gradient", target="TABBY", categories=categories)
+    torch.testing.assert_close(by_capitals.maps, by_index.maps)
+    with pytest.raises(ValueError, match="Unknown target class 'tabbby'. Closest: tabby"):
         saliency(tiny_cnn, x, "gradient", target="tabbby", categories=categories)
-    with pytest.raises(ValueError, match="no categories"):
+    with pytest.raises(ValueError, match="categories="):
         saliency(tiny_cnn, x, "gradient", target="tabby")
 
 
@@ -190,22 +211,30 @@ def test_per_image_and_callable_targets(tiny_cnn):
         saliency(tiny_cnn, x, "gradient", target=lambda out: out)
 
 
-def test_feature_map_target_is_gradient_of_channel_mean(tiny_cnn):
+def test_unit_target_is_gradient_of_channel_mean(tiny_cnn):
     x = torch.randn(1, 3, 16, 16)
-    result = saliency(tiny_cnn, x, "gradient", target=("features.2", 5))
+    result = saliency(tiny_cnn, x, "gradient", target="features.2[5]")
     inputs = x.clone().requires_grad_(True)
     (expected,) = torch.autograd.grad(tiny_cnn.features[:3](inputs)[:, 5].mean(), inputs)
     torch.testing.assert_close(result.attributions[:, 0], expected)
-    assert result.target is None and result.target_label == "features.2:5"
-    cam = saliency(tiny_cnn, x, "gradcam", target=("features.2", 5))
-    assert cam.layer == "features.2"  # layer=None stops at the target layer
+    assert result.target is None and result.target_label == "features.2[5]"
+    as_unit = saliency(tiny_cnn, x, "gradient", target=Unit("features.2", 5))
+    torch.testing.assert_close(as_unit.maps, result.maps)
+    neuron = saliency(tiny_cnn, x, "gradient", target="features.2[5,3,4]")
+    inputs = x.clone().requires_grad_(True)
+    (expected,) = torch.autograd.grad(tiny_cnn.features[:3](inputs)[0, 5, 3, 4], inputs)
+    torch.testing.assert_close(neuron.attributions[:, 0], expected)
+    cam = saliency(tiny_cnn, x, "gradcam", target="features.2[5]")
+    assert cam.layers == ["features.2"]  # layers=None stops at the target layer
+    with pytest.raises(TypeError, match=r"write 'features.2\[5\]'"):
+        saliency(tiny_cnn, x, "gradient", target=("features.2", 5))
 
 
 @pytest.mark.parametrize("method", list(METHODS))
 def test_every_method_restores_model_after_success(method):
     model = TinyCNN().train()  # train mode and trainable parameters: both must come back
     before, hooks = model_state(model), hook_count(model)
-    result = saliency(model, torch.randn(2, 3, 16, 16), method, target="top:2", **FAST)
+    result = saliency(model, torch.randn(2, 3, 16, 16), method, target="top:2", **fast(method))
     assert isinstance(result, SaliencyResult) and result.maps.shape == (2, 2, 16, 16)
     assert torch.isfinite(result.maps).all() and not result.maps.requires_grad
     assert_same_state(before, model_state(model))
@@ -222,7 +251,7 @@ def test_every_method_restores_model_after_error(method):
         raise RuntimeError("target failed")
 
     with pytest.raises(RuntimeError, match="target failed"):
-        saliency(model, torch.randn(1, 3, 16, 16), method, target=failing_target, **FAST)
+        saliency(model, torch.randn(1, 3, 16, 16), method, target=failing_target, **fast(method))
     assert_same_state(before, model_state(model))
     assert hook_count(model) == hooks
     assert not any("forward" in module.__dict__ for module in model.modules())
@@ -257,13 +286,15 @@ def test_bad_arguments_raise_clear_errors(tiny_cnn):
     with pytest.raises(ValueError, match="Unknown saliency method 'gradcm'. Closest: gradcam"):
         saliency(tiny_cnn, x, "gradcm")
     with pytest.raises(fmapviz.LayerNotFoundError, match="features.9"):
-        saliency(tiny_cnn, x, "gradcam", layer="features.9")
+        saliency(tiny_cnn, x, "gradcam", layers="features.9")
     with pytest.raises(ValueError, match="4-D"):
-        saliency(tiny_cnn, x, "gradcam", layer="fc")
+        saliency(tiny_cnn, x, "gradcam", layers="fc")
+    with pytest.raises(ValueError, match="takes no layers"):
+        saliency(tiny_cnn, x, "gradient", layers="features.2")
     with pytest.raises(ValueError, match="out of range"):
         saliency(tiny_cnn, x, "gradient", target=7)
     with pytest.raises(ValueError, match="does not depend on layer features.3"):
-        saliency(tiny_cnn, x, "gradcam", layer="features.3", target=("features.0", 1))
+        saliency(tiny_cnn, x, "gradcam", layers="features.3", target="features.0[1]")
     with pytest.raises(TypeError, match="target"):
         saliency(tiny_cnn, x, "gradient", target=1.5)
     with pytest.raises(ValueError, match="x must be"):

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import torch
 
-from ..engines.saliency import SaliencyResult, View, apply_view
+from ..engines.saliency import SaliencyResult, View
 from ..plot.colors import rgb
 from ..plot.figures import Figure, annotated_grid
 from ..plot.saliency import DIVERGING, SEQUENTIAL, image_tile, robust_peak, saliency_overlay
@@ -33,7 +33,8 @@ def show_saliency(
     Args:
         results: one :class:`SaliencyResult`, a list of them, or a dict caption -> result (same images).
         image: the display image(s) in [0, 1], (3,H,W) or (N,3,H,W), e.g. ``LoadedImage.display``.
-        view: ``"signed"``, ``"abs"`` or ``"positive"`` for every map; default: each method's own view.
+        view: a view for every map (a key of :data:`fmapviz.engines.saliency.VIEWS`: ``"signed"``, ``"abs"``,
+            ``"positive"``, ``"max_abs"``, ``"sum_abs"``); default: each method's own view.
         scale: ``"per_map"``: each map uses its full colour range; ``"shared"``: one range for all maps
             of the figure (so strengths compare across methods), with a colour bar. Ranges end at the
             99.5th percentile of the absolute values, so a few outlier pixels do not wash out the map.
@@ -63,7 +64,7 @@ def show_saliency(
     columns = []  # (caption, view, maps (N,H,W) on cpu)
     for caption, result in named.items():
         shown = view or result.view
-        values = apply_view(result.maps, shown).detach().float().cpu()
+        values = result.view_maps(shown).detach().float().cpu()
         if values.shape[0] != batch:
             raise ValueError(f"{caption} has {values.shape[0]} images, others {batch}; pass results of one batch.")
         for k in range(values.shape[1]):

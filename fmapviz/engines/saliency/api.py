@@ -1,0 +1,105 @@
+""":func:`saliency`, the one entry point: check the arguments, run the method's compute function, wrap the result."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from ...capture import LayerSelectors, model_guard, module_name, resolve_layers
+from .layer_search import LayerSearchCache, auto_layer
+from .pipeline import Job
+from .registry import method_entry, method_settings
+from .result import SaliencyResult
+from .targets import TargetSpec, parse_target
+
+
+def auto_batch_size(device: torch.device) -> int:
+    """Rows per chunk for expanded batches (IG steps, SmoothGrad samples): fast on this device kind."""
+    return 8 if device.type == "cpu" else 64
+
+
+def saliency(
+    model: nn.Module,
+    x: torch.Tensor,
+    method: str = "gradcam",
+    target: TargetSpec = "top",
+    layers: LayerSelectors | None = None,
+    *,
+    batch_size: int | Literal["auto"] = "auto",
+    categories: Sequence[str] | None = None,
+    layer_search: LayerSearchCache | None = None,
+    **options: Any,
+) -> SaliencyResult:
+    """Compute a saliency map of ``model`` for input ``x``.
+
+    The model is run in eval mode with frozen parameters (no parameter gradient is ever
+    computed) and comes back exactly as it was, hooks removed, even after an error.
+
+    Args:
+        model: any image model; its output goes through :func:`fmapviz.outputs.output_tensor`.
+        x: ``(N, C, H, W)`` model input (normalized as the model expects).
+        method: a key of :data:`fmapviz.engines.saliency.METHODS`.
+        target: what to explain; see :mod:`fmapviz.engines.saliency.targets` (``"top"``, a class
+            index or name, a unit ``"features.10[17]"``, a callable).
+        layers: methods that take a layer: one layer selector or a list (one map each, from a
+            single forward and backward pass); a reused module named without ``#k`` means its
+            last call (see :mod:`fmapviz.capture`); None picks the last layer with a 4-D output
+            that the target reaches.
+        batch_size: rows per chunk for IG steps and SmoothGrad samples; ``"auto"`` picks a size
+            that is fast on ``x``'s device.
+        categories: class names, for class-name targets and ``target_names``.
+        layer_search: keep one :class:`LayerSearchCache` across calls so ``layers=None`` searches once.
+        **options: the method's options (``METHODS[method].options`` lists them with defaults).
+
+    Returns:
+        A :class:`SaliencyResult` with ``(N, K, H, W)`` maps on ``x``'s device.
+
+    Raises:
+        ValueError: unknown method or option, bad target, or a layer that does not fit.
+        LayerNotFoundError: ``layers`` or a unit target names no module.
+
+    Example:
+        >>> loaded = fmapviz.load_model("mobilenet_v2", weights="IMAGENET1K_V1")
+        >>> result = fmapviz.saliency(loaded.model, x, "gradcam", target="tabby", categories=loaded.categories)
+        >>> result.maps.shape, result.layers
+        (torch.Size([1, 1, 224, 224]), ['features.18'])
+    """
+    entry = method_entry(method)
+    settings = method_settings(method, options)
+    if not isinstance(x, torch.Tensor) or x.dim() != 4:
+        raise ValueError(f"x must be an (N, C, H, W) tensor; got {getattr(x, 'shape', type(x).__name__)}.")
+    if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be 'auto' or a positive int, not {batch_size!r}.")
+    if layers is not None and not entry.takes_layer:
+        raise ValueError(f"{method} explains the input and takes no layers; drop layers= or use a CAM method.")
+    parsed = parse_target(target, categories)
+    if parsed.unit is not None:
+        resolve_layers(model, parsed.unit.layer)
+    rows = auto_batch_size(x.device) if batch_size == "auto" else batch_size
+    searches = layer_search if layer_search is not None else LayerSearchCache()
+    with model_guard(model):
+        chosen = resolve_layers(model, layers) if layers is not None else []
+        job = Job(model, x, parsed, chosen, rows, settings, searches, bool(chosen))
+        if entry.takes_layer and layers is None:
+            job.layers = [auto_layer(job, module_name(parsed.unit.layer) if parsed.unit else None)]
+        produced = entry.compute(job)
+    indices = job.indices.detach() if job.indices is not None else None
+    names = None
+    if categories is not None and indices is not None:
+        names = [[categories[int(i)] for i in row] for row in indices.cpu()]
+    return SaliencyResult(
+        maps=produced.maps.detach(),
+        method=method,
+        view=entry.view,
+        target=indices,
+        target_label=parsed.label,
+        target_names=names,
+        layers=list(job.layers) if entry.takes_layer else [],
+        layer_maps={name: value.detach() for name, value in produced.layer_maps.items()},
+        attributions=produced.attributions.detach() if produced.attributions is not None else None,
+        delta=produced.delta.detach() if produced.delta is not None else None,
+        settings={"batch_size": rows, **settings},
+    )

@@ -1,0 +1,162 @@
+"""Saliency targets: what score a map explains.
+
+Targets (the ``target`` argument, explained here once for every function that takes one):
+
+* ``"top"``: the highest-scoring class of each image; ``"top:3"``: the three best, one map each.
+* an ``int``: that class index for every image; a list or 1-D tensor of ints: one class per image.
+* a ``str``: a class name, looked up case-insensitively in ``categories`` (e.g.
+  ``LoadedModel.categories``) with :func:`fmapviz.vocabulary.class_index`; a miss lists the closest.
+* a **unit** (:mod:`fmapviz.vocabulary`): ``"features.10[17]"`` or ``fmapviz.Unit("features.10", 17)``
+  is the mean activation of channel 17 of ``features.10``, so the map shows which pixels drive that
+  feature map; ``"features.10[17,7,7]"`` is the neuron at row 7, column 7, ``"features.10[17,center]"``
+  the one in the middle of the map. A module that runs more than once is read at its last call unless
+  the layer names one (``"layer4.1.relu#1[5]"``), as everywhere a layer is named.
+* a callable ``fn(output) -> (N,) tensor``: any score computed from the model output (the output
+  passes through :func:`fmapviz.outputs.output_tensor` first, unless the callable has
+  ``raw_output = True``: then it gets the model's output as returned, e.g. a detection model's list
+  of dicts). :mod:`fmapviz.targets` has ready-made ones: ``BoxScoreTarget`` for detection models and
+  ``MaskTarget`` for segmentation models. Methods that run expanded batches (SmoothGrad samples,
+  IG steps) call it with those rows.
+
+Class targets are scored on the raw output (logits), not on softmax probabilities.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ...capture import layer_keys
+from ...vocabulary import Unit, class_index, is_unit, parse_unit
+
+TargetSpec = Any  # see the module docstring
+
+
+@dataclass
+class Target:
+    """A parsed target: class indices (fixed or top-k), a score function, or a unit of a layer."""
+
+    label: str
+    classes: torch.Tensor | None = None  # (1, 1) or (N, 1) fixed class indices
+    top: int = 0
+    score: Callable[[Any], torch.Tensor] | None = None
+    unit: Unit | None = None
+    raw: bool = False  # the score function takes the model output as returned
+
+    @property
+    def needs_output(self) -> bool:
+        """Whether the score reads the model output (not only a layer's map)."""
+        return self.unit is None
+
+    def indices(self, output: torch.Tensor) -> torch.Tensor | None:
+        """``(N, K)`` class indices for this output, or None for score and unit targets."""
+        if self.top:
+            if self.top > output.shape[1]:
+                raise ValueError(
+                    f"target 'top:{self.top}' asks for more classes than the output has ({output.shape[1]})."
+                )
+            return output.topk(self.top, dim=1).indices
+        if self.classes is None:
+            return None
+        classes = self.expanded_classes(output.shape[0], output.device)
+        if int(classes.max()) >= output.shape[1] or int(classes.min()) < 0:
+            raise ValueError(
+                f"Class index {int(classes.max())} is out of range: the model has {output.shape[1]} outputs."
+            )
+        return classes
+
+    def expanded_classes(self, batch: int, device: torch.device) -> torch.Tensor:
+        """``(N, 1)`` fixed class indices for a batch of ``batch`` images."""
+        if self.classes.shape[0] not in (1, batch):
+            raise ValueError(f"Got {self.classes.shape[0]} per-image class targets for a batch of {batch} images.")
+        return self.classes.to(device).expand(batch, -1)
+
+    def scores(
+        self, output: Any, maps: Mapping[str, torch.Tensor], indices: torch.Tensor | None, rows: int
+    ) -> list[torch.Tensor]:
+        """One differentiable ``(rows,)`` score per target column."""
+        if self.unit is not None:
+            return [unit_score(maps, self.unit)]
+        if self.score is not None:
+            return [check_scores(self.score(output), rows)]
+        return [output.gather(1, indices[:, k : k + 1]).squeeze(1) for k in range(indices.shape[1])]
+
+
+def unit_score(maps: Mapping[str, torch.Tensor], unit: Unit) -> torch.Tensor:
+    """``(N,)`` score of a unit: its channel's mean, or one neuron, from the captured ``maps``."""
+    keys = layer_keys(maps, unit.layer)
+    if not keys:
+        raise ValueError(f"Unit {unit}: layer {unit.layer} did not run before the forward ended; check its name.")
+    if len(keys) != 1:
+        example = f"'{keys[0]}[{unit.channel}]'"
+        levels = ", ".join(keys)
+        raise ValueError(f"Unit {unit} names a layer with {len(keys)} maps ({levels}); name one, e.g. {example}.")
+    feature_map = maps[keys[0]]
+    if not 0 <= unit.channel < feature_map.shape[1]:
+        raise ValueError(f"Channel {unit.channel} is out of range: {unit.layer} has {feature_map.shape[1]} channels.")
+    selected = feature_map[:, unit.channel]
+    if unit.position is None:
+        return selected.flatten(1).mean(1) if selected.dim() > 1 else selected
+    if selected.dim() != 3:
+        raise ValueError(
+            f"Unit {unit} names a position, but {unit.layer} has no (H, W) map; use '{unit.layer}[{unit.channel}]'."
+        )
+    height, width = selected.shape[-2:]
+    row, column = (height // 2, width // 2) if unit.position == "center" else unit.position
+    if not (0 <= row < height and 0 <= column < width):
+        raise ValueError(f"Unit {unit}: position ({row}, {column}) is outside the {height}x{width} map.")
+    return selected[:, row, column]
+
+
+def check_scores(scores: torch.Tensor, rows: int) -> torch.Tensor:
+    """``scores`` if it is one score per row, else a ValueError saying the shape expected."""
+    if not isinstance(scores, torch.Tensor) or scores.shape != (rows,):
+        shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
+        raise ValueError(f"A callable target must return one score per image, shape ({rows},); got {shape}.")
+    return scores
+
+
+TARGET_FORMS = (
+    "Pass 'top', 'top:k', a class index, a class name with categories=, a unit 'layer[channel]' or a callable."
+)
+
+
+def parse_target(target: TargetSpec, categories: Sequence[str] | None = None) -> Target:
+    """Read a target (see this module's docstring) into a :class:`Target`.
+
+    Raises:
+        ValueError: an unknown class name (with the closest ones), ``top:0``, a bad unit.
+        TypeError: a value of a type that is no target (the old ``(layer, channel)`` tuple included).
+    """
+    if isinstance(target, Unit) or (isinstance(target, str) and is_unit(target)):
+        unit = parse_unit(target)
+        return Target(label=str(unit), unit=unit)
+    if isinstance(target, str):
+        match = re.fullmatch(r"top(?::(\d+))?", target.strip())
+        if match:
+            top = int(match.group(1) or 1)
+            if top < 1:
+                raise ValueError("target 'top:k' needs k >= 1.")
+            return Target(label=target, top=top)
+        index = class_index(target, categories, what="target class")
+        label = categories[index] if categories is not None else f"class {index}"
+        return Target(label=label, classes=torch.tensor([[index]]))
+    if isinstance(target, bool):
+        raise TypeError(f"target={target!r} is not a target. {TARGET_FORMS}")
+    if isinstance(target, int):
+        return Target(label=f"class {target}", classes=torch.tensor([[target]]))
+    if isinstance(target, tuple) and len(target) == 2 and isinstance(target[0], str) and isinstance(target[1], int):
+        raise TypeError(
+            f"target=({target[0]!r}, {target[1]}) is the old form of a unit; write '{target[0]}[{target[1]}]'."
+        )
+    if isinstance(target, (list, torch.Tensor)):
+        classes = torch.as_tensor(target, dtype=torch.long).reshape(-1, 1)
+        return Target(label="per-image classes", classes=classes)
+    if callable(target):
+        label = getattr(target, "label", None) or getattr(target, "__name__", type(target).__name__)
+        return Target(label=label, score=target, raw=bool(getattr(target, "raw_output", False)))
+    raise TypeError(f"Cannot use a target of type {type(target).__name__}. {TARGET_FORMS}")
