@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 import fmapviz
-from fmapviz.capture import layer_keys
+from fmapviz.capture import layer_keys, resolve_layers
 from fmapviz.errors import LayerNotFoundError
 
 capture_module = importlib.import_module("fmapviz.capture")
@@ -304,11 +304,11 @@ def test_call_keys_select_one_call_everywhere_a_layer_is_named(resnet18):
     assert torch.equal(second["layer4.1.relu#2"], everything["layer4.1.relu#2"])
     first = fmapviz.feature_maps(resnet18, x, ["layer1.0.relu#1", "layer2"])
     assert list(first) == ["layer1.0.relu", "layer2"]
-    assert fmapviz.resolve_layers(resnet18, ["layer4.1.relu#2", "layer1"]) == ["layer1", "layer4.1.relu#2"]
-    with pytest.raises(fmapviz.LayerNotFoundError, match="Unknown layer 'layer4.1.relux'"):
-        fmapviz.resolve_layers(resnet18, "layer4.1.relux#2")
-    with pytest.raises(fmapviz.LayerNotFoundError, match="calls count from 1"):
-        fmapviz.resolve_layers(resnet18, "layer4.1.relu#0")
+    assert resolve_layers(resnet18, ["layer4.1.relu#2", "layer1"]) == ["layer1", "layer4.1.relu#2"]
+    with pytest.raises(LayerNotFoundError, match="Unknown layer .layer4.1.relux."):
+        resolve_layers(resnet18, "layer4.1.relux#2")
+    with pytest.raises(LayerNotFoundError, match="calls count from 1"):
+        resolve_layers(resnet18, "layer4.1.relu#0")
     # the reused-module rule: a module named without #k is its last call
     assert layer_keys(everything, "layer4.1.relu") == ["layer4.1.relu#2"]
     assert layer_keys(everything, "layer4.1.relu#1") == ["layer4.1.relu"]
