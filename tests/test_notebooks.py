@@ -57,6 +57,6 @@ def test_beyond_cnns_runs_with_real_weights(tmp_path):
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     texts = "\n".join(output.get("text", "") for output in outputs)
     assert sum("image/png" in output.get("data", {}) for output in outputs) == 7
-    assert "(1, 768, 14, 14)" in texts and "layer=None picked encoder.layers.encoder_layer_11.ln_1" in texts
+    assert "(1, 768, 14, 14)" in texts and "layers=None picked ['encoder.layers.encoder_layer_11.ln_1']" in texts
     assert "'backbone:pool': (1, 256, 4, 4)" in texts and "['backbone:0', 'backbone:1', 'backbone']" in texts
     assert "0 hooks left" in texts
