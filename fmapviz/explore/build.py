@@ -32,6 +32,7 @@ from ..models import LoadedModel
 from ..plot.colors import overlay
 from ..plot.saliency import saliency_overlay
 from ..scan import ScanResult, list_image_files, scan
+from ..vocabulary import Unit
 from . import cache
 
 
@@ -363,12 +364,12 @@ class Site:
 
 def gradcam_maps(model: torch.nn.Module, x: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
     """Grad-CAM for the predicted class at every layer, ``(N, 1, H, W)`` each, from one pass."""
-    return saliency(model, x, "gradcam", target="top", layer=layers).layer_maps
+    return saliency(model, x, "gradcam", target="top", layers=layers).layer_maps
 
 
 def unit_saliency(model: torch.nn.Module, x: torch.Tensor, layer: str, channel: int, blur: int = 9) -> torch.Tensor:
     """``(H, W)`` input-gradient magnitude of a channel's mean activation, blurred: what drives the unit on ``x``."""
-    maps = saliency(model, x, "gradient", target=(layer, channel)).maps.detach().cpu()
+    maps = saliency(model, x, "gradient", target=Unit(layer, channel)).maps.detach().cpu()
     return torch.nn.functional.avg_pool2d(maps, blur, stride=1, padding=blur // 2, count_include_pad=False)[0, 0]
 
 
