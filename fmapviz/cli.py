@@ -30,6 +30,9 @@ EXAMPLES = {
     "scan": "fmapviz scan mobilenet_v2 --weights IMAGENET1K_V1 photos/ --layer features.7 features.14 -o scan/",
     "channel": "fmapviz channel mobilenet_v2 --weights IMAGENET1K_V1 scan/ --layer features.7 --channel 12 "
     "-o channel.png",
+    "compare": "fmapviz compare mobilenet_v2 pruned.py:build photos/ -o compare/\n"
+    "  fmapviz compare runs/ckpt_*.pt --factory net.py:build photos/ -o curves/",
+    "init": "fmapviz init net.py:build --size 64 -o init/\n  fmapviz init resnet18 --data photos/ --batch-size 16",
     "explore": "fmapviz explore mobilenet_v2 --weights IMAGENET1K_V1 photos/ --layers features.7 features.14 -o site/\n"
     "  torchrun --nproc-per-node 2 -m fmapviz.explore resnet18 --weights IMAGENET1K_V1 photos/ --layers layer3 layer4 "
     "-o site/",
@@ -43,6 +46,21 @@ class UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, instead of argparse's usage dump
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+class _IntermixedParser(_Parser):
+    """Positionals may follow options (``compare ckpt_*.pt --factory net.py:build photos/``)."""
+
+    _inside = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._inside:  # parse_known_intermixed_args calls back here (Python < 3.12)
+            return super().parse_known_args(args, namespace)
+        self._inside = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._inside = False
 
 
 def channel_list(text: str) -> list[int]:
@@ -188,6 +206,22 @@ def build_parser() -> _Parser:
     exp.add_argument("--actmax-size", type=int, default=128, help="actmax image size (default 128)")
     exp.add_argument("--batch-size", type=int, default=16, help="photos per forward pass (default 16)")
     exp.add_argument("-o", "--out", default="fmapviz-site", help="site folder (default fmapviz-site)")
+    cmp = command("compare", "Compare two models layer by layer (CKA, dead channels, predictions), or checkpoints.")
+    cmp.__class__ = _IntermixedParser
+    cmp.add_argument("inputs", nargs="+", metavar="MODEL_OR_CHECKPOINT", help="MODEL_A MODEL_B DATA, or CKPT... DATA")
+    cmp.add_argument("--factory", help="file.py:build: the inputs are checkpoints of this model, in training order")
+    cmp.add_argument("--layers", "--layer", nargs="+", help="layers (of model A); default: every block")
+    cmp.add_argument("--layers-b", nargs="+", help="layers of model B (default: --layers, else every block)")
+    cmp.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    cmp.add_argument("-o", "--out", default="fmapviz-compare", help="output folder (default fmapviz-compare)")
+
+    ini = command("init", "Initialization report: activation mean/std/zeros and gradient RMS per layer, flagged.")
+    ini.add_argument("model", help=model_help)
+    ini.add_argument("--data", help="images to run (default: standard-normal noise)")
+    ini.add_argument("--layers", "--layer", nargs="+", help="layers (default: every activation module)")
+    ini.add_argument("--batch-size", type=int, default=8, help="inputs in the pass (default 8)")
+    ini.add_argument("-o", "--out", default="fmapviz-init", help="output folder (default fmapviz-init)")
+    ini.set_defaults(weights="none")
     return parser
 
 
@@ -468,6 +502,72 @@ def run_explore(args: argparse.Namespace) -> int:
     return 0
 
 
+def _outputs(args: argparse.Namespace, names: Sequence[str]) -> list[Path]:
+    return [_free(Path(args.out) / name, args) for name in names]
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    import fmapviz
+    from fmapviz.files import save_figure, write_json
+
+    *models, data = args.inputs
+    if args.factory is None and len(models) != 2:
+        raise UsageError("compare takes MODEL_A MODEL_B DATA, or checkpoints with --factory file.py:build")
+    if args.factory is not None:
+        figure_path, json_path = _outputs(args, ["checkpoints.png", "checkpoints.json"])
+        loaded = fmapviz.load_model(args.factory, mean=args.mean, std=args.std, size=args.size)
+        series = fmapviz.compare_checkpoints(
+            models, args.factory, data, args.layers, transform=loaded.transform, batch_size=args.batch_size,
+            trust_checkpoint=args.trust_checkpoint,
+        )  # fmt: skip
+        save_figure(fmapviz.show_checkpoints(series), figure_path)
+        write_json(json_path, series.to_dict())
+        _say(
+            args, f"wrote {figure_path} and {json_path} ({len(series.checkpoints)} checkpoints, {series.count} images)"
+        )
+        return 0
+    paths = _outputs(args, ["cka.png", "side_by_side.png", "health.png", "disagreements.png", "compare.json"])
+    loaded = [_model(argparse.Namespace(**{**vars(args), "model": spec})) for spec in models]
+    result = fmapviz.compare(*loaded, data, args.layers, args.layers_b or args.layers, batch_size=args.batch_size)
+    figures = [fmapviz.show_cka(result), fmapviz.show_side_by_side(result), fmapviz.show_compare_health(result)]
+    figures.append(fmapviz.show_disagreements(result) if result.shown else None)
+    for figure, path in zip(figures, paths):
+        if figure is not None:
+            save_figure(figure, path)
+    write_json(paths[-1], result.to_dict())
+    agreement = "" if result.agreement is None else f", top-1 agreement {result.agreement:.1%}"
+    _say(args, f"wrote {args.out}/ ({result.count} images{agreement})")
+    return 0
+
+
+def run_init(args: argparse.Namespace) -> int:
+    import torch
+
+    import fmapviz
+    from fmapviz.files import save_figure, write_json
+
+    curves, histograms, json_path = _outputs(args, ["init.png", "histograms.png", "init.json"])
+    loaded = _model(args)
+    if args.data:
+        from fmapviz.scan import list_image_files
+
+        x = fmapviz.load_image(list_image_files(args.data)[: args.batch_size], loaded.transform).tensor
+    else:
+        generator = torch.Generator().manual_seed(args.seed)
+        x = torch.randn(args.batch_size, loaded.channels, *loaded.input_size, generator=generator)
+    report = fmapviz.init_report(loaded.model, x.to(loaded.device), args.layers, seed=args.seed)
+    save_figure(fmapviz.show_init_report(report), curves)
+    save_figure(fmapviz.show_init_histograms(report), histograms)
+    rows = [
+        {key: value for key, value in vars(row).items() if key not in ("histogram", "edges")} for row in report.layers
+    ]
+    write_json(json_path, {"input_std": report.input_std, "layers": rows})
+    _say(args, str(report))
+    flagged = report.flagged
+    _say(args, f"{len(flagged)} flagged layer(s): {', '.join(flagged) if flagged else 'none'}; wrote {args.out}/")
+    return 0
+
+
 RUNNERS = {
     "layers": run_layers,
     "maps": run_maps,
@@ -477,6 +577,8 @@ RUNNERS = {
     "scan": run_scan,
     "channel": run_channel,
     "explore": run_explore,
+    "compare": run_compare,
+    "init": run_init,
 }
 
 

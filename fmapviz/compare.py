@@ -286,8 +286,8 @@ def compare(
         A :class:`ModelComparison`; draw it with :func:`fmapviz.views.compare.show_cka` and friends.
 
     Raises:
-        CompareError: a model cannot run on its inputs (e.g. mismatched input sizes), no images,
-            or fewer than 2 images.
+        CompareError: the models' own transforms give inputs of different sizes, a model cannot
+            run on its inputs, no images, or fewer than 2 images.
         LayerNotFoundError: a layer selector matches nothing.
 
     Example:
@@ -296,6 +296,7 @@ def compare(
         >>> result.similarity("features.3", "features.3")
         0.97
     """
+    explicit = transform_a is not None or transform_b is not None
     net_a, transform_a = _model_and_transform(model_a, transform_a)
     net_b, transform_b = _model_and_transform(model_b, transform_b)
     labels = names or tuple(
@@ -310,6 +311,12 @@ def compare(
     count = 0
     with model_guard(net_a), model_guard(net_b), torch.no_grad():
         for x_a, x_b in batches:
+            if not explicit and x_a.shape[1:] != x_b.shape[1:]:
+                raise CompareError(
+                    f"The models expect inputs of different sizes ({labels[0]}: {tuple(x_a.shape[1:])}, "
+                    f"{labels[1]}: {tuple(x_b.shape[1:])}); compare shows both the same images: "
+                    "pass one size both accept (CLI --size) or transform_a= and transform_b=."
+                )
             features_a, output_a = tap_a.run(x_a)
             features_b, output_b = tap_b.run(x_b)
             if cka is None:
