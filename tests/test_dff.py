@@ -7,9 +7,9 @@ import torch
 from conftest import TinyCNN, assert_same_state, hook_count, model_state, real_weights
 
 import fmapviz
+from fmapviz import show_concepts
 from fmapviz.engines.dff import deep_feature_factorization, find_classifier, nmf
 from fmapviz.plot.concepts import concept_colors, concept_overlay
-from fmapviz import show_concepts
 
 
 def test_nmf_recovers_a_planted_factorization_and_never_raises_the_error():

@@ -6,6 +6,8 @@ the rest call ``main(argv)`` in this process. The models are in ``user_models.py
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import json
 import os
 import re
@@ -109,24 +111,31 @@ def test_torchscript_file_is_refused_in_one_line(tmp_path, capsys):
     assert len(error.splitlines()) == 1 and "TorchScript archive" in error and "state_dict" in error
 
 
-def test_pickled_checkpoint_needs_no_pythonpath_and_the_report_records_it(photos, tmp_path):
+def test_pickled_checkpoint_needs_no_pythonpath_and_the_report_records_it(photos, tmp_path, monkeypatch):
     (tmp_path / "mynet.py").write_text(
         "import torch.nn as nn\n"
         "def build():\n    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())\n"
     )
-    subprocess.run([sys.executable, "-c", "import torch, mynet; torch.save(mynet.build(), 'full.pt')"], cwd=tmp_path)
+    save_pickled_model(tmp_path, "mynet", tmp_path / "full.pt")  # as a training script that imports mynet does
+    monkeypatch.chdir(ROOT)  # the factory's folder is neither the working folder nor on sys.path
     out = tmp_path / "report"
     args = ["report", f"{tmp_path / 'mynet.py'}:build", str(photos / "photo0.png"), "-o", str(out), *QUICK_REPORT]
-    run = cli(*args, "--checkpoint", str(tmp_path / "full.pt"), "--trust-checkpoint", cwd=ROOT)
-    _, stderr = run.communicate(timeout=300)
-    assert run.returncode == 0, stderr
-    import hashlib
-
+    assert main([*args, "--checkpoint", str(tmp_path / "full.pt"), "--trust-checkpoint"]) == 0
     recorded = strict_json(out / "manifest.json")["checkpoint"]
     assert recorded == {
         "path": str(tmp_path / "full.pt"),
         "sha256": hashlib.sha256((tmp_path / "full.pt").read_bytes()).hexdigest(),
     }
+
+
+def save_pickled_model(folder: Path, module: str, path: Path) -> None:
+    """torch.save(module.build()) with ``folder`` importable only while saving."""
+    sys.path.insert(0, str(folder))
+    try:
+        torch.save(importlib.import_module(module).build(), path)
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop(module, None)
 
 
 def test_ctrl_c_keeps_finished_pages_a_second_run_is_refused_and_the_next_run_resumes(photos, tmp_path, capsys):

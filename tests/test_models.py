@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import subprocess
+import importlib
 import sys
 
 import numpy as np
@@ -181,8 +181,9 @@ def test_report_on_a_train_mode_module_restores_its_mode_after_an_exception(tmp_
 def test_pickled_model_loads_with_the_factory_folder_on_sys_path_and_is_recorded(tmp_path, monkeypatch):
     (tmp_path / "mynet.py").write_text(FACTORY_FILE)
     checkpoint = tmp_path / "full.pt"
-    script = "import torch, mynet; torch.manual_seed(1); torch.save(mynet.build(), 'full.pt')"
-    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, check=True)
+    monkeypatch.syspath_prepend(str(tmp_path))  # as a training script that imports mynet
+    torch.save(importlib.import_module("mynet").build(), checkpoint)
+    monkeypatch.undo()
     monkeypatch.delitem(sys.modules, "mynet", raising=False)
     monkeypatch.chdir(ROOT)
     loaded = fmapviz.load_model(f"{tmp_path / 'mynet.py'}:build", checkpoint=checkpoint, trust_checkpoint=True)
