@@ -29,7 +29,8 @@ lint: install
 
 bench-deps: install
 	$(PIP) install -q --no-deps torch-lucent==0.1.8 grad-cam==1.5.7 torchcam==0.5.0 torchlens==2.36.1 kornia==0.9.0 ttach
-	$(PIP) install -q opencv-python-headless scikit-learn ipython kornia-rs graphviz safetensors
+	$(PIP) install -q opencv-python-headless scikit-learn ipython decorator kornia-rs graphviz safetensors
+	$(PY) benchmarks/peers_check.py
 
 bench: bench-deps
 	$(PY) benchmarks/run.py

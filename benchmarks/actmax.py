@@ -1,19 +1,23 @@
-"""fmapviz.maximize against torch-lucent's render_vis, in one process (resnet18 random weights, seed 0).
+"""fmapviz.maximize against torch-lucent's render_vis at equal work, in one process (resnet18 random weights, seed 0).
 
-Both: layer3 channel objective, 128 px, Fourier + decorrelated parameterization, standard transforms,
-Adam lr 0.05, torch seed 0. lucent upsamples to 224 px and hooks every module (its defaults); fmapviz
-shows the model the image at its own size, freezes parameters, stops after layer3 and batches 16 channels.
+Equal work (the main rows): `layer3` channel objective, 16 channels, 128 px Fourier + decorrelated image, the
+standard transforms, upsampled to a 224 px view before the model (`model_size=224`, lucent's default), Adam
+lr 0.05, the same number of steps, frozen parameters, the network truncated after `layer3` on both sides
+(lucent gets a ResNet whose forward stops there; fmapviz stops the forward itself), 16 images in one batch
+on both sides (lucent: the sum of 16 per-image channel objectives). Runs alternate ours/lucent after a
+warm-up. The objective each reaches is measured by one independent forward pass of the final images.
+A second lucent row renders one channel at a time (how lucent is usually called), extrapolated from
+LUCENT_SINGLE channels.
 
 Run from the repo root: .venv/bin/python benchmarks/actmax.py
-ACTMAX_STEPS (default 256) sets the steps of both full runs; LUCENT_CHANNELS (default 1) how many channels
-lucent renders at full length; its 16-channel time is the mean per channel times 16 (each channel
-costs the same: same model, size and steps).
+ACTMAX_STEPS (default 256), ACTMAX_ROUNDS (default 2), LUCENT_SINGLE (default 2).
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -21,116 +25,122 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 import torchvision
+from torchvision.models.resnet import ResNet
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from common import markdown_table, setup, time_interleaved, write_section  # noqa: E402
+from common import markdown_table, setup, write_section  # noqa: E402
 from lucent_shim import import_lucent  # noqa: E402
 
 import fmapviz  # noqa: E402
 
 STEPS = int(os.environ.get("ACTMAX_STEPS", 256))
-LUCENT_CHANNELS = int(os.environ.get("LUCENT_CHANNELS", 1))
-SIZE, CHANNELS, LAYER = 128, 16, "layer3"
+ROUNDS = int(os.environ.get("ACTMAX_ROUNDS", 2))
+LUCENT_SINGLE = int(os.environ.get("LUCENT_SINGLE", 2))
+SIZE, VIEW, CHANNELS, LAYER = 128, 224, 16, "layer3"
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 
 
-def channel_means(model: torch.nn.Module, images: torch.Tensor, upsample: int | None) -> torch.Tensor:
-    """(N, C) layer3 channel means of images in [0, 1], optionally upsampled like lucent, no random transforms."""
-    if upsample:
-        images = F.interpolate(images, size=upsample, mode="bilinear", align_corners=True)
-    return fmapviz.feature_maps(model, (images - MEAN) / STD, LAYER)[LAYER].mean((-2, -1))
+class StopAfterLayer3(ResNet):
+    """torchvision's resnet18 with the same module names, whose forward ends after layer3 (lucent's truncation)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer3(self.layer2(self.layer1(x)))
+
+
+def reached(model: torch.nn.Module, images: torch.Tensor, align_corners: bool) -> torch.Tensor:
+    """(16,) channel c of image c at layer3, images upsampled to the 224 view, no random transforms."""
+    view = F.interpolate(images, size=VIEW, mode="bilinear", align_corners=align_corners)
+    means = fmapviz.feature_maps(model, (view - MEAN) / STD, LAYER)[LAYER].mean((-2, -1))
+    picks = torch.arange(images.shape[0])
+    return means[picks, picks]
 
 
 def main() -> None:
     setup()
+    torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None).eval()
-    render, param, _ = import_lucent()
+    render, param, objectives = import_lucent()
+    lucent_model = StopAfterLayer3(torchvision.models.resnet.BasicBlock, [2, 2, 2, 2]).eval()
+    lucent_model.load_state_dict(copy.deepcopy(model.state_dict()))
+    lucent_model.requires_grad_(False)  # frozen, like fmapviz
 
-    # per-step cost vs. the floor: fwd + bwd to the input of resnet18 cut after layer3, same batch and input size
-    cut = torch.nn.Sequential(*list(model.children())[:7])
-    seen = SIZE + 2 * 12 - 8 - 4  # pad 12, jitter 8, jitter 4: the size the model sees
-    floor_input = torch.rand(CHANNELS, 3, seen, seen)
-    picks = torch.arange(CHANNELS)
+    def ours(steps: int) -> torch.Tensor:
+        result = fmapviz.maximize(
+            model, LAYER, channels=range(CHANNELS), size=SIZE, steps=steps, model_size=VIEW, progress=False
+        )
+        return result.images
 
-    def floor() -> None:
-        x = floor_input.clone().requires_grad_(True)
-        out = cut(x)
-        out[picks, picks].mean((-2, -1)).sum().backward()
-
-    def ours(steps: int):
-        return lambda: fmapviz.maximize(model, LAYER, channels=range(CHANNELS), size=SIZE, steps=steps, progress=False)
-
-    probe = 6
-    with fmapviz.model_guard(cut):
-        timings = time_interleaved({"floor": floor, "zero": ours(0), "probe": ours(probe)}, rounds=3)
-    per_step = (timings["probe"] - timings["zero"]) / probe
-
-    # full runs: ours 16 channels batched; lucent one channel at a time (extrapolated to 16)
-    start = time.perf_counter()
-    result = fmapviz.maximize(model, LAYER, channels=range(CHANNELS), size=SIZE, steps=STEPS, progress=False)
-    ours_seconds = time.perf_counter() - start
-    lucent_model = copy.deepcopy(model)  # lucent leaves hooks on every module
-    lucent_images, lucent_seconds = [], []
-    for channel in range(LUCENT_CHANNELS):
+    def lucent(steps: int, channels: list[int]) -> torch.Tensor:
         torch.manual_seed(0)
-        start = time.perf_counter()
+        batch = len(channels)
+        objective = sum(objectives.channel(LAYER, c, batch=i) for i, c in enumerate(channels))
         images = render.render_vis(
             lucent_model,
-            f"{LAYER}[{channel}]",
-            param_f=lambda: param.image(SIZE, fft=True, decorrelate=True),
-            thresholds=(STEPS,),
+            objective,
+            param_f=lambda: param.image(SIZE, batch=batch, fft=True, decorrelate=True),
+            thresholds=(steps,),
             show_image=False,
             progress=False,
         )
-        lucent_seconds.append(time.perf_counter() - start)
-        lucent_images.append(torch.from_numpy(images[-1]).permute(0, 3, 1, 2).float())
-    lucent_total = sum(lucent_seconds) / LUCENT_CHANNELS * CHANNELS
-    lucent_images = torch.cat(lucent_images)
+        return torch.from_numpy(images[-1]).permute(0, 3, 1, 2).float()
 
-    rows = []
-    for upsample in (None, 224):
-        ours_values = channel_means(model, result.images, upsample)[picks, picks]
-        lucent_values = channel_means(model, lucent_images, upsample)
-        lucent_values = lucent_values[torch.arange(LUCENT_CHANNELS), torch.arange(LUCENT_CHANNELS)]
-        shared = ours_values[:LUCENT_CHANNELS]
-        rows.append(
+    ours(4), lucent(4, list(range(CHANNELS)))  # warm-up
+    times: dict[str, list[float]] = {"ours": [], "lucent": []}
+    finals: dict[str, torch.Tensor] = {}
+    for _ in range(ROUNDS):
+        for name, run in (("ours", lambda: ours(STEPS)), ("lucent", lambda: lucent(STEPS, list(range(CHANNELS))))):
+            start = time.perf_counter()
+            finals[name] = run()
+            times[name].append(time.perf_counter() - start)
+    single = []
+    for channel in range(LUCENT_SINGLE):
+        start = time.perf_counter()
+        lucent(STEPS, [channel])
+        single.append(time.perf_counter() - start)
+    single_total = statistics.mean(single) * CHANNELS
+
+    ours_s, lucent_s = statistics.median(times["ours"]), statistics.median(times["lucent"])
+    rows = [
+        ["lucent render_vis, 16 channels in one batch", f"{lucent_s:.1f}", "1.00"],
+        ["fmapviz.maximize, 16 channels in one batch", f"{ours_s:.1f}", f"**{lucent_s / ours_s:.2f}x faster**"],
+        [
+            f"lucent render_vis, one channel at a time (x16, from {LUCENT_SINGLE})",
+            f"{single_total:.1f}",
+            f"{lucent_s / single_total:.2f}",
+        ],
+    ]
+    values = []
+    for align in (True, False):
+        ours_v, lucent_v = reached(model, finals["ours"], align), reached(model, finals["lucent"], align)
+        wins = int((ours_v >= lucent_v).sum())
+        values.append(
             [
-                f"{SIZE} px as optimized" if upsample is None else "upsampled to 224 (lucent's view)",
-                ", ".join(f"{v:.2f}" for v in lucent_values),
-                ", ".join(f"{v:.2f}" for v in shared),
-                f"{ours_values.mean():.2f}",
+                f"224 view, bilinear align_corners={align}",
+                f"{lucent_v.mean():.2f}",
+                f"{ours_v.mean():.2f}",
+                f"{wins}/16",
             ]
         )
-    speedup = lucent_total / ours_seconds
-    body = f"""resnet18 (random weights, seed 0), `{LAYER}` channel objective, {SIZE} px, {
-        STEPS
-    } steps, fft + decorrelate,
-standard transforms, Adam lr 0.05, seed 0. fmapviz: 16 channels in one batch, frozen parameters, forward stopped
-after {LAYER}, model sees {seen} px (no upsample). lucent 0.1.8 (kornia shim in benchmarks/lucent_shim.py):
-`render_vis` one channel at a time, its defaults (upsample to 224, all modules hooked, parameter grads);
-{LUCENT_CHANNELS} channel(s) run in full, 16-channel time = mean per channel x 16.
+    body = f"""Equal work: resnet18 (random weights, seed 0), `{LAYER}` channel objectives for channels 0-15, one 128 px
+image each, Fourier + decorrelated, standard transforms (pad 12, jitter 8, scale, rotate, jitter 4), upsampled to a
+224 px view before the model, Adam lr 0.05, {STEPS} steps, parameters frozen, network truncated after `{LAYER}` on
+both sides, 16 images per batch on both sides. Median of {ROUNDS} alternating rounds after a 4-step warm-up.
+lucent 0.1.8 (kornia shim in benchmarks/lucent_shim.py). The machine was shared with other work during this run;
+alternating rounds spread that load over both sides.
 
-{
-        markdown_table(
-            ["run", "seconds", "vs lucent"],
-            [
-                ["lucent render_vis, 16 channels one at a time (extrapolated)", f"{lucent_total:.1f}", "1.00"],
-                ["fmapviz.maximize, 16 channels batched", f"{ours_seconds:.1f}", f"**{speedup:.2f}x faster**"],
-            ],
-        )
-    }
+{markdown_table(["run", "seconds", "vs lucent batched"], rows)}
 
-Per-step cost (interleaved, 3 rounds, ({probe}-step run - 0-step run) / {probe}): {per_step:.3f} s for 16 images;
-floor = one forward + backward to the input of resnet18 cut after {LAYER}, batch 16 at {seen} px:
-{timings["floor"]:.3f} s. Ratio **{per_step / timings["floor"]:.2f}x** the floor.
+Objective reached: mean over the 16 images of channel c of image c at `{LAYER}`, measured by one independent
+forward pass of the final images (no random transforms, ImageNet normalization), upsampled to the 224 view
+(lucent optimizes with align_corners=True, fmapviz with False: both are shown):
 
-Objective reached (mean of {LAYER} channel c on the final image, no random transforms, ImageNet normalization),
-same evaluation for both:
-
-{markdown_table(["evaluated at", "lucent ch 0..", "fmapviz same channels", "fmapviz mean of 16"], rows)}
+{markdown_table(["evaluated at", "lucent", "fmapviz", "images where fmapviz >= lucent"], values)}
 """
-    write_section("actmax", "Activation maximization vs lucent (resnet18 layer3)", "python benchmarks/actmax.py", body)
+    write_section(
+        "actmax", "Activation maximization vs lucent at equal work (resnet18 layer3)", "python benchmarks/actmax.py", body
+    )
     print(body)
 
 
