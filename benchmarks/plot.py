@@ -3,6 +3,9 @@
 Case 1: resnet18 layer4 (random weights), 512×7×7, nearest-upsampled to 56 px tiles.
 Case 2: resnet50 layer1 (random weights), 256×56×56.
 Every method normalizes, builds the picture and writes a PNG; all run interleaved in one process.
+The like-for-like pair does the same work on both sides: one value range for the whole layer, gray
+tiles, 2 px padding, one PNG (torchvision ``make_grid(normalize=True)`` + ``save_image`` against
+``show_maps(annotate=False, cmap="gray")``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ import fmapviz  # noqa: E402
 from benchmarks.common import markdown_table, setup, time_interleaved, write_section  # noqa: E402
 from fmapviz.engines.direct import upsample  # noqa: E402
 
+LIKE_TORCHVISION = "torchvision make_grid + save_image (gray, one range) *same work*"
+LIKE_FMAPVIZ = "fmapviz show_maps(annotate=False, cmap='gray') *same work*"
+
 
 def subplot_per_channel(maps: torch.Tensor, path: Path) -> None:
     count = maps.shape[1]
@@ -39,13 +45,14 @@ def subplot_per_channel(maps: torch.Tensor, path: Path) -> None:
     plt.close(figure)
 
 
-def torchvision_grid(maps: torch.Tensor, path: Path) -> None:
+def torchvision_grid(maps: torch.Tensor, path: Path, scale_each: bool = True) -> None:
     tiles = maps[0].unsqueeze(1)
-    save_image(make_grid(tiles, nrow=math.ceil(math.sqrt(tiles.shape[0])), normalize=True, scale_each=True), path)
+    columns = math.ceil(math.sqrt(tiles.shape[0]))
+    save_image(make_grid(tiles, nrow=columns, normalize=True, scale_each=scale_each, pad_value=1.0), path)
 
 
-def fmapviz_raw(maps: torch.Tensor, path: Path) -> None:
-    fmapviz.show_maps(maps, "all", normalize="layer", cmap="viridis", annotate=False).save(path)
+def fmapviz_raw(maps: torch.Tensor, path: Path, cmap: str = "viridis") -> None:
+    fmapviz.show_maps(maps, "all", normalize="layer", cmap=cmap, annotate=False).save(path)
 
 
 def fmapviz_annotated(maps: torch.Tensor, path: Path, channels: str) -> None:
@@ -71,7 +78,11 @@ def main() -> None:
     for case, maps in cases.items():
         methods = {
             "matplotlib, one subplot per channel": lambda m=maps: subplot_per_channel(m, out / "a.png"),
-            "torchvision make_grid + save_image (gray)": lambda m=maps: torchvision_grid(m, out / "b.png"),
+            "torchvision make_grid + save_image (gray, each channel scaled)": lambda m=maps: torchvision_grid(
+                m, out / "b.png"
+            ),
+            LIKE_TORCHVISION: lambda m=maps: torchvision_grid(m, out / "g.png", scale_each=False),
+            LIKE_FMAPVIZ: lambda m=maps: fmapviz_raw(m, out / "h.png", "gray"),
             "fmapviz show_maps(annotate=False) (viridis, PIL)": lambda m=maps: fmapviz_raw(m, out / "c.png"),
             "fmapviz show_maps top:16, annotated matplotlib": lambda m=maps: fmapviz_annotated(
                 m, out / "d.png", "top:16"
@@ -84,6 +95,10 @@ def main() -> None:
             methods["fmapviz show_maps(annotate=False) (viridis, PIL)"] = lambda: fmapviz_raw(
                 upsample(layer4, (56, 56), "nearest"), out / "c.png"
             )
+            methods[LIKE_FMAPVIZ] = lambda: fmapviz_raw(upsample(layer4, (56, 56), "nearest"), out / "h.png", "gray")
+            methods[LIKE_TORCHVISION] = lambda: torchvision_grid(
+                upsample(layer4, (56, 56), "nearest"), out / "g.png", scale_each=False
+            )
         times = time_interleaved(methods, rounds=3, warmup=1)
         slowest = times["matplotlib, one subplot per channel"]
         for name, seconds in times.items():
@@ -92,8 +107,13 @@ def main() -> None:
     body = (
         "Random-weight resnet18 `layer4` (512×7×7, nearest-upsampled to 56 px inside the timed call) and "
         "resnet50 `layer1` (256×56×56) on assets/chelsea.png. Each call normalizes, draws and writes one PNG. "
-        "Median of 3 interleaved rounds after a warm-up. Targets: raw mosaic ≤ 0.1 s (512 maps) and ≤ 0.15 s "
-        "(256 maps); annotated figure ≤ 0.25 s.\n\n"
+        "Median of 3 interleaved rounds after a warm-up, on a machine shared with other jobs (compare rows of one "
+        "case, not runs). Targets: raw mosaic ≤ 0.1 s (512 maps) and ≤ 0.15 s (256 maps); annotated figure ≤ 0.25 s."
+        "\n\nLike for like: the two rows marked *same work* both scale the whole layer to one value range, draw gray "
+        "tiles with 2 px white padding and write one PNG (`make_grid(normalize=True, scale_each=False)` + "
+        "`save_image`, against `show_maps(annotate=False, cmap='gray')`). The other rows do different work: "
+        "one subplot per channel colours each channel on its own scale with matplotlib, the viridis mosaic adds "
+        "a colour map, the annotated figures draw captions and a colour bar for 16 or 64 channels.\n\n"
         + markdown_table(["case", "method", "seconds", "speed-up vs subplots"], rows)
     )
     write_section("plot", "Plotting many feature maps into one PNG", "python benchmarks/plot.py", body)

@@ -63,16 +63,28 @@ class _IntermixedParser(_Parser):
             self._inside = False
 
 
-def channel_list(text: str) -> list[int]:
-    """Parse ``"0-15"``, ``"3,7,9"`` or ``"0-3,8"`` into channel indices."""
-    channels: list[int] = []
+def channel_list(text: str) -> list[int] | str:
+    """``--channels`` of actmax: indices (``"0-15"``, ``"3,7,9"``, ``"0-3,8"``) or ``"all"``."""
+    from .vocabulary import parse_channels
+
     try:
-        for part in text.split(","):
-            first, _, last = part.partition("-")
-            channels += list(range(int(first), int(last) + 1)) if last else [int(first)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"bad channel list '{text}': use forms like 0-15, 3,7,9 or 0-3,8") from None
-    return channels
+        choice = parse_channels(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if choice.kind in ("top", "bottom"):
+        raise argparse.ArgumentTypeError(f"'{text}' needs a ranking; actmax takes indices such as 0-15, or all")
+    return "all" if choice.kind == "all" else list(choice.indices)
+
+
+def channel_choice(text: str) -> str:
+    """``--channels`` of maps: which channels, checked before torch loads (see fmapviz.vocabulary)."""
+    from .vocabulary import parse_channels
+
+    try:
+        parse_channels(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
 
 
 def normalization(text: str) -> tuple[float, ...]:
@@ -135,7 +147,8 @@ def build_parser() -> _Parser:
     maps.add_argument("model", help=model_help)
     maps.add_argument("images", nargs="+", help="image files, folders or globs")
     maps.add_argument("--layer", nargs="+", required=True, help="layer selectors: names, globs, types")
-    maps.add_argument("--channels", default="top:16", help="all, top:K, bottom:K or 0-15 (default top:16)")
+    maps.add_argument("--channels", type=channel_choice, default="top:16",
+                      help="which channels: all, top:K, bottom:K, 0-15 or 3,7 (default top:16)")  # fmt: skip
     maps.add_argument("--rank", default="mean", help="mean, max or std (default mean)")
     maps.add_argument("--normalize", default="layer", help="layer, channel or global (default layer)")
     maps.add_argument("--overlay", action="store_true", help="draw each map over the photo")
@@ -330,7 +343,6 @@ def run_maps(args: argparse.Namespace) -> int:
     writable_folder(Path(args.out))  # before the work, not after it
     loaded = _model(args)
     image = _images(args, loaded)
-    channels = args.channels if not args.channels[:1].isdigit() else channel_list(args.channels)
     out = Path(args.out)
     jobs = []
     for index, name in enumerate(image.names):
@@ -341,7 +353,7 @@ def run_maps(args: argparse.Namespace) -> int:
     for path, maps, layer, index in jobs:
         figure = fmapviz.show_maps(
             maps,
-            channels=channels,
+            channels=args.channels,
             rank=args.rank,
             normalize=args.normalize,
             image=image.display[index],

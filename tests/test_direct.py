@@ -9,6 +9,7 @@ import pytest
 import torch
 import torchvision.transforms as T
 from conftest import ASSETS, TinyCNN, assert_same_state, hook_count, model_state, real_weights
+from PIL import Image
 from torch import nn
 
 import fmapviz
@@ -76,6 +77,37 @@ def test_channels_always_says_which_channels_and_a_count_is_top():
         fmapviz.show_hierarchy({"a": maps}, torch.rand(1, 3, 9, 9), channels=4)
     with pytest.raises(ValueError, match="top must be"):
         fmapviz.show_hierarchy({"a": maps}, torch.rand(1, 3, 9, 9), top=0)
+
+
+TINY_FACTORY = """
+import torch
+import torch.nn as nn
+
+def build():
+    torch.manual_seed(0)  # the CLI and the test build the same weights
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3, padding=1))
+"""
+
+
+def test_cli_maps_channels_draw_exactly_what_show_maps_draws(tmp_path, capsys):
+    from fmapviz.cli import main
+
+    (tmp_path / "net.py").write_text(TINY_FACTORY)
+    photo = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(0).random((24, 24, 3)) * 255).astype(np.uint8)).save(photo)
+    out = tmp_path / "maps"
+    spec = f"{tmp_path / 'net.py'}:build"
+    assert main(["maps", spec, str(photo), "--layer", "1", "--channels", "6,1-2", "--size", "24", "-o", str(out),
+                 "--quiet", "--weights", "none"]) == 0  # fmt: skip
+    written = np.asarray(Image.open(out / "photo_1.png").convert("RGB"))
+    loaded = fmapviz.load_model(spec, size=24)
+    image = fmapviz.load_image(photo, loaded.transform)
+    maps = fmapviz.feature_maps(loaded.model, image.tensor, "1")
+    expected = fmapviz.show_maps(maps, "6,1-2", image=image.display[0], layer="1")
+    assert [t.get_text() for t in expected.matplotlib.axes[0].texts] == ["input", "ch 6", "ch 1", "ch 2"]
+    assert written.shape == expected.image.shape and (written == expected.image).all()
+    assert main(["maps", spec, str(photo), "--layer", "1", "--channels", "4-2", "-o", str(out)]) == 2
+    assert "runs backwards; write 2-4" in capsys.readouterr().err
 
 
 def test_channel_k_lands_at_its_grid_cell():
