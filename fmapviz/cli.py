@@ -70,9 +70,9 @@ def channel_list(text: str) -> list[int] | str:
     try:
         choice = parse_channels(text)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+        raise argparse.ArgumentTypeError(f"bad channel list: {error}") from None
     if choice.kind in ("top", "bottom"):
-        raise argparse.ArgumentTypeError(f"'{text}' needs a ranking; actmax takes indices such as 0-15, or all")
+        raise argparse.ArgumentTypeError(f"bad channel list '{text}': actmax takes indices such as 0-15, or all")
     return "all" if choice.kind == "all" else list(choice.indices)
 
 
@@ -83,7 +83,7 @@ def channel_choice(text: str) -> str:
     try:
         parse_channels(text)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
+        raise argparse.ArgumentTypeError(f"bad channel list: {error}") from None
     return text
 
 
