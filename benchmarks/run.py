@@ -16,6 +16,7 @@ ORDER = [
     "capture",
     "plot",
     "saliency",
+    "saliency_equivalence",
     "saliency_quality",
     "actmax",
     "actmax_quality",
