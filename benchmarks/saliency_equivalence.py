@@ -30,7 +30,8 @@ CAM_PEERS = {  # fmapviz method -> (torchcam class, pytorch-grad-cam class); cap
     "gradcam++": ("GradCAMpp", "GradCAMPlusPlus"),
     "layercam": ("LayerCAM", "LayerCAM"),
 }
-INPUT_PEERS = {  # fmapviz method -> captum class (same settings: zero baseline, 50 steps, gausslegendre)
+IG_STEPS = 16
+INPUT_PEERS = {  # fmapviz method -> captum class (same settings: zero baseline, IG_STEPS steps, gausslegendre)
     "gradient": "Saliency",
     "input_x_gradient": "InputXGradient",
     "integrated_gradients": "IntegratedGradients",
@@ -71,7 +72,7 @@ def input_peer(model, x, method: str, category: int) -> torch.Tensor:
     from captum import attr
 
     explainer = getattr(attr, INPUT_PEERS[method])(model)
-    options = {"n_steps": 50, "internal_batch_size": 8} if method == "integrated_gradients" else {}
+    options = {"n_steps": IG_STEPS, "internal_batch_size": 8} if method == "integrated_gradients" else {}
     if method == "gradient":
         options["abs"] = False
     return explainer.attribute(x.clone().requires_grad_(True), target=category, **options).detach()
@@ -89,16 +90,19 @@ def rows_for(name: str, model, x, layers: dict[str, str]) -> list[list[object]]:
                 for peer, theirs in cam_peers(model, x, method, layer, category).items():
                     difference = float((ours - theirs).abs().max())
                     rows.append([name, method, peer, f"{layer} ({depth})", which, f"{difference:.1e}"])
+                    print(rows[-1], flush=True)
             old = fmapviz.saliency(model, x, "gradcam", target=category, layers=layer, clamp="upsampled")
             captum = cam_peers(model, x, "gradcam", layer, category)["captum LayerGradCam"]
             difference = float((scaled(old.maps[:, 0]) - captum).abs().max())
             label = "gradcam, clamp='upsampled' (0.1)"
             rows.append([name, label, "captum LayerGradCam", f"{layer} ({depth})", which, f"{difference:.2f}"])
         for method in INPUT_PEERS:
-            ours = fmapviz.saliency(model, x, method, target=category, batch_size=8).attributions[:, 0]
+            options = {"steps": IG_STEPS} if method == "integrated_gradients" else {}
+            ours = fmapviz.saliency(model, x, method, target=category, batch_size=8, **options).attributions[:, 0]
             theirs = input_peer(model, x, method, category)
             difference = float((ours - theirs).abs().max() / theirs.abs().max())
             rows.append([name, method, f"captum {INPUT_PEERS[method]}", "input", which, f"{difference:.1e}"])
+            print(rows[-1], flush=True)
     return rows
 
 
@@ -119,8 +123,8 @@ def main() -> None:
     intro = (
         "Largest difference over the 224 × 224 map (chelsea.png). CAM rows: both maps upsampled bilinearly and "
         "min-max scaled per image (pytorch-grad-cam resizes with OpenCV, the others with torch); input rows: "
-        "per-channel attributions, as a fraction of the peer's largest |value| (captum IG: 50 steps, "
-        "gausslegendre, zero baseline, as fmapviz's defaults). 'clamp=\"upsampled\"' is fmapviz 0.1's Grad-CAM "
+        f"per-channel attributions, as a fraction of the peer's largest |value| (IG on both sides: {IG_STEPS} steps, "
+        "gausslegendre, zero baseline). 'clamp=\"upsampled\"' is fmapviz 0.1's Grad-CAM "
         "(ReLU after upsampling), kept as an option: on mid layers and non-top classes it differs from every "
         "peer; the default (ReLU at the layer's resolution, then upsampling) agrees with all of them."
     )
