@@ -30,7 +30,7 @@ EXAMPLES = {
     "scan": "fmapviz scan mobilenet_v2 --weights IMAGENET1K_V1 photos/ --layer features.7 features.14 -o scan/",
     "channel": "fmapviz channel mobilenet_v2 --weights IMAGENET1K_V1 scan/ --layer features.7 --channel 12 "
     "-o channel.png",
-    "compare": "fmapviz compare mobilenet_v2 pruned.py:build photos/ -o compare/\n"
+    "compare": "fmapviz compare mobilenet_v2 pruned.py:build photos/ --weights IMAGENET1K_V1 -o compare/\n"
     "  fmapviz compare runs/ckpt_*.pt --factory net.py:build photos/ -o curves/",
     "init": "fmapviz init net.py:build --size 64 -o init/\n  fmapviz init resnet18 --data photos/ --batch-size 16",
     "explore": "fmapviz explore mobilenet_v2 --weights IMAGENET1K_V1 photos/ --layers features.7 features.14 -o site/\n"
