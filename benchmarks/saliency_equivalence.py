@@ -126,7 +126,10 @@ def main() -> None:
         f"per-channel attributions, as a fraction of the peer's largest |value| (IG on both sides: {IG_STEPS} steps, "
         "gausslegendre, zero baseline). 'clamp=\"upsampled\"' is fmapviz 0.1's Grad-CAM "
         "(ReLU after upsampling), kept as an option: on mid layers and non-top classes it differs from every "
-        "peer; the default (ReLU at the layer's resolution, then upsampling) agrees with all of them."
+        "peer; the default (ReLU at the layer's resolution, then upsampling) agrees with all of them. Grad-CAM++ "
+        "differs by design: pytorch-grad-cam adds 1e-6 to the denominator of alpha (it dominates the tiny "
+        "gradients of random weights), and torchcam's in-place division on a masked copy leaves alpha = g², "
+        "so its weights are sum(g² relu(g)); fmapviz follows the paper's eq. 19 without an epsilon."
     )
     body = intro + "\n\n" + markdown_table(["model", "fmapviz", "peer", "layer", "class", "max difference"], rows)
     write_section(

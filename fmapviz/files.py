@@ -82,9 +82,7 @@ def writable_folder(folder: str | os.PathLike) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise FmapvizError(
-            f"Cannot create folder '{folder}': {error.strerror}. Choose another -o/--out."
-        ) from None
+        raise FmapvizError(f"Cannot create folder '{folder}': {error.strerror}. Choose another -o/--out.") from None
     probe = folder / f".fmapviz-write-test.{os.getpid()}"
     try:
         probe.write_bytes(b"")

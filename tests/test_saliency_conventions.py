@@ -180,3 +180,16 @@ def test_gradcam_on_a_layer_without_gradient_warns_and_uses_the_nearest_that_has
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         saliency(vit, x, "gradcam", target=1, layers="encoder.layers.encoder_layer_1")
+
+
+def test_the_reused_module_rule_is_the_same_in_actmax_and_explain(resnet18):
+    from fmapviz.engines.actmax.objectives import channel
+    from fmapviz.engines.explain import explain_channels
+
+    x = torch.randn(1, 3, 64, 64)
+    maps = fmapviz.feature_maps(resnet18, x, "layer1.0.relu")
+    torch.testing.assert_close(channel("layer1.0.relu", 3).score(maps), maps["layer1.0.relu#2"][:, 3].mean((1, 2)))
+    torch.testing.assert_close(channel("layer1.0.relu#2", 3).score(maps), channel("layer1.0.relu", 3).score(maps))
+    plain = explain_channels(resnet18, x, "layer1.0.relu", 3)["layer1.0.relu"]
+    second = explain_channels(resnet18, x, "layer1.0.relu#2", 3)["layer1.0.relu#2"]
+    torch.testing.assert_close(plain.attributions, second.attributions)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..capture import LayerSelectors, capture, model_guard, resolve_layers
+from ..capture import LayerSelectors, capture, layer_keys, model_guard, resolve_layers
 from ..outputs import output_tensor
 from ..vocabulary import class_index
 
@@ -140,16 +140,17 @@ def explain_channels(
         if logits.dim() != 2:
             raise ValueError(f"explain_channels needs (N, classes) logits; the model gives {tuple(logits.shape)}.")
         classes = _target_classes(target, logits, categories)
-        for name in names:
-            if maps[name].dim() != 4:
+        keys = {name: (layer_keys(maps, name) or [name])[0] for name in names}  # a reused module: its last call
+        for name, key in keys.items():
+            if maps[key].dim() != 4:
                 raise ValueError(
-                    f"Layer '{name}' gives {tuple(maps[name].shape)} outputs, not (N,C,H,W) spatial maps; "
+                    f"Layer '{name}' gives {tuple(maps[key].shape)} outputs, not (N,C,H,W) spatial maps; "
                     "pick a convolutional layer (see fmapviz.summary(model))."
                 )
         logits.gather(1, classes[:, None]).sum().backward()
         found = {}
-        for name in names:
-            activation, gradient = maps[name].detach(), maps.grads[name]
+        for name, key in keys.items():
+            activation, gradient = maps[key].detach(), maps.grads[key]
             spatial = ATTRIBUTIONS[method](activation, gradient)
             attributions = spatial.sum(dim=(2, 3))
             count = min(top, attributions.shape[1])

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from ...capture import layer_keys
 from ...vocabulary import UNIT_FORMS, Unit, class_index, is_unit, parse_unit
 
 INPUT = "@input"
@@ -113,9 +114,11 @@ def _batch(tensors: Mapping[str, torch.Tensor]) -> int:
 
 
 def _layer(tensors: Mapping[str, torch.Tensor], name: str) -> torch.Tensor:
-    if name not in tensors:
+    """The map of ``name``: a reused module named without ``#k`` is read at its last call (see fmapviz.capture)."""
+    keys = layer_keys(tensors, name)
+    if len(keys) != 1 and name not in tensors:
         raise KeyError(f"Layer '{name}' did not run in this forward pass; check the layer name.")
-    return tensors[name]
+    return tensors[keys[0] if len(keys) == 1 else name]
 
 
 def _check_channel(activation: torch.Tensor, layer: str, channel: int) -> None:
