@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 SHARED_TORCH_HOME := $(abspath ../shared/torch-home)
 export TORCH_HOME ?= $(if $(wildcard $(SHARED_TORCH_HOME)),$(SHARED_TORCH_HOME),$(HOME)/.cache/torch)
 
-.PHONY: install test demo lint bench bench-deps figures clean
+.PHONY: install test docs demo lint bench bench-deps figures clean
 
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -19,13 +19,22 @@ install: $(VENV)/.installed
 test: install
 	$(PY) -m pytest -q
 
+$(VENV)/.docs-installed: $(VENV)/.installed
+	$(PIP) install -q -e ".[dev,docs]"
+	touch $@
+
+# The site in docs/_build/html (offline, warnings are errors), then its links and screenshots are checked.
+docs: $(VENV)/.docs-installed
+	$(PY) -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	$(PY) -m pytest -q tests/test_docs_site.py
+
 demo: install
 	$(VENV)/bin/fmapviz report mobilenet_v2 --weights IMAGENET1K_V1 assets/chelsea.png -o demo-report --force
 	@echo "Report: demo-report/chelsea.png (and demo-report/index.html)"
 
 lint: install
-	$(VENV)/bin/ruff check fmapviz tests benchmarks assets docs notebooks
-	$(VENV)/bin/ruff format --check fmapviz tests benchmarks assets docs notebooks
+	$(VENV)/bin/ruff check fmapviz tests benchmarks assets docs notebooks examples
+	$(VENV)/bin/ruff format --check fmapviz tests benchmarks assets docs notebooks examples
 
 bench-deps: install
 	$(PIP) install -q --no-deps torch-lucent==0.1.8 grad-cam==1.5.7 torchcam==0.5.0 torchlens==2.36.1 kornia==0.9.0 ttach
@@ -39,4 +48,4 @@ figures: install
 	$(PY) assets/make_figures.py
 
 clean:
-	rm -rf $(VENV) demo-report
+	rm -rf $(VENV) demo-report docs/_build docs/auto_examples docs/notebooks docs/sg_execution_times.rst
