@@ -12,7 +12,7 @@ from pathlib import Path
 
 import fmapviz
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"  # chelsea.png, coffee.png, astronaut.png
+ASSETS = Path("../assets")  # chelsea.png, coffee.png, astronaut.png (run from examples/)
 loaded = fmapviz.load_model("mobilenet_v2", weights="IMAGENET1K_V1")
 
 # %%

@@ -20,7 +20,7 @@ import fmapviz
 torch.manual_seed(0)
 vit = VisionTransformer(image_size=64, patch_size=8, num_layers=4, num_heads=4, hidden_dim=64, mlp_dim=128).eval()
 to_input = transforms.Compose([transforms.Resize(64), transforms.CenterCrop(64), transforms.ToTensor()])
-image = fmapviz.load_image(Path(__file__).resolve().parents[1] / "assets" / "chelsea.png", to_input)
+image = fmapviz.load_image(Path("../assets/chelsea.png"), to_input)  # run from examples/
 
 # %%
 # The token output of an encoder block, captured and read as maps: 1 + 8 x 8 tokens of 64 values

@@ -655,6 +655,14 @@ def model_guard(model: nn.Module, *, train: bool = False, freeze: bool = True) -
     Engines wrap their work in this so that no parameter gradient is ever computed
     and the user's model comes back exactly as it was, even after an exception. With
     ``train=True`` the buffers (BatchNorm running statistics) are restored too.
+
+    Example:
+        >>> net = torchvision.models.resnet18().train()
+        >>> with fmapviz.model_guard(net):
+        ...     print(net.training, net.fc.weight.requires_grad)
+        False False
+        >>> net.training, net.fc.weight.requires_grad
+        (True, True)
     """
     modes = [(module, module.training) for module in model.modules()]
     flags = [(parameter, parameter.requires_grad) for parameter in model.parameters()]

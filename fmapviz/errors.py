@@ -7,22 +7,54 @@ from collections.abc import Iterable
 
 
 class FmapvizError(Exception):
-    """Base class of every error fmapviz raises on purpose."""
+    """Base class of every error fmapviz raises on purpose.
+
+    Example:
+        >>> try:
+        ...     fmapviz.load_image("no/such/photo.png")
+        ... except fmapviz.FmapvizError as error:
+        ...     print(type(error).__name__)
+        ImageLoadError
+    """
 
 
 class LayerNotFoundError(FmapvizError, KeyError):
-    """A layer selector matched no module of the model."""
+    """A layer selector matched no module of the model; the message lists the closest names.
+
+    Example:
+        >>> try:
+        ...     fmapviz.feature_maps(model, x, "features.99")
+        ... except fmapviz.LayerNotFoundError as error:
+        ...     print(error)
+        No module matches 'features.99'...
+    """
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
 
 
 class ImageLoadError(FmapvizError, OSError):
-    """An image could not be read, decoded or converted."""
+    """An image could not be read, decoded or converted.
+
+    Example:
+        >>> try:
+        ...     fmapviz.load_image("no/such/photo.png")
+        ... except fmapviz.ImageLoadError as error:
+        ...     print("no/such/photo.png" in str(error))
+        True
+    """
 
 
 class ModelLoadError(FmapvizError, RuntimeError):
-    """A model, its weights or a checkpoint could not be loaded."""
+    """A model, its weights or a checkpoint could not be loaded.
+
+    Example:
+        >>> try:
+        ...     fmapviz.load_model("mobilenet_v9")
+        ... except fmapviz.ModelLoadError as error:
+        ...     print(error)
+        Unknown model 'mobilenet_v9'...
+    """
 
 
 def closest_names(query: str, names: Iterable[str], limit: int = 5) -> list[str]:

@@ -89,7 +89,13 @@ def load_image(
 
 
 def denormalize(tensor: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Undo ``Normalize(mean, std)`` and clamp to [0,1]; works on (3,H,W) and (N,3,H,W)."""
+    """Undo ``Normalize(mean, std)`` and clamp to [0,1]; works on (3,H,W) and (N,3,H,W).
+
+    Example:
+        >>> photo = fmapviz.denormalize(x, loaded.mean, loaded.std)  # back to [0, 1] for display
+        >>> tuple(photo.shape), float(photo.min()) >= 0.0, float(photo.max()) <= 1.0
+        ((1, 3, 224, 224), True, True)
+    """
     shape = (-1, 1, 1)
     mean_t = torch.as_tensor(mean, dtype=tensor.dtype, device=tensor.device).view(shape)
     std_t = torch.as_tensor(std, dtype=tensor.dtype, device=tensor.device).view(shape)

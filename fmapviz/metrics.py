@@ -43,6 +43,11 @@ class PerturbationCurve:
         scores: ``(N, S)`` softmax probability of each image's target class at each step.
         auc: ``(N,)`` area under each curve (trapezoid rule over ``fractions``).
         baseline: the substrate's name (``"blur"``, ``"rise_blur"``, ``"black"``, ...; ``"tensor"`` for a tensor).
+
+    Example:
+        >>> curve = fmapviz.metrics.deletion(model, x, fmapviz.saliency(model, x, "gradcam"), steps=10)
+        >>> curve.mode, tuple(curve.scores.shape), round(float(curve.fractions[1]), 2)
+        ('deletion', (1, 11), 0.1)
     """
 
     mode: str
@@ -133,8 +138,8 @@ def deletion(
 
     Example:
         >>> result = fmapviz.saliency(model, x, "gradcam")
-        >>> fmapviz.metrics.deletion(model, x, result).auc
-        tensor([0.0812])
+        >>> round(float(fmapviz.metrics.deletion(model, x, result, steps=10).auc), 2)
+        0.43
     """
     return _perturbation_curve("deletion", model, x, maps, target, steps, baseline, batch_size)
 
@@ -155,14 +160,20 @@ def insertion(
     of :func:`deletion`.
 
     Example:
-        >>> fmapviz.metrics.insertion(model, x, fmapviz.saliency(model, x, "gradcam")).auc
-        tensor([0.6230])
+        >>> result = fmapviz.saliency(model, x, "gradcam")
+        >>> round(float(fmapviz.metrics.insertion(model, x, result, steps=10).auc), 2)
+        0.56
     """
     return _perturbation_curve("insertion", model, x, maps, target, steps, baseline, batch_size)
 
 
 def spearman(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """Spearman rank correlation of each pair of rows (ties get their average rank): ``(N, ...) -> (N,)``."""
+    """Spearman rank correlation of each pair of rows (ties get their average rank): ``(N, ...) -> (N,)``.
+
+    Example:
+        >>> fmapviz.metrics.spearman(torch.tensor([[1.0, 2, 3], [1, 2, 3]]), torch.tensor([[10.0, 20, 30], [3, 2, 1]]))
+        tensor([ 1., -1.])
+    """
     first_ranks, second_ranks = _ranks(first.flatten(1)), _ranks(second.flatten(1))
     first_ranks = first_ranks - first_ranks.mean(1, keepdim=True)
     second_ranks = second_ranks - second_ranks.mean(1, keepdim=True)
@@ -180,7 +191,13 @@ def _ranks(rows: torch.Tensor) -> torch.Tensor:
 
 
 def cascade_blocks(model: nn.Module) -> list[str]:
-    """Blocks in definition order: children owning parameters, with ``Sequential``/``ModuleList`` opened."""
+    """Blocks in definition order: children owning parameters, with ``Sequential``/``ModuleList`` opened.
+
+    Example:
+        >>> blocks = fmapviz.metrics.cascade_blocks(model)  # mobilenet_v2
+        >>> blocks[:3], blocks[-1]
+        (['features.0.0', 'features.0.1', 'features.1'], 'classifier.1')
+    """
     blocks: list[str] = []
 
     def visit(module: nn.Module, prefix: str) -> None:
@@ -206,6 +223,11 @@ class RandomizationResult:
         original: the trained model's :class:`SaliencyResult`.
         view: the view (a key of :data:`fmapviz.engines.saliency.VIEWS`) the maps were compared in.
         reset_running_stats: whether BatchNorm running statistics were reset too.
+
+    Example:
+        >>> check = fmapviz.metrics.randomization_check(model, x, "gradcam", blocks=["classifier.1", "features.18"])
+        >>> check.blocks, tuple(check.correlations.shape)
+        (['classifier.1', 'features.18'], (2, 1))
     """
 
     method: str
@@ -249,8 +271,9 @@ def randomization_check(
         A :class:`RandomizationResult` with one correlation per block and image.
 
     Example:
-        >>> check = fmapviz.metrics.randomization_check(model, x, "gradcam")
-        >>> check.correlations.mean(1)  # falls towards 0 as blocks are randomized
+        >>> check = fmapviz.metrics.randomization_check(model, x, "gradcam", blocks=["classifier.1", "features.18"])
+        >>> bool(check.correlations[-1, 0] < 0.5)  # Grad-CAM changes once the top blocks are random
+        True
     """
     original = saliency(model, x, method, target=target, **saliency_options)
     fixed = original.target[:, 0] if original.target is not None else target

@@ -57,6 +57,11 @@ class ReportSpec:
         actmax: add activation-maximization images of the channels that fired most.
         actmax_top, actmax_steps, actmax_size: how many channels, optimization steps and image size.
         seed: seed for SmoothGrad noise and activation maximization.
+
+    Example:
+        >>> spec = fmapviz.ReportSpec(layers=("features.7", "features.14"), top=4, methods=("smoothgrad",))
+        >>> spec.top, spec.gradcam_layers
+        (4, 3)
     """
 
     layers: tuple[str, ...] | None = None

@@ -53,6 +53,14 @@ class Objective:
         name: a readable description, e.g. ``"features.10[17]"``.
         layers: module names whose outputs ``score`` reads.
         needs_output: ``score`` reads the model output, so the forward pass must run to the end.
+
+    Example:
+        >>> from fmapviz import objectives
+        >>> goal = objectives.channel("features.10", 3) - 0.5 * objectives.channel("features.10", 9)
+        >>> goal.name, sorted(goal.layers)
+        ('features.10[3] - 0.5*(features.10[9])', ['features.10'])
+        >>> goal({"features.10": torch.ones(2, 16, 7, 7)})  # one score per image
+        tensor([0.5000, 0.5000])
     """
 
     score: Scores
@@ -245,6 +253,11 @@ def diversity(layer: str) -> Objective:
 
     Pushes the images of one batch apart in style; zero for a batch of one. Use it with
     ``copies=`` in :func:`fmapviz.maximize`, e.g. ``channel("layer3", 5) + 1e2 * diversity("layer2")``.
+
+    Example:
+        >>> same = torch.ones(2, 8, 4, 4)  # two images with identical maps: as alike as can be
+        >>> fmapviz.objectives.diversity("layer2")({"layer2": same})
+        tensor([-1., -1.])
     """
 
     def score(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -261,7 +274,14 @@ def diversity(layer: str) -> Objective:
 
 
 def total_variation() -> Objective:
-    """Total variation of the image in [0, 1] (mean absolute difference of neighbours); subtract it to smooth."""
+    """Total variation of the image in [0, 1] (mean absolute difference of neighbours); subtract it to smooth.
+
+    Example:
+        >>> stripes = torch.zeros(1, 3, 8, 8)
+        >>> stripes[..., ::2] = 1.0  # every other column white
+        >>> fmapviz.objectives.total_variation()({"@input": stripes})
+        tensor([1.])
+    """
 
     def score(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
         image = tensors[INPUT]
@@ -273,7 +293,12 @@ def total_variation() -> Objective:
 
 
 def l2(center: float = 0.5) -> Objective:
-    """Mean squared distance of the image in [0, 1] from grey ``center``; subtract it to damp saturation."""
+    """Mean squared distance of the image in [0, 1] from grey ``center``; subtract it to damp saturation.
+
+    Example:
+        >>> fmapviz.objectives.l2()({"@input": torch.ones(1, 3, 8, 8)})  # white is 0.5 from grey
+        tensor([0.2500])
+    """
 
     def score(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return (tensors[INPUT] - center).pow(2).flatten(1).mean(1)
@@ -286,6 +311,11 @@ def blur(kernel: int = 3) -> Objective:
 
     The gradient of ``-blur()`` nudges each pixel towards its neighbours' mean, like Lucid's
     ``blur_input_each_step``.
+
+    Example:
+        >>> flat = torch.full((1, 3, 8, 8), 0.3)  # nothing to smooth
+        >>> float(fmapviz.objectives.blur()({"@input": flat})) < 1e-9
+        True
     """
 
     def score(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
