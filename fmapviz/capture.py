@@ -589,10 +589,10 @@ def capture(
         ValueError: an explicit ``layout`` does not fit a layer's output (raised during the forward).
 
     Example:
-        >>> with fmapviz.capture(model, ["layer1", "layer4"]) as maps:
-        ...     model(x)
-        >>> maps["layer4"].shape
-        torch.Size([1, 512, 7, 7])
+        >>> with fmapviz.capture(model, ["features.1", "features.7"]) as captured:
+        ...     logits = model(x)
+        >>> captured["features.7"].shape
+        torch.Size([1, 64, 14, 14])
     """
     options = dict(device=device, dtype=dtype, keep_grad=keep_grad, stop_early=stop_early, pick=pick, reduce=reduce)
     return Capture(model, layers, layout=layout, train=train, **options)
@@ -628,9 +628,9 @@ def feature_maps(
         ValueError: a 3-D ``x`` the model rejects (one image without its batch dimension).
 
     Example:
-        >>> maps = fmapviz.feature_maps(model, x, "layer3.*.conv2")
-        >>> list(maps)
-        ['layer3.0.conv2', 'layer3.1.conv2']
+        >>> maps = fmapviz.feature_maps(model, x, "features.1?.conv.2")  # a glob over module names
+        >>> list(maps)[:3]
+        ['features.10.conv.2', 'features.11.conv.2', 'features.12.conv.2']
     """
     if not isinstance(x, torch.Tensor):
         raise TypeError(

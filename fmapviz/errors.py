@@ -26,7 +26,7 @@ class LayerNotFoundError(FmapvizError, KeyError):
         ...     fmapviz.feature_maps(model, x, "features.99")
         ... except fmapviz.LayerNotFoundError as error:
         ...     print(error)
-        No module matches 'features.99'...
+        Unknown layer 'features.99'. Closest: features.9, ...
     """
 
     def __str__(self) -> str:  # KeyError would quote the message

@@ -125,6 +125,10 @@ def summary(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)) -> S
         >>> rows["layer4"].receptive_field
         (435, 435)
         >>> print(rows)  # a table
+        layer  type  output shape  params  stride  receptive field
+        ---...
+        conv1  Conv2d  1×64×112×112  9,408  2  7
+        ...
     """
     modules = dict(model.named_modules())
 

@@ -171,8 +171,10 @@ def spearman(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     """Spearman rank correlation of each pair of rows (ties get their average rank): ``(N, ...) -> (N,)``.
 
     Example:
-        >>> fmapviz.metrics.spearman(torch.tensor([[1.0, 2, 3], [1, 2, 3]]), torch.tensor([[10.0, 20, 30], [3, 2, 1]]))
-        tensor([ 1., -1.])
+        >>> first, second = torch.tensor([[1.0, 2, 3], [1, 2, 3]]), torch.tensor([[10.0, 20, 30], [3, 2, 1]])
+        >>> ranks = fmapviz.metrics.spearman(first, second)
+        >>> ranks.round(decimals=6).tolist()
+        [1.0, -1.0]
     """
     first_ranks, second_ranks = _ranks(first.flatten(1)), _ranks(second.flatten(1))
     first_ranks = first_ranks - first_ranks.mean(1, keepdim=True)

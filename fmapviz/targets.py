@@ -56,9 +56,14 @@ class BoxScoreTarget:
             model's ``box_score_thresh`` or ``iou_threshold``, or pick other boxes.
 
     Example:
-        >>> found = detector(x)[0]
+        >>> from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_fpn
+        >>> small = dict(min_size=224, max_size=224, box_score_thresh=0.0)  # random weights, small input
+        >>> detector = fasterrcnn_mobilenet_v3_large_fpn(weights_backbone=None, **small).eval()
+        >>> with torch.no_grad():
+        ...     found = detector(x)[0]
         >>> target = BoxScoreTarget(found["boxes"][:3], found["labels"][:3])
-        >>> fmapviz.saliency(detector, x, "gradcam", target=target, layers="backbone")
+        >>> fmapviz.saliency(detector, x, "gradcam", target=target, layers="backbone").maps.shape
+        torch.Size([1, 1, 224, 224])
     """
 
     raw_output: ClassVar[bool] = True
@@ -112,9 +117,12 @@ class MaskTarget:
             does not match the output's height and width.
 
     Example:
-        >>> out = segmenter(x)["out"]
+        >>> segmenter = torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights_backbone=None).eval()
+        >>> with torch.no_grad():
+        ...     out = segmenter(x)["out"]
         >>> target = MaskTarget(8, out.argmax(1) == 8)  # class 8 ("cat" in VOC), where it is predicted
-        >>> fmapviz.saliency(segmenter, x, "gradcam", target=target, layers="backbone")
+        >>> fmapviz.saliency(segmenter, x, "gradcam", target=target, layers="backbone").maps.shape
+        torch.Size([1, 1, 224, 224])
     """
 
     def __init__(self, category: int, mask: torch.Tensor) -> None:

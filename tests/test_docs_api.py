@@ -5,7 +5,8 @@ Public names are ``fmapviz.__all__``, with each module in it (``fmapviz.metrics`
 reference (``docs/reference/*.rst``) has no entry for it or its docstring shows no ``>>>`` example; a
 reference entry fails when it names nothing importable, so a rename makes a stale page fail in
 ``make test``, before ``make docs``. The examples run with the real mobilenet_v2 weights in a
-namespace of the names the docstrings use (``loaded``, ``model``, ``image``, ``x``, ``maps``).
+namespace of the names the docstrings use (``loaded``, ``model``, ``image``, ``x``, ``maps``) on top of
+their own module's names, as ``--doctest-modules`` would give them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import importlib
 import inspect
 import os
 import re
+import sys
 import types
 
 import pytest
@@ -107,12 +109,15 @@ def test_every_public_name_shows_an_example():
 
 @pytest.fixture(scope="module")
 def namespace(tmp_path_factory, mobilenet):
-    """What the docstring examples may use, in a scratch folder that has assets/ beside it."""
+    """What the docstring examples may use, in a scratch folder with ``assets/`` and ``photos/`` (3 images)."""
     import torchvision
     from torch import nn
 
     folder = tmp_path_factory.mktemp("docstrings")
     (folder / "assets").symlink_to(ROOT / "assets", target_is_directory=True)
+    (folder / "photos").mkdir()  # the folder of images the examples call "photos/"
+    for name in ("chelsea.png", "coffee.png", "astronaut.png"):
+        (folder / "photos" / name).symlink_to(ROOT / "assets" / name)
     image = fmapviz.load_image(ROOT / "assets" / "chelsea.png", mobilenet.transform)
     maps = fmapviz.feature_maps(mobilenet.model, image.tensor, ["features.1", "features.7", "features.14"])
     names = dict(fmapviz=fmapviz, torch=torch, torchvision=torchvision, nn=nn, loaded=mobilenet)
@@ -127,7 +132,8 @@ def test_docstring_example_runs(name, namespace, monkeypatch):
     folder, names = namespace
     monkeypatch.chdir(folder)
     value = public_api()[name]
-    tests = doctest.DocTestFinder(recurse=False).find(value, name, globs=dict(names))
+    home = vars(sys.modules[value.__module__])  # like --doctest-modules: the defining module's names, then ours
+    tests = doctest.DocTestFinder(recurse=False).find(value, name, globs={**home, **names})
     examples = [test for test in tests if test.examples]
     if not examples:
         pytest.skip(f"{name} has no example (test_every_public_name_shows_an_example reports it)")

@@ -97,6 +97,7 @@ def show_maps(
     Example:
         >>> maps = fmapviz.feature_maps(loaded.model, image.tensor, "features.7")
         >>> fmapviz.show_maps(maps, "top:16", image=image, overlay=True).save("features7.png")
+        PosixPath('features7.png')
     """
     name, tensor = _one_layer(maps, layer)
     batch = as_batch(tensor.detach())
@@ -211,6 +212,7 @@ def show_hierarchy(
     Example:
         >>> maps = fmapviz.feature_maps(model, image.tensor, ["features.1", "features.7", "features.14"])
         >>> fmapviz.show_hierarchy(maps, image, model=model).save("hierarchy.png")
+        PosixPath('hierarchy.png')
     """
     if not isinstance(maps, dict) or not maps:
         raise ValueError("maps must be a non-empty dict of layer name → tensor (use fmapviz.feature_maps).")
@@ -256,6 +258,7 @@ def show_channel_stats(stats: ChannelStats | dict[str, ChannelStats], *, width_p
 
     Example:
         >>> fmapviz.show_channel_stats(fmapviz.channel_stats(maps)).save("health.png")
+        PosixPath('health.png')
     """
     layers = list(stats.values()) if isinstance(stats, dict) else [stats]
     return channel_stats_figure(layers, width_inches=width_pixels / DPI)

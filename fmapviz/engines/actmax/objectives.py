@@ -139,7 +139,9 @@ def channel(layer: str, index: int) -> Objective:
     """Mean activation of one channel of ``layer`` over all positions.
 
     Example:
-        >>> maximize(model, channel("features.10", 17))
+        >>> objective = channel("features.10", 17)  # fmapviz.maximize(model, objective) draws it
+        >>> objective.name, objective(fmapviz.feature_maps(model, x, "features.10")).shape
+        ('features.10[17]', torch.Size([1]))
     """
 
     def score(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -154,7 +156,9 @@ def neuron(layer: str, index: int, row: int | None = None, col: int | None = Non
     """Activation of channel ``index`` of ``layer`` at one position (default: the centre of the map).
 
     Example:
-        >>> maximize(model, neuron("features.10", 17, 7, 7))
+        >>> objective = neuron("features.10", 17, 7, 7)  # fmapviz.maximize(model, objective) draws it
+        >>> objective.name, objective(fmapviz.feature_maps(model, x, "features.10")).shape
+        ('features.10[17,7,7]', torch.Size([1]))
     """
 
     def score(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -179,7 +183,9 @@ def deepdream(layer: str) -> Objective:
     """Mean squared activation of the whole of ``layer`` (DeepDream): everything the layer sees grows.
 
     Example:
-        >>> maximize(model, deepdream("features.10"), init=photo)
+        >>> objective = deepdream("features.10")  # fmapviz.maximize(model, objective, init=photo)
+        >>> objective.name, sorted(objective.layers)
+        ('deepdream:features.10', ['features.10'])
     """
 
     def score(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -199,7 +205,9 @@ def class_logit(index: int) -> Objective:
         ValueError: (when scored) ``index`` is not below K, or the output has no class dimension.
 
     Example:
-        >>> maximize(model, class_logit(954))   # banana
+        >>> objective = class_logit(954)  # banana; fmapviz.maximize(model, objective) draws it
+        >>> objective.needs_output, objective({"@output": torch.eye(1000)[[954, 3]]})
+        (True, tensor([1., 0.]))
     """
 
     def score(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -231,7 +239,9 @@ def direction(layer: str, vector: torch.Tensor | Sequence[float]) -> Objective:
     """Mean over positions of the projection of ``layer``'s channel vector onto ``vector`` (unit-normalized).
 
     Example:
-        >>> maximize(model, direction("layer3", torch.randn(256)))
+        >>> objective = direction("features.10", torch.randn(64))  # a direction in channel space
+        >>> objective.name, objective(fmapviz.feature_maps(model, x, "features.10")).shape
+        ('direction:features.10', torch.Size([1]))
     """
     unit = torch.as_tensor(vector, dtype=torch.float32).flatten()
     unit = unit / unit.norm().clamp_min(1e-12)
