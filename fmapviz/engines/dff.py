@@ -121,7 +121,7 @@ def deep_feature_factorization(
     Example:
         >>> found = deep_feature_factorization(model, x, "features.18", concepts=4, categories=loaded.categories)
         >>> found.heatmaps.shape, found.label_names[0]
-        (torch.Size([1, 4, 224, 224]), ['tabby', 'tiger cat'])
+        (torch.Size([1, 4, 224, 224]), ['Egyptian cat', 'tiger cat'])
     """
     if not isinstance(layers, str):
         raise ValueError(f"DFF factorizes one layer; pass its name, not {layers!r}.")

@@ -55,9 +55,9 @@ class InitReport:
     """Per-layer signal statistics in execution order, with vanish/explode flags.
 
     Example:
-        >>> report = fmapviz.init_report(model, torch.randn(16, 3, 64, 64))
-        >>> report.flagged
-        ['features.29']
+        >>> report = fmapviz.init_report(torchvision.models.vgg11(), torch.randn(2, 3, 64, 64))
+        >>> report.flagged  # torchvision's initialization keeps the signal alive
+        []
     """
 
     layers: list[LayerSignal]
@@ -125,9 +125,13 @@ def init_report(
         ValueError: ``x`` is not a floating-point batch, or the model gives no tensor output.
 
     Example:
-        >>> report = fmapviz.init_report(plain_cnn, torch.randn(8, 3, 32, 32))
-        >>> report.flagged_as("vanishing activations")[:2]
-        ['body.13', 'body.15']
+        >>> tiny = nn.Sequential(*[nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()) for _ in range(8)])
+        >>> for conv in tiny.modules():
+        ...     if isinstance(conv, nn.Conv2d):
+        ...         _ = nn.init.normal_(conv.weight, std=0.01)  # far too small: the signal fades
+        >>> report = fmapviz.init_report(tiny, torch.randn(8, 8, 32, 32))
+        >>> report.flagged_as("vanishing gradients")[:2]
+        ['0.1', '1.1']
     """
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 2:
         raise ValueError(f"x must be a floating-point batch (N, ...), got {getattr(x, 'shape', type(x).__name__)}.")

@@ -21,7 +21,9 @@ def show_cka(result: ModelComparison, *, title: str | None = None) -> Figure:
     """Linear CKA of every layer of model A (rows) with every layer of model B (columns).
 
     Example:
-        >>> fmapviz.show_cka(fmapviz.compare(model, pruned, "photos/")).save("cka.png")
+        >>> untrained = torchvision.models.mobilenet_v2()
+        >>> fmapviz.show_cka(fmapviz.compare(model, untrained, "photos/")).save("cka.png")
+        PosixPath('cka.png')
     """
     name_a, name_b = result.names
     return heatmap(
@@ -43,6 +45,12 @@ def show_side_by_side(result: ModelComparison, *, top: int = 8, tile: int = 48) 
 
     Raises:
         ValueError: the comparison holds no example maps (data was an iterable of batches).
+
+    Example:
+        >>> layers = ["features.3", "features.7"]
+        >>> result = fmapviz.compare(model, torchvision.models.mobilenet_v2(), "photos/", layers, layers)
+        >>> fmapviz.show_side_by_side(result).save("side.png")
+        PosixPath('side.png')
     """
     if not result.maps_a or not result.maps_b:
         raise ValueError("This comparison has no example maps (data was a one-pass iterable); pass files or a tensor.")
@@ -79,7 +87,9 @@ def show_compare_health(result: ModelComparison) -> Figure:
     """Dead and weak channel counts per layer pair, the two models side by side.
 
     Example:
+        >>> result = fmapviz.compare(model, torchvision.models.mobilenet_v2(), "photos/")
         >>> fmapviz.show_compare_health(result).save("health.png")
+        PosixPath('health.png')
     """
     name_a, name_b = result.names
     labels = [a if a == b else f"{a} ~ {b}" for a, b in result.pairs]
@@ -103,6 +113,12 @@ def show_disagreements(result: ModelComparison) -> Figure:
 
     Raises:
         ValueError: the models agree on every image, or have no class outputs.
+
+    Example:
+        >>> untrained = torchvision.models.mobilenet_v2()  # random weights: it disagrees
+        >>> result = fmapviz.compare(model, untrained, "photos/", ["features.7"], ["features.7"])
+        >>> fmapviz.show_disagreements(result).save("disagreements.png")
+        PosixPath('disagreements.png')
     """
     if not result.shown:
         agreement = result.agreement
@@ -135,7 +151,13 @@ def show_checkpoints(series: CheckpointSeries) -> Figure:
     """Per-layer CKA to the final checkpoint, dead-channel fraction, activation mean and std against checkpoint order.
 
     Example:
-        >>> fmapviz.show_checkpoints(fmapviz.compare_checkpoints("ckpt_*.pt", "net.py:build", "val/"))
+        >>> net = torchvision.models.mobilenet_v2()
+        >>> for step in range(3):  # a stand-in for a training run
+        ...     _ = net.features[1].conv[0][0].weight.data.mul_(0.5)
+        ...     torch.save(net.state_dict(), f"ckpt_{step}.pt")
+        >>> series = fmapviz.compare_checkpoints("ckpt_*.pt", "torchvision.models:mobilenet_v2", "photos/")
+        >>> fmapviz.show_checkpoints(series).save("checkpoints.png")
+        PosixPath('checkpoints.png')
     """
     names = [path.rsplit("/", 1)[-1] for path in series.checkpoints]
 
@@ -162,7 +184,16 @@ def show_init_report(reports: InitReport | Mapping[str, InitReport]) -> Figure:
     Flagged layers of a single report are shaded red.
 
     Example:
-        >>> fmapviz.show_init_report({"He": init_report(he_net, x), "N(0, 0.01)": init_report(small_net, x)})
+        >>> def plain_cnn(std):
+        ...     net = nn.Sequential(*[nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()) for _ in range(6)])
+        ...     for conv in net.modules():
+        ...         if isinstance(conv, nn.Conv2d):
+        ...             _ = nn.init.normal_(conv.weight, std=std)
+        ...     return net
+        >>> batch = torch.randn(4, 8, 16, 16)
+        >>> he, small = fmapviz.init_report(plain_cnn(0.17), batch), fmapviz.init_report(plain_cnn(0.01), batch)
+        >>> fmapviz.show_init_report({"He": he, "N(0, 0.01)": small}).save("init.png")
+        PosixPath('init.png')
     """
     named = {"model": reports} if isinstance(reports, InitReport) else dict(reports)
     if not named:
@@ -194,7 +225,14 @@ def show_init_report(reports: InitReport | Mapping[str, InitReport]) -> Figure:
 
 
 def show_init_histograms(report: InitReport, *, columns: int = 5) -> Figure:
-    """The classic per-layer activation histograms of one report; flagged layers have red captions."""
+    """The classic per-layer activation histograms of one report; flagged layers have red captions.
+
+    Example:
+        >>> net = nn.Sequential(*[nn.Sequential(nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()) for _ in range(6)])
+        >>> report = fmapviz.init_report(net, torch.randn(4, 8, 16, 16))
+        >>> fmapviz.show_init_histograms(report).save("histograms.png")
+        PosixPath('histograms.png')
+    """
     histograms = []
     for row in report.layers:
         caption = f"{row.layer}: std {row.std:.2g}" + (f"\n{', '.join(row.flags)}" if row.flags else "")

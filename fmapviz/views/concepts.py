@@ -36,6 +36,7 @@ def show_concepts(
     Example:
         >>> found = fmapviz.deep_feature_factorization(model, x, "features.18", categories=loaded.categories)
         >>> fmapviz.show_concepts(found, image.display).save("concepts.png")
+        PosixPath('concepts.png')
     """
     photos = image.detach().float().cpu()
     photos = photos[None] if photos.dim() == 3 else photos
