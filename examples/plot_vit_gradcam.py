@@ -33,5 +33,5 @@ tokens = fmapviz.show_maps(maps, "top:8", image=image)
 # Grad-CAM at two blocks from one forward and one backward pass: each block's patch tokens, weighted
 # by the gradient of the top class score, then upsampled to the image.
 blocks = ["encoder.layers.encoder_layer_1", "encoder.layers.encoder_layer_3"]
-cams = fmapviz.saliency(vit, image.tensor, "gradcam", layer=blocks)
+cams = fmapviz.saliency(vit, image.tensor, "gradcam", layers=blocks)
 figure = fmapviz.show_saliency({block: cams.for_layer(block) for block in blocks}, image.display)

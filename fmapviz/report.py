@@ -155,7 +155,8 @@ def report(
 
     Example:
         >>> loaded = fmapviz.load_model("mobilenet_v2", weights="IMAGENET1K_V1")
-        >>> fmapviz.report(loaded, "assets/chelsea.png", "report/").pages
+        >>> quick = fmapviz.ReportSpec(methods=("gradient",), metric_steps=4)  # the default adds SmoothGrad and IG
+        >>> fmapviz.report(loaded, "assets/chelsea.png", "report/", spec=quick, progress=False).pages
         [PosixPath('report/chelsea.png')]
     """
     if isinstance(model, nn.Module):  # the user's module: its train/eval modes come back, even on errors

@@ -398,6 +398,7 @@ def load_scan(path: str | os.PathLike) -> ScanResult:
         FmapvizError: the folder holds no scan, or a newer format.
 
     Example:
+        >>> saved = fmapviz.scan(loaded, "photos/", "features.7", topk=2).save("out/")
         >>> result = fmapviz.load_scan("out/")
         >>> result.stats("features.7").mean.shape
         torch.Size([64])
@@ -756,7 +757,9 @@ def channel_page(
         A :class:`~fmapviz.plot.figures.Figure`.
 
     Example:
-        >>> fmapviz.channel_page(loaded, result, "features.7", 12).save("features7_12.png")
+        >>> result = fmapviz.scan(loaded, "photos/", "features.7", topk=3)
+        >>> fmapviz.channel_page(loaded, result, "features.7", 12, steps=8, size=64).save("features7_12.png")
+        PosixPath('features7_12.png')
     """
     from .views.scan import show_channel_page
 

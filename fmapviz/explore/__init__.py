@@ -63,8 +63,11 @@ def explore(
         FmapvizError: a layer without spatial maps, or ``out`` is not a site folder (and not ``force``).
 
     Example:
+        >>> from fmapviz.explore import ExploreSettings
+        >>> quick = ExploreSettings(topk=2, crops=2, least=1, explain_top=1, actmax_top=1, actmax_copies=1,
+        ...                         actmax_steps=8, actmax_size=64)  # a tiny site; the defaults show much more
         >>> loaded = fmapviz.load_model("mobilenet_v2", weights="IMAGENET1K_V1")
-        >>> fmapviz.explore(loaded, "photos/", ["features.7", "features.14"], "site/")
+        >>> fmapviz.explore(loaded, "photos/", "features.14", "site/", settings=quick, progress=False)
         PosixPath('site/index.html')
     """
     from .pages import Pages

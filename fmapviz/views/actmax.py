@@ -42,8 +42,9 @@ def show_gallery(
         ValueError: ``names`` or ``extra`` do not have one entry per image.
 
     Example:
-        >>> result = fmapviz.maximize(model, "features.10", channels=range(16), size=128)
+        >>> result = fmapviz.maximize(model, "features.10", channels=range(4), size=64, steps=8, progress=False)
         >>> fmapviz.show_gallery(result, title="features.10").save("gallery.png")
+        PosixPath('gallery.png')
     """
     images = result.images.detach().float().clamp(0, 1)
     count = images.shape[0]

@@ -50,8 +50,9 @@ def show_saliency(
         ValueError: results of different batch sizes, an image that does not match, or a bad ``scale``.
 
     Example:
-        >>> results = [fmapviz.saliency(model, x, m) for m in ("gradient", "integrated_gradients", "gradcam")]
+        >>> results = [fmapviz.saliency(model, x, m) for m in ("gradient", "input_x_gradient", "gradcam")]
         >>> fmapviz.show_saliency(results, image.display, scale="shared").save("saliency.png")
+        PosixPath('saliency.png')
     """
     if scale not in ("per_map", "shared"):
         raise ValueError(f"scale must be 'per_map' or 'shared', not {scale!r}.")

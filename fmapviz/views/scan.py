@@ -53,7 +53,9 @@ def show_channel_page(
         KeyError, IndexError: no such layer or channel. ValueError: no examples to show.
 
     Example:
+        >>> result = fmapviz.scan(loaded, "photos/", "features.14", topk=3)
         >>> fmapviz.show_channel_page(result, "features.14", 37).save("channel37.png")
+        PosixPath('channel37.png')
     """
     if examples is None:
         examples = scan_result.examples(layer, channel, data=data, transform=transform, k=k)
@@ -84,6 +86,8 @@ def show_dead_channels(scan_result: ScanResult, weak_ratio: float = 0.1, *, widt
         A :class:`~fmapviz.plot.figures.Figure`, one panel per scanned layer, counts in each title.
 
     Example:
+        >>> result = fmapviz.scan(loaded, "photos/", ["features.1.conv.0.2", "features.17.conv.0.2"])
         >>> fmapviz.show_dead_channels(result).save("dead.png")
+        PosixPath('dead.png')
     """
     return channel_stats_figure(list(scan_result.dead_channels(weak_ratio).values()), width_inches=width_inches)

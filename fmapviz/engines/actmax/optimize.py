@@ -112,9 +112,9 @@ def maximize(
         ValueError: an objective string, channel, parameterization or size is invalid.
 
     Example:
-        >>> result = fmapviz.maximize(model, "features.10", channels=range(16), size=128, steps=128)
-        >>> result.images.shape
-        torch.Size([16, 3, 128, 128])
+        >>> result = fmapviz.maximize(model, "features.10", channels=range(4), size=64, steps=8, progress=False)
+        >>> result.images.shape, result.labels[0]
+        (torch.Size([4, 3, 64, 64]), 'features.10[0]')
     """
     if param not in PARAMS:
         raise ValueError(f"Unknown param '{param}'. Use one of {sorted(PARAMS)}.")

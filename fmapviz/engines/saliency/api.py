@@ -64,8 +64,8 @@ def saliency(
     Example:
         >>> loaded = fmapviz.load_model("mobilenet_v2", weights="IMAGENET1K_V1")
         >>> result = fmapviz.saliency(loaded.model, x, "gradcam", target="tabby", categories=loaded.categories)
-        >>> result.maps.shape, result.layers
-        (torch.Size([1, 1, 224, 224]), ['features.18'])
+        >>> result.maps.shape, result.layers  # layers=None: the last module with a 4-D output
+        (torch.Size([1, 1, 224, 224]), ['features'])
     """
     entry = method_entry(method)
     settings = method_settings(method, options)
