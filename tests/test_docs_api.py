@@ -96,6 +96,12 @@ def test_every_reference_entry_names_something_that_exists():
     assert not stale, "reference entries naming nothing (renamed or removed?):\n" + "\n".join(stale)
 
 
+def test_every_reference_page_links_to_a_concept_page():
+    pages = [page for page in REFERENCE.glob("*.rst") if page.name != "index.rst"]
+    lonely = [page.name for page in pages if ":doc:`/concepts/" not in page.read_text()]
+    assert len(pages) >= 10 and not lonely, f"reference pages without a link to docs/concepts/: {lonely}"
+
+
 def test_every_public_name_has_a_reference_entry():
     documented = documented_objects()
     missing = [name for name, value in public_api().items() if not any(value is entry for entry in documented)]
