@@ -131,9 +131,9 @@ class RoadResult:
 
     Example:
         >>> cam = fmapviz.saliency(model, x, "gradcam", target=281)
-        >>> curves = fmapviz.faithfulness.road(model, x, cam, fractions=(0.2, 0.5))
+        >>> curves = fmapviz.faithfulness.road(model, x, cam, fractions=(0.5,))
         >>> tuple(curves.morf.shape), tuple(curves.score.shape)
-        ((1, 2), (1,))
+        ((1, 1), (1,))
     """
 
     fractions: torch.Tensor
@@ -180,7 +180,7 @@ def road(
 
     Example:
         >>> result = fmapviz.saliency(model, x, "gradcam", target=281)
-        >>> fmapviz.faithfulness.road(model, x, result, fractions=(0.2, 0.5)).score.shape
+        >>> fmapviz.faithfulness.road(model, x, result, fractions=(0.5,)).score.shape
         torch.Size([1])
     """
     maps, classes = _maps_and_classes(maps, target, x.shape[0])

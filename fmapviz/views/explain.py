@@ -44,6 +44,7 @@ def show_channel_explanation(
     Example:
         >>> found = fmapviz.explain_channels(model, image.tensor, ["features.7", "features.14"], top=5)
         >>> fmapviz.show_channel_explanation(found, image.display).save("why.png")
+        PosixPath('why.png')
     """
     batch = explanation.target.shape[0]
     if not 0 <= index < batch:
