@@ -43,6 +43,5 @@ print(fmapviz.summary(model, (1, 1, 28, 28)))
 x = torch.zeros(1, 1, 28, 28)
 x[..., 8:20, 8:20] = 1.0
 maps = fmapviz.feature_maps(model, x, ["block1.1", "block2.1"])
-photo = x.expand(-1, 3, -1, -1)  # the photo tile is drawn in RGB
-first = fmapviz.show_maps(maps, "all", layer="block1.1", normalize="channel", image=photo)
-second = fmapviz.show_maps(maps, "top:8", layer="block2.1", image=photo)
+first = fmapviz.show_maps(maps, "all", layer="block1.1", normalize="channel", image=x)
+second = fmapviz.show_maps(maps, "top:8", layer="block2.1", image=x)
