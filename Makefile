@@ -31,6 +31,10 @@ docs: $(VENV)/.docs-installed
 demo: install
 	$(VENV)/bin/fmapviz report mobilenet_v2 --weights IMAGENET1K_V1 assets/chelsea.png -o demo-report --force
 	@echo "Report: demo-report/chelsea.png (and demo-report/index.html)"
+	$(VENV)/bin/fmapviz explore mobilenet_v2 --weights IMAGENET1K_V1 assets/chelsea.png assets/coffee.png \
+		assets/astronaut.png --layers features.7 features.14 --actmax-top 4 --actmax-copies 1 --actmax-steps 64 \
+		-o demo-site --quiet
+	@echo "Explorer: $(abspath demo-site/index.html)"
 
 lint: install
 	$(VENV)/bin/ruff check fmapviz tests benchmarks assets docs notebooks examples
@@ -48,4 +52,4 @@ figures: install
 	$(PY) assets/make_figures.py
 
 clean:
-	rm -rf $(VENV) demo-report docs/_build docs/auto_examples docs/notebooks docs/sg_execution_times.rst
+	rm -rf $(VENV) demo-report demo-site docs/_build docs/auto_examples docs/notebooks docs/sg_execution_times.rst

@@ -206,7 +206,7 @@ def build_parser() -> _Parser:
 
     exp = command("explore", "Build a browsable site of model, layer, channel and photo pages (opens from file://).")
     exp.add_argument("model", help=model_help)
-    exp.add_argument("data", help="a folder of photos (searched recursively)")
+    exp.add_argument("data", nargs="+", help="folders of photos (searched recursively) or photo files")
     exp.add_argument("--layers", "--layer", nargs="+", required=True, help="layers with (N,C,H,W) outputs")
     exp.add_argument("--top", type=int, default=5, help="channels explained per layer and photo (default 5)")
     exp.add_argument(

@@ -206,3 +206,33 @@ def test_the_site_never_goes_into_the_photos_folder(net, tmp_path, capsys):
     assert explore_cli(net, tmp_path / "photos", tmp_path / "photos", "--layers", "2", "--force") == 1
     assert "holds the photos being explored" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == ["photo_00.png", "photo_01.png"]
+
+
+SEEDED_NET = TINY_NET.replace("def build():\n", "def build():\n    import torch\n    torch.manual_seed(0)\n")
+
+
+@pytest.mark.slow  # three interpreters importing torch
+def test_torchrun_two_processes_build_the_same_site_as_one(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    (tmp_path / "seeded.py").write_text(SEEDED_NET)
+    spec = f"{tmp_path / 'seeded.py'}:build"
+    make_photos(tmp_path / "photos", 5)
+    options = ["--layers", "0", "2", "--size", "32", "--actmax-top", "2", "--actmax-steps", "2", "--quiet"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    command += ["-m", "fmapviz.explore", spec, str(tmp_path / "photos"), "-o", str(tmp_path / "two"), *options]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert main(["explore", spec, str(tmp_path / "photos"), "-o", str(tmp_path / "one"), *options]) == 0
+    for name in ("index.html", "layers/2.html", "channels/2/3.html"):
+        assert (tmp_path / "two" / name).read_text() == (tmp_path / "one" / name).read_text(), name
+    assert len(list((tmp_path / "two" / "images").glob("*.html"))) == 5
+    records = sorted((tmp_path / "two" / "data").glob("images-*/*/record.json"))
+    assert [r.read_text() for r in records] == [
+        r.read_text() for r in sorted((tmp_path / "one" / "data").glob("images-*/*/record.json"))
+    ]

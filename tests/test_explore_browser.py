@@ -1,6 +1,7 @@
 """The explorer in a real browser: headless Debian chromium driven by Playwright, pages opened from file://.
 
-Screenshots of the four page types go to tests/output/explorer/ for a person to look at.
+Screenshots of the four page types go to tests/output/explorer/ for a person to look at; with the real
+mobilenet_v2, to tests/output/explorer-mobilenet/ (the README's figures, copied to assets/figures/explorer_*.png).
 Without chromium or playwright these tests skip and say why (.ci/run installs both).
 """
 
@@ -10,8 +11,11 @@ from pathlib import Path
 
 import pytest
 from browser import Visit, chromium, screenshot, why_no_browser
-from conftest import ROOT
+from conftest import ASSETS, ROOT, real_weights
 from test_explore import build_site
+
+import fmapviz
+from fmapviz.explore import ExploreSettings
 
 pytestmark = pytest.mark.skipif(why_no_browser() is not None, reason=str(why_no_browser()))
 SCREENSHOTS = ROOT / "tests" / "output" / "explorer"
@@ -106,3 +110,27 @@ def test_sorting_filtering_and_jumping_on_a_layer_page(site, browser):
     assert visit.page.url.endswith("/channels/features.3/7.html")
     assert visit.problems == []
     visit.close()
+
+
+@real_weights
+@pytest.mark.real_weights
+@pytest.mark.slow
+def test_mobilenet_site_over_the_bundled_photos_for_the_readme(browser, mobilenet, tmp_path):
+    photos = [ASSETS / name for name in ("chelsea.png", "coffee.png", "astronaut.png")]
+    settings = ExploreSettings(actmax_top=4, actmax_copies=3, actmax_steps=96)
+    site = fmapviz.explore(
+        mobilenet, photos, ["features.7", "features.14"], tmp_path / "site", settings=settings
+    ).parent
+    strongest = sorted((site / "data").glob("actmax-*/features.14/*_0.png"))[0].name.split("_")[0]
+    pages = {
+        "model": site / "index.html",
+        "layer": site / "layers" / "features.14.html",
+        "channel": site / "channels" / "features.14" / f"{strongest}.html",
+        "image": next((site / "images").glob("chelsea-*.html")),
+    }
+    for kind, path in pages.items():
+        visit = Visit(browser, path)
+        assert visit.problems == [] and visit.broken_images() == [], kind
+        visit.close()
+        screenshot(browser, path, ROOT / "tests" / "output" / "explorer-mobilenet" / f"{kind}.png")
+    assert "Egyptian cat" in pages["image"].read_text() or "tabby" in pages["image"].read_text()

@@ -60,3 +60,19 @@ def test_beyond_cnns_runs_with_real_weights(tmp_path):
     assert "(1, 768, 14, 14)" in texts and "layers=None picked ['encoder.layers.encoder_layer_11.ln_1']" in texts
     assert "'backbone:pool': (1, 256, 4, 4)" in texts and "['backbone:0', 'backbone:1', 'backbone']" in texts
     assert "0 hooks left" in texts
+
+
+@real_weights
+@pytest.mark.real_weights
+@pytest.mark.slow
+def test_explain_channels_notebook_runs_with_real_weights(tmp_path):
+    (tmp_path / "assets").mkdir()
+    shutil.copy(ROOT / "assets" / "chelsea.png", tmp_path / "assets" / "chelsea.png")
+    (tmp_path / "notebooks").mkdir()
+    notebook = execute("explain_channels.ipynb", tmp_path / "notebooks")
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    texts = "\n".join(output.get("text", "") for output in outputs)
+    assert sum("image/png" in output.get("data", {}) for output in outputs) == 1
+    assert "explained class: Egyptian cat" in texts
+    drops = {line.split()[0]: float(line.split()[-1]) for line in texts.splitlines() if "logit drop" in line}
+    assert drops["explained"] > drops["random"], texts

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ..capture import feature_maps, resolve_layers
 from ..engines.actmax import maximize
@@ -117,6 +116,14 @@ class Site:
         self.progress = progress
         self.rank, self.world = _rank_and_world()
         weights = cache.weights_digest(loaded.model)
+        if self.world > 1:
+            digests: list[Any] = [None] * self.world
+            torch.distributed.all_gather_object(digests, weights)
+            if len(set(digests)) > 1:
+                raise FmapvizError(
+                    "The torchrun processes hold different weights (a randomly initialized model?); "
+                    "load a checkpoint or seed the model factory so every process builds the same model."
+                )
         transform = repr(loaded.transform)
         keys = {
             "scan": cache.key(weights, layers, transform, settings.topk),
@@ -132,7 +139,9 @@ class Site:
     def folder(self, stage: str) -> Path:
         return self.out / "data" / f"{stage}-{self.keys[stage]}"
 
-    def bar(self, total: int, description: str) -> tqdm:
+    def bar(self, total: int, description: str) -> Any:
+        from tqdm.auto import tqdm
+
         return tqdm(total=total, desc=description, unit="", disable=not self.progress or self.rank != 0, leave=True)
 
     def mine(self, items: Sequence[Any]) -> list[Any]:
@@ -400,14 +409,22 @@ def boxed_crop(image: torch.Tensor, window: tuple[int, int, int, int], size: int
 
 
 def list_photos(data: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
-    """The photo files of ``data`` as absolute paths (so the cache survives a change of working folder).
+    """The photo files of ``data`` (folders searched recursively, files as given) as absolute paths.
+
+    Absolute paths keep the cache valid when the working folder changes.
 
     Raises:
         ImageLoadError: no such folder or file, a folder without images, or one that cannot be read.
     """
-    if isinstance(data, (str, os.PathLike)) and Path(data).is_dir() and not os.access(data, os.R_OK | os.X_OK):
-        raise ImageLoadError(f"Cannot read folder '{data}': permission denied.")
-    return [str(Path(file).resolve()) for file in list_image_files(data)]
+    items = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    if not items:
+        raise ImageLoadError("No photos given: pass a folder of photos or photo files.")
+    files: list[str] = []
+    for item in items:
+        if Path(item).is_dir() and not os.access(item, os.R_OK | os.X_OK):
+            raise ImageLoadError(f"Cannot read folder '{item}': permission denied.")
+        files += [str(Path(file).resolve()) for file in list_image_files(item)]
+    return list(dict.fromkeys(files))
 
 
 def _append(result: ScanResult | None, part: ScanResult) -> ScanResult:

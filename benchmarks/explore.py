@@ -1,0 +1,81 @@
+"""The explorer's budget: a whole site of the real mobilenet_v2 over 100 photos, then a re-run with 10 more.
+
+    .venv/bin/python benchmarks/explore.py
+
+Runs the command line exactly as a user would, with default settings:
+``fmapviz explore mobilenet_v2 --weights IMAGENET1K_V1 PHOTOS --layers features.7 features.14 -o SITE``
+on the 100 photos of ../shared/imagenet-samples (linked into a temporary folder), then adds 10 photos
+(mirror images of 10 of them, so new photos with new activations) and runs the same command again.
+Reports wall-clock time of each run, what the re-run recomputed, and the site's size on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import SHARED, markdown_table, write_section
+from PIL import Image, ImageOps
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(photos: Path, site: Path) -> float:
+    command = [sys.executable, "-m", "fmapviz.cli", "explore", "mobilenet_v2", "--weights", "IMAGENET1K_V1"]
+    command += [str(photos), "--layers", "features.7", "features.14", "-o", str(site), "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
+    start = time.perf_counter()
+    subprocess.run(command, check=True, env=env)
+    return time.perf_counter() - start
+
+
+def size_mb(folder: Path) -> tuple[float, int]:
+    files = [path for path in folder.rglob("*") if path.is_file()]
+    return sum(path.stat().st_size for path in files) / 1e6, len(files)
+
+
+def main() -> None:
+    samples = sorted((SHARED / "imagenet-samples").glob("*.JPEG"))
+    with tempfile.TemporaryDirectory() as temporary:
+        photos, site = Path(temporary) / "photos", Path(temporary) / "site"
+        photos.mkdir()
+        for path in samples:
+            (photos / path.name).symlink_to(path)
+        first = run(photos, site)
+        first_size, first_files = size_mb(site)
+        for path in samples[::10]:
+            ImageOps.mirror(Image.open(path).convert("RGB")).save(photos / f"mirrored_{path.stem}.jpg", quality=90)
+        before = {path: path.stat().st_mtime_ns for path in (site / "data").rglob("*") if path.is_file()}
+        second = run(photos, site)
+        after = {path: path.stat().st_mtime_ns for path in (site / "data").rglob("*") if path.is_file()}
+        rewritten = sum(1 for path, stamp in after.items() if before.get(path) != stamp)
+        size, files = size_mb(site)
+    rows = [
+        [
+            f"{len(samples)} photos, empty site",
+            f"{first:.0f} s ({first / 60:.1f} min)",
+            f"{first_size:.1f} MB",
+            first_files,
+        ],
+        ["+10 photos, re-run", f"{second:.0f} s", f"{size:.1f} MB", files],
+    ]
+    body = (
+        "`fmapviz explore mobilenet_v2 --weights IMAGENET1K_V1 PHOTOS --layers features.7 features.14 -o SITE` "
+        "with the default settings: scan top-16 per channel, 8 dataset crops per channel page, 5 channels explained "
+        "per layer and photo (activation x gradient), activation maximization for the 8 channels of each layer "
+        "that fire hardest, 3 images each (128 steps at 128 px), every channel (64 + 160) with its crops and "
+        "input-gradient map. The re-run adds 10 mirrored photos and rewrote "
+        f"{rewritten} of {len(after)} cached data files. The machine was shared with other jobs, so times "
+        "are upper bounds.\n\n" + markdown_table(["run", "wall clock", "site size", "files"], rows)
+    )
+    print(body)
+    write_section("explore", "Explorer budget: mobilenet_v2 site over 100 photos (issue 14)",
+                  "python benchmarks/explore.py", body)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
