@@ -104,3 +104,21 @@ def test_zeroing_explained_channels_drops_the_logit_more_than_active_or_random_o
     explained, active, random = drops.values()
     assert explained > active > random, drops
     assert explained > 3 * random, drops
+
+
+def test_unit_gradients_match_autograd_row_by_row_and_leave_the_model_clean(tiny):
+    from fmapviz.engines.explain import unit_gradients
+
+    x = torch.rand(3, 3, 16, 16)
+    before = model_state(tiny)
+    found = unit_gradients(tiny, x, "features.3", [0, 5, 5])
+    for row, channel in enumerate([0, 5, 5]):
+        one = x[row : row + 1].clone().requires_grad_(True)
+        with fmapviz.capture(tiny, "features.3", keep_grad=True) as maps:
+            tiny(one)
+        (gradient,) = torch.autograd.grad(maps["features.3"][0, channel].mean(), one)
+        torch.testing.assert_close(found[row], gradient[0].sum(0).abs())
+    assert hook_count(tiny) == 0
+    assert_same_state(before, model_state(tiny))
+    with pytest.raises(ValueError, match="one channel per row"):
+        unit_gradients(tiny, x, "features.3", [1])

@@ -122,16 +122,17 @@ def test_interrupted_run_is_completed_by_the_next(tmp_path, monkeypatch):
     calls = {"count": 0}
     original = Site._channel_examples
 
-    def interrupt_after_ten(self, *args):
+    def interrupt_the_second_batch(self, *args):
         calls["count"] += 1
-        if calls["count"] > 10:
+        if calls["count"] == 2:
             raise KeyboardInterrupt
         return original(self, *args)
 
-    monkeypatch.setattr(Site, "_channel_examples", interrupt_after_ten)
+    monkeypatch.setattr(Site, "_channel_examples", interrupt_the_second_batch)
     with pytest.raises(KeyboardInterrupt):
         build_site(tmp_path, progress=False)
     done = mtimes(tmp_path / "site" / "data", "record.json")
+    assert len([path for path in done if "/channels-" in str(path)]) == 8  # the first batch: features.1
     assert not (tmp_path / "site" / "index.html").exists()
     monkeypatch.setattr(Site, "_channel_examples", original)
     build_site(tmp_path, progress=False)

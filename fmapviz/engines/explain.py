@@ -184,3 +184,38 @@ def _target_classes(
     if int(classes.min()) < 0 or int(classes.max()) >= logits.shape[1]:
         raise ValueError(f"target class out of range: the model has {logits.shape[1]} classes.")
     return classes
+
+
+def unit_gradients(model: nn.Module, x: torch.Tensor, layer: str, channels: Sequence[int]) -> torch.Tensor:
+    """``(N, H, W)`` |input gradient| (summed over colours) of row ``i``'s unit ``layer[channels[i]]`` (its mean).
+
+    What drives each channel on its own image, for many channels in one pass: the saliency
+    ``"gradient"`` method with a unit target, batched across units. The forward pass stops at ``layer``.
+
+    Args:
+        model: any image model; it comes back as it was.
+        x: ``(N, C, H, W)`` model input, one row per unit.
+        layer: a layer with (N, C, H, W) outputs.
+        channels: ``N`` channel indices, one per row of ``x``.
+
+    Raises:
+        ValueError: ``channels`` does not match ``x`` or a channel is out of range.
+
+    Example:
+        >>> unit_gradients(model, x[:2], "features.14", [5, 17]).shape
+        torch.Size([2, 224, 224])
+    """
+    if len(channels) != x.shape[0]:
+        raise ValueError(f"Got {len(channels)} channels for {x.shape[0]} images; give one channel per row of x.")
+    name = resolve_layers(model, layer)[0]
+    x = x.detach().clone().requires_grad_(True)
+    with model_guard(model):
+        with capture(model, name, keep_grad=True, stop_early=True) as maps:
+            model(x)  # stops at the layer: the rest of this block is skipped
+        activation = maps[name]
+        if any(not 0 <= c < activation.shape[1] for c in channels):
+            raise ValueError(f"A channel is out of range: '{name}' has {activation.shape[1]} channels.")
+        rows = torch.arange(x.shape[0], device=x.device)
+        score = activation[rows, torch.as_tensor(list(channels), device=x.device)].flatten(1).mean(1)
+        (gradient,) = torch.autograd.grad(score.sum(), x)
+    return gradient.sum(dim=1).abs()

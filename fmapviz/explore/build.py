@@ -21,7 +21,7 @@ import torch
 
 from ..capture import feature_maps, resolve_layers
 from ..engines.actmax import maximize
-from ..engines.explain import ATTRIBUTIONS, explain_channels
+from ..engines.explain import ATTRIBUTIONS, explain_channels, unit_gradients
 from ..engines.saliency import saliency
 from ..errors import FmapvizError, ImageLoadError
 from ..files import write_json
@@ -30,9 +30,11 @@ from ..layers import summary
 from ..models import LoadedModel
 from ..plot.colors import overlay
 from ..plot.saliency import saliency_overlay
-from ..scan import ScanResult, list_image_files, scan
-from ..vocabulary import Unit
+from ..scan import ScanResult, list_image_files, receptive_window, scan
 from . import cache
+
+CHANNEL_BATCH = 16  # channels whose what-drives-it maps share one forward and backward pass
+PHOTO_CACHE = 512  # photos kept in memory as model inputs while channel pages are made
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,7 @@ class Site:
         self.scan_result: ScanResult | None = None
         self.records: dict[str, dict] = {}  # image id -> its record
         self.unreadable: list[tuple[str, str]] = []
+        self._photos: dict[str, torch.Tensor] = {}  # file -> model input, at most PHOTO_CACHE of them
 
     def folder(self, stage: str) -> Path:
         return self.out / "data" / f"{stage}-{self.keys[stage]}"
@@ -210,7 +213,7 @@ class Site:
 
     def _explain_images(self, files: list[str], ids: list[str], folder: Path) -> None:
         loaded, settings = self.loaded, self.settings
-        x = torch.stack([loaded.transform(read_image_file(file)) for file in files]).to(loaded.device)
+        x = torch.stack([self.photo(file) for file in files]).to(loaded.device)
         display = denormalize(x.detach().cpu(), loaded.mean, loaded.std).clamp(0, 1)
         found = explain_channels(
             loaded.model,
@@ -314,32 +317,60 @@ class Site:
         todo = [
             (layer, channel, signature) for layer, channel, signature, record in work if not _fresh(record, signature)
         ]
+        groups = [todo[i : i + CHANNEL_BATCH] for i in range(0, len(todo), CHANNEL_BATCH)]
+        groups = [[item for item in group if item[0] == layer] for group in groups for layer in self.layers]
         with self.bar(len(todo), "channels") as bar:
-            for layer, channel, signature in self.mine(todo):
-                self._channel_examples(layer, channel, signature)
-                bar.update(self.world)
+            for group in self.mine([group for group in groups if group]):
+                self._channel_examples(group)
+                bar.update(len(group) * self.world)
         _barrier()
         return {
             (layer, channel): cache.read_json(self.channel_folder(layer, channel) / "record.json") or {}
             for layer, channel, *_ in work
         }
 
-    def _channel_examples(self, layer: str, channel: int, signature: str) -> None:
-        loaded, where = self.loaded, self.channel_folder(layer, channel)
-        examples = self.scan_result.examples(layer, channel, transform=loaded.transform, k=self.settings.crops)
-        crops = []
-        for example in examples:
-            cache.write_picture(where / f"crop_{example.rank}.jpg", boxed_crop(example.image, example.window))
-            crops.append({"source": str(example.source), "value": round(example.value, 4), "window": example.window})
-        drive = None
-        if examples and examples[0].value > 0:
-            best = examples[0].image
-            x = ((best - torch.tensor(loaded.mean)[:, None, None]) / torch.tensor(loaded.std)[:, None, None])[None]
-            gradient = unit_saliency(loaded.model, x.to(loaded.device), layer, channel)
-            peak = float(torch.quantile(gradient.flatten(), 0.995)) or 1.0
-            cache.write_picture(where / "drive.jpg", overlay(best, gradient, "jet", 0.6, vmax=peak))
-            drive = {"source": str(examples[0].source)}
-        write_json(where / "record.json", {"signature": signature, "crops": crops, "drive": drive})
+    def photo(self, file: str) -> torch.Tensor:
+        """The model input ``(3, H, W)`` of a photo, kept in memory for the next channels that need it."""
+        if file not in self._photos:
+            if len(self._photos) >= PHOTO_CACHE:
+                self._photos.pop(next(iter(self._photos)))
+            self._photos[file] = self.loaded.transform(read_image_file(file))
+        return self._photos[file]
+
+    def _channel_examples(self, group: list[tuple[str, int, str]]) -> None:
+        """Crops and the what-drives-it map for channels of one layer, the maps in one batched pass."""
+        loaded, result = self.loaded, self.scan_result
+        mean, std = torch.tensor(loaded.mean)[:, None, None], torch.tensor(loaded.std)[:, None, None]
+        layer = group[0][0]
+        scanned, geometry = result[layer], result.geometry.get(layer)
+        count = min(self.settings.crops, scanned.top_values.shape[1])
+        records, driven = {}, []
+        for _, channel, signature in group:
+            where, crops = self.channel_folder(layer, channel), []
+            for rank in range(count):
+                source = result.sources[int(scanned.top_sources[channel, rank])]
+                display = (self.photo(source) * std + mean).clamp(0, 1)
+                row, col = (int(v) for v in scanned.top_positions[channel, rank])
+                window = receptive_window(geometry, row, col, tuple(display.shape[-2:]))
+                cache.write_picture(where / f"crop_{rank}.jpg", boxed_crop(display, window))
+                crops.append({"source": source, "value": round(float(scanned.top_values[channel, rank]), 4)})
+            records[channel] = {"signature": signature, "crops": crops, "drive": None}
+            if count and float(scanned.top_values[channel, 0]) > 0:
+                driven.append(channel)
+        if driven:
+            best = [result.sources[int(scanned.top_sources[channel, 0])] for channel in driven]
+            x = torch.stack([self.photo(source) for source in best]).to(loaded.device)
+            gradients = unit_gradients(loaded.model, x, layer, driven).cpu()
+            gradients = torch.nn.functional.avg_pool2d(gradients[:, None], 9, 1, 4, count_include_pad=False)[:, 0]
+            for channel, source, photo, gradient in zip(driven, best, x.cpu(), gradients):
+                peak = float(torch.quantile(gradient.flatten(), 0.995)) or 1.0
+                display = (photo * std + mean).clamp(0, 1)
+                cache.write_picture(
+                    self.channel_folder(layer, channel) / "drive.jpg", overlay(display, gradient, "jet", 0.6, vmax=peak)
+                )
+                records[channel]["drive"] = {"source": source}
+        for channel, record in records.items():
+            write_json(self.channel_folder(layer, channel) / "record.json", record)
 
     # ------------------------------------------------------------------------------------------ model
 
@@ -374,12 +405,6 @@ class Site:
 def gradcam_maps(model: torch.nn.Module, x: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
     """Grad-CAM for the predicted class at every layer, ``(N, 1, H, W)`` each, from one pass."""
     return saliency(model, x, "gradcam", target="top", layers=layers).layer_maps
-
-
-def unit_saliency(model: torch.nn.Module, x: torch.Tensor, layer: str, channel: int, blur: int = 9) -> torch.Tensor:
-    """``(H, W)`` input-gradient magnitude of a channel's mean activation, blurred: what drives the unit on ``x``."""
-    maps = saliency(model, x, "gradient", target=Unit(layer, channel)).maps.detach().cpu()
-    return torch.nn.functional.avg_pool2d(maps, blur, stride=1, padding=blur // 2, count_include_pad=False)[0, 0]
 
 
 def boxed_crop(image: torch.Tensor, window: tuple[int, int, int, int], size: int = 112) -> np.ndarray:
