@@ -1,15 +1,19 @@
-"""Saliency quality on mobilenet_v2 (real weights) over the labelled ImageNet samples.
+"""Saliency quality on mobilenet_v2 (real weights) over the labelled ImageNet samples: one row per method.
 
-1. Deletion and insertion AUC (Petsiuk et al., 2018) per method, target = the true class; deletion onto
-   black pixels, insertion from two named blur substrates: fmapviz's ``"blur"`` (sigma 11 px, 45-px kernel at
-   224 px) and RISE's ``"rise_blur"`` (sigma 5 px, 11-px kernel).
-2. Cascading model-parameter randomization (Adebayo et al., 2018): Spearman rank correlation between
-   each method's map on the trained model and on copies with blocks re-initialized from the top.
-   Writes benchmarks/results/saliency_randomization.png.
+For every method of the registry, target = the true class:
 
-    python benchmarks/saliency_quality.py [--images 100] [--subset 24] [--steps 16] [--random-images 8]
-        [--ig-steps 16] [--samples 10] [--device cuda]
+1. Deletion and insertion AUC (Petsiuk et al., 2018), ROAD (Rong et al., 2022; MoRF/LeRF with noisy linear
+   imputation), Average Drop and Increase in Confidence (Chattopadhyay et al., 2018), seconds per image
+   (the method only), and a random map as the floor row.
+2. Cascading model-parameter randomization (Adebayo et al., 2018): Spearman rank correlation between each
+   method's map on the trained model and on copies with blocks re-initialized from the top; the table says
+   which methods stay similar. Writes benchmarks/results/saliency_randomization.png.
+3. The table as a picture, for the README: benchmarks/results/saliency_quality_table.png.
 
+    python benchmarks/saliency_quality.py [--images 100] [--subset 16] [--steps 16] [--random-images 4]
+        [--device cuda]
+
+Expensive methods (see EXPENSIVE) run with reduced settings on the first --subset images; the table says which.
 The photos and weights are read from ../shared (or from $FMAPVIZ_SHARED, for a copy taken to another machine).
 """
 
@@ -26,24 +30,26 @@ import torch
 from common import RESULTS_DIR, SHARED, markdown_table, setup, write_section
 
 import fmapviz
-from fmapviz.engines.saliency import METHODS
+from fmapviz import faithfulness
+from fmapviz.engines.saliency import METHODS, make_baseline
 
 SHARED = Path(os.environ.get("FMAPVIZ_SHARED", SHARED))
 SAMPLES = SHARED / "imagenet-samples"
-EXPENSIVE = {"integrated_gradients": {"steps": 16}, "smoothgrad": {"samples": 10}}  # reset from the command line
-RANDOMIZED_METHODS = ["gradient", "guided_backprop", "gradcam", "input_x_gradient"]
-# randomized together per step, top first (fewer steps than one per block, for time)
-CASCADE = [
-    "classifier.1",
-    "features.18",
-    "features.17",
-    ["features.15", "features.16"],
-    ["features.1[1-4]"],
-    ["features.[7-9]", "features.10"],
-    ["features.[3-6]"],
-    ["features.[0-2]"],
-]
 LAYER = "features.18"
+EXPENSIVE = {
+    "integrated_gradients": {"steps": 16},
+    "smoothgrad": {"samples": 10},
+    "scorecam": {"top": 64},
+    "smoothgrad_campp": {},
+    "occlusion": {"patch": 32, "stride": 16},
+    "feature_ablation": {"patch": 32},
+    "kernel_shap": {"patch": 32, "samples": 100},
+    "gradient_shap": {"samples": 5},
+}
+"""Methods run on the first --subset images only, with these settings (the rest keep their defaults)."""
+# randomized together per step, top first
+CASCADE = ["classifier.1", "features.18", ["features.1[4-7]"], ["features.[7-9]", "features.1[0-3]"]]
+SIMILAR = 0.5  # mean Spearman correlation after the last cascade step above which a method "stays similar"
 
 
 def load_samples(count: int, loaded: fmapviz.models.LoadedModel) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,69 +61,89 @@ def load_samples(count: int, loaded: fmapviz.models.LoadedModel) -> tuple[torch.
 
 def method_options(method: str, loaded: fmapviz.models.LoadedModel) -> dict:
     options = dict(EXPENSIVE.get(method, {}))
-    if METHODS[method].takes_layer:
+    entry = METHODS[method]
+    if entry.takes_layer:
         options["layers"] = LAYER
-    if method == "integrated_gradients":
-        options.update(mean=loaded.mean, std=loaded.std)  # baseline "black" = true black pixels
+    if "mean" in entry.options:
+        options.update(mean=loaded.mean, std=loaded.std)  # "black" baselines = true black pixels
     return options
 
 
-PERTURBATION_HEADER = [
-    "method",
-    "images",
-    "deletion AUC ↓ (black)",
-    "insertion AUC ↑ (blur)",
-    "insertion AUC ↑ (rise_blur)",
-    "seconds",
-]
+def score_maps(loaded, images, maps, targets, steps: int, black: torch.Tensor) -> dict[str, torch.Tensor]:
+    model = loaded.model
+    road = faithfulness.road(model, images, maps, targets, fractions=(0.1, 0.3, 0.5, 0.7, 0.9))
+    change = faithfulness.average_drop_increase(model, images, maps, targets)
+    return {
+        "deletion": fmapviz.metrics.deletion(model, images, maps, targets, steps=steps, baseline=black).auc,
+        "insertion": fmapviz.metrics.insertion(model, images, maps, targets, steps=steps).auc,
+        "road": road.score,
+        "drop": change.drop,
+        "increase": change.increase.float(),
+    }
 
 
-def perturbation_table(loaded, x, classes, subset: int, steps: int, chunk: int = 8) -> tuple[list[list], float]:
-    model, rows, start = loaded.model, [], time.perf_counter()
-    black = fmapviz.engines.saliency.make_baseline(x, "black", loaded.mean, loaded.std)
-    for method in METHODS:
+def mean_error(values: torch.Tensor) -> str:
+    return f"{values.mean():.3f} ± {values.std() / len(values) ** 0.5:.3f}"
+
+
+def quality_rows(loaded, x, classes, subset: int, steps: int, chunk: int = 8) -> tuple[list[list], dict]:
+    black = make_baseline(x, "black", loaded.mean, loaded.std)
+    rows, summaries = [], {}
+    methods = [*METHODS, "(random map)"]
+    for method in methods:
         count = subset if method in EXPENSIVE else len(x)
-        deletion, insertion, rise = [], [], []
-        began = time.perf_counter()
-        for first in range(0, count, chunk):
-            images, targets = x[first : min(first + chunk, count)], classes[first : min(first + chunk, count)]
-            result = fmapviz.saliency(model, images, method, target=targets, **method_options(method, loaded))
-            baseline = black[first : first + len(images)]
-            deletion.append(fmapviz.metrics.deletion(model, images, result, steps=steps, baseline=baseline).auc)
-            insertion.append(fmapviz.metrics.insertion(model, images, result, steps=steps).auc)
-            rise.append(fmapviz.metrics.insertion(model, images, result, steps=steps, baseline="rise_blur").auc)
-        deletion_auc, insertion_auc, rise_auc = torch.cat(deletion), torch.cat(insertion), torch.cat(rise)
+        scores: dict[str, list[torch.Tensor]] = {}
+        seconds = 0.0
+        try:
+            for first in range(0, count, chunk):
+                images, targets = x[first : min(first + chunk, count)], classes[first : min(first + chunk, count)]
+                began = time.perf_counter()
+                if method == "(random map)":
+                    generator = torch.Generator().manual_seed(first)
+                    maps = torch.rand(len(images), *x.shape[-2:], generator=generator).to(x.device)
+                else:
+                    result = fmapviz.saliency(
+                        loaded.model, images, method, target=targets, **method_options(method, loaded)
+                    )
+                    maps = result.view_maps()[:, 0]
+                seconds += time.perf_counter() - began
+                for name, values in score_maps(
+                    loaded, images, maps, targets, steps, black[first : first + len(images)]
+                ).items():
+                    scores.setdefault(name, []).append(values.cpu())
+        except ValueError as error:  # a method captum cannot run on this model (LRP and ReLU6)
+            rows.append([method, 0, "—", "—", "—", "—", "—", str(error).split(";")[0][:60]])
+            print(rows[-1], flush=True)
+            continue
+        merged = {name: torch.cat(values) for name, values in scores.items()}
+        summaries[method] = merged
         rows.append(
             [
                 method,
                 count,
-                f"{deletion_auc.mean():.3f} ± {deletion_auc.std() / count**0.5:.3f}",
-                f"{insertion_auc.mean():.3f} ± {insertion_auc.std() / count**0.5:.3f}",
-                f"{rise_auc.mean():.3f} ± {rise_auc.std() / count**0.5:.3f}",
-                f"{time.perf_counter() - began:.0f}",
+                mean_error(merged["deletion"]),
+                mean_error(merged["insertion"]),
+                mean_error(merged["road"]),
+                f"{100 * merged['drop'].mean():.1f}",
+                f"{100 * merged['increase'].mean():.0f}",
+                f"{seconds / count:.3f}" if method != "(random map)" else "",
             ]
         )
         print(rows[-1], flush=True)
-    # reference: a random map, same protocol
-    generator = torch.Generator().manual_seed(0)
-    random_maps = torch.rand(len(x), *x.shape[-2:], generator=generator).to(x.device)
-    deletion = fmapviz.metrics.deletion(model, x, random_maps, classes, steps=steps, baseline=black).auc
-    insertion = fmapviz.metrics.insertion(model, x, random_maps, classes, steps=steps).auc
-    rise = fmapviz.metrics.insertion(model, x, random_maps, classes, steps=steps, baseline="rise_blur").auc
-    rows.append(["(random map)", len(x), f"{deletion.mean():.3f}", f"{insertion.mean():.3f}", f"{rise.mean():.3f}", ""])
-    return rows, time.perf_counter() - start
+    return rows, summaries
 
 
-def randomization(loaded, x, classes) -> tuple[dict[str, fmapviz.metrics.RandomizationResult], float]:
-    start = time.perf_counter()
-    checks = {}
-    for method in RANDOMIZED_METHODS:
-        options = method_options(method, loaded)
-        checks[method] = fmapviz.metrics.randomization_check(
-            loaded.model, x, method, target=classes, blocks=CASCADE, **options
-        )
-        print(method, checks[method].correlations.mean(1).tolist(), flush=True)
-    return checks, time.perf_counter() - start
+def randomization(loaded, x, classes) -> dict[str, fmapviz.metrics.RandomizationResult | str]:
+    checks: dict[str, fmapviz.metrics.RandomizationResult | str] = {}
+    for method in METHODS:
+        try:
+            checks[method] = fmapviz.metrics.randomization_check(
+                loaded.model, x, method, target=classes, blocks=CASCADE, **method_options(method, loaded)
+            )
+            print(method, checks[method].correlations.mean(1).tolist(), flush=True)
+        except ValueError as error:
+            checks[method] = str(error).split(";")[0][:60]
+    return checks
 
 
 def plot_randomization(checks: dict, path: Path) -> None:
@@ -126,21 +152,47 @@ def plot_randomization(checks: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(10, 4.8), dpi=110)
+    checks = {method: check for method, check in checks.items() if not isinstance(check, str)}
+    figure, axis = plt.subplots(figsize=(10, 5.5), dpi=110)
     blocks = next(iter(checks.values())).blocks
     positions = list(range(len(blocks) + 1))
-    for method, check in checks.items():
+    colors = plt.get_cmap("tab20")
+    for index, (method, check) in enumerate(checks.items()):
         mean = torch.cat([torch.ones(1), check.correlations.mean(1).float().cpu()])
-        spread = torch.cat([torch.zeros(1), check.correlations.std(1).float().cpu()])
-        axis.plot(positions, mean, marker="o", markersize=3, label=f"{method} ({check.view})")
-        axis.fill_between(positions, mean - spread, mean + spread, alpha=0.12)
-    axis.set_xticks(positions, ["trained"] + blocks, rotation=60, ha="right", fontsize=8)
+        axis.plot(positions, mean, marker="o", markersize=3, color=colors(index % 20), label=f"{method} ({check.view})")
+    axis.set_xticks(positions, ["trained"] + blocks, rotation=30, ha="right", fontsize=8)
     axis.axhline(0, color="gray", linewidth=0.8)
+    axis.axhline(SIMILAR, color="gray", linewidth=0.8, linestyle=":")
     axis.set_ylim(-0.3, 1.05)
     axis.set_ylabel("Spearman rank correlation with trained map")
     axis.set_xlabel("blocks re-initialized, cumulatively from the top")
-    axis.set_title(f"Cascading randomization, mobilenet_v2, mean ± std over {check.correlations.shape[1]} images")
-    axis.legend(fontsize=8, loc="lower left")
+    images = next(iter(checks.values())).correlations.shape[1]
+    axis.set_title(f"Cascading randomization, mobilenet_v2, mean over {images} images")
+    axis.legend(fontsize=6.5, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def plot_table(header: list[str], rows: list[list], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(13, 0.32 * (len(rows) + 2)), dpi=110)
+    axis.axis("off")
+    table = axis.table(cellText=[[str(cell) for cell in row] for row in rows], colLabels=header, loc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(7.5)
+    table.scale(1, 1.25)
+    for (row, _column), cell in table.get_celld().items():
+        if row == 0:
+            cell.set_text_props(weight="bold")
+            cell.set_facecolor("#e8e8e8")
+        elif rows[row - 1][0] == "(random map)":
+            cell.set_facecolor("#fbe9e7")
+    axis.set_title(title, fontsize=9)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
@@ -149,54 +201,74 @@ def plot_randomization(checks: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--images", type=int, default=100)
-    parser.add_argument("--subset", type=int, default=24, help="images for integrated_gradients and smoothgrad")
+    parser.add_argument("--subset", type=int, default=16, help="images for the EXPENSIVE methods")
     parser.add_argument("--steps", type=int, default=16, help="deletion/insertion steps")
-    parser.add_argument("--random-images", type=int, default=8, help="images for the randomization check")
-    parser.add_argument("--ig-steps", type=int, default=16, help="integrated_gradients steps")
-    parser.add_argument("--samples", type=int, default=10, help="smoothgrad samples")
+    parser.add_argument("--random-images", type=int, default=4, help="images for the randomization check")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    EXPENSIVE.update(integrated_gradients={"steps": args.ig_steps}, smoothgrad={"samples": args.samples})
     setup(threads=2)
     os.environ.setdefault("TORCH_HOME", str(SHARED / "torch-home"))
+    started = time.perf_counter()
     loaded = fmapviz.load_model("mobilenet_v2", weights="IMAGENET1K_V1", device=args.device)
     x, classes = load_samples(args.images, loaded)
     x, classes = x.to(args.device), classes.to(args.device)
-    rows, perturbation_seconds = perturbation_table(loaded, x, classes, args.subset, args.steps)
-    checks, randomization_seconds = randomization(loaded, x[: args.random_images], classes[: args.random_images])
-    figure = RESULTS_DIR / "saliency_randomization.png"
-    plot_randomization(checks, figure)
-    picks = list(range(len(checks["gradient"].blocks)))
-    blocks = checks["gradient"].blocks
-    curve_rows = [[method] + [f"{check.correlations[i].mean():.2f}" for i in picks] for method, check in checks.items()]
-    settings = ", ".join(f"{name} {value}" for name, value in EXPENSIVE.items())
-    body = f"""mobilenet_v2 IMAGENET1K_V1, the first {len(x)} photos of ../shared/imagenet-samples, target = true class.
+    rows, _ = quality_rows(loaded, x, classes, args.subset, args.steps)
+    checks = randomization(loaded, x[: args.random_images], classes[: args.random_images])
+    plot_randomization(checks, RESULTS_DIR / "saliency_randomization.png")
+    for row in rows:
+        check = checks.get(row[0])
+        if check is None:
+            row.append("")
+        elif isinstance(check, str):
+            row.append("—")
+        else:
+            final = float(check.correlations[-1].mean())
+            row.append(f"{final:.2f} {'similar' if final > SIMILAR else 'changes'}")
+    header = [
+        "method",
+        "images",
+        "deletion AUC ↓",
+        "insertion AUC ↑",
+        "ROAD ↑",
+        "Avg Drop % ↓",
+        "Incr. Conf. % ↑",
+        "s / image",
+        "randomized ρ",
+    ]
+    settings = "; ".join(f"{name} {value}" for name, value in EXPENSIVE.items() if value)
+    title = (
+        f"mobilenet_v2 (IMAGENET1K_V1), {len(x)} ImageNet photos, true class; CAM layer {LAYER}; "
+        f"{args.steps} deletion/insertion steps; ρ after {len(CASCADE)} randomization steps, "
+        f"{args.random_images} images"
+    )
+    plot_table(header, rows, RESULTS_DIR / "saliency_quality_table.png", title)
+    body = f"""mobilenet_v2 IMAGENET1K_V1, the first {len(x)} photos of ../shared/imagenet-samples, target = true class,
+each method in its default view, CAM methods on {LAYER}. Device: {args.device}; the machine was shared with other jobs,
+so the seconds are upper bounds.
 
-### Deletion / insertion AUC
+* Deletion / insertion AUC: {args.steps} pixel steps; deletion replaces pixels by true black, insertion starts
+  from the blurred image (fmapviz's 'blur' substrate); score = softmax probability. Lower deletion and higher
+  insertion are better.
+* ROAD: (mean LeRF - mean MoRF) / 2 over 10, 30, 50, 70, 90 % of pixels removed, noisy linear imputation
+  (noise 0.01), softmax probability; higher is better.
+* Average Drop (lower is better) and Increase in Confidence (higher is better): the model sees only map x input.
+* s / image: the method alone, mean over the images (metrics excluded).
+* randomized ρ: mean Spearman correlation with the trained model's map after re-initializing
+  {", ".join(str(b) for b in CASCADE)} (top first, cumulative) on the first {args.random_images} images;
+  "similar" above {SIMILAR}: such a map changes little when the model's learned weights are destroyed
+  (Adebayo et al., 2018), so it mostly reflects the input.
+* Reduced settings (first {args.subset} images only): {settings}; smoothgrad_campp on the subset with its defaults.
+  The rest run on all {len(x)} images with their defaults. Mean ± standard error.
 
-{args.steps} pixel steps (RISE uses 224); deletion replaces pixels by black; insertion starts from a
-blurred image, with two substrates: `blur` (fmapviz's default, sigma = 224/20 = 11 px, 45-px kernel) and
-`rise_blur` (RISE's, sigma 5 px, 11-px kernel); score = softmax probability of the true class.
-Mean ± standard error. Layer methods use
-{LAYER}. Settings: {settings}, on the first {args.subset} images. Lower deletion and higher insertion are better.
-Device: {args.device}.
+![quality table](results/saliency_quality_table.png)
 
-{markdown_table(PERTURBATION_HEADER, rows)}
+{markdown_table(header, rows)}
 
-### Cascading randomization (Adebayo et al., 2018)
-
-Blocks re-initialized cumulatively from the top ({", ".join(blocks[:3])}, ... {blocks[-1]}), on a deep copy; mean
-Spearman rank correlation with the trained model's map over the first {args.random_images} images, each method in
-its display view (max_abs for the gradient, abs for guided backprop, signed for input×gradient, positive for
-Grad-CAM); BatchNorm running statistics are kept (only weights are re-initialized). Curves:
-`benchmarks/results/saliency_randomization.png`.
-
-{markdown_table(["method"] + [f"after {blocks[i]}" for i in picks], curve_rows)}
-
-Time: perturbation metrics {perturbation_seconds:.0f} s, randomization {randomization_seconds:.0f} s."""
+Randomization curves: `benchmarks/results/saliency_randomization.png`.
+Total time {time.perf_counter() - started:.0f} s."""
     write_section(
         "saliency_quality",
-        "Saliency quality (mobilenet_v2, real weights)",
+        "Saliency quality, every method (mobilenet_v2, real weights)",
         "python benchmarks/saliency_quality.py " + " ".join(sys.argv[1:]),
         body,
     )

@@ -162,7 +162,7 @@ def build_parser() -> _Parser:
         "--method",
         nargs="+",
         default=["gradcam"],
-        help="saliency methods (default gradcam; a wrong name lists them all)",
+        help="saliency methods (default gradcam); --method alone lists every method with a line on each",
     )
     sal.add_argument(
         "--target", default="top", help="top, top:3, a class index, a class name or a unit layer[c] (default top)"
@@ -241,6 +241,8 @@ def build_parser() -> _Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the fmapviz command line; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if _lists_methods(argv):
+        return _print_methods()
     try:
         args = build_parser().parse_args(argv)
         _check_early(args)
@@ -265,6 +267,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"error: {_capped(message)}", file=sys.stderr)
         return 1
+
+
+def _lists_methods(argv: list[str]) -> bool:
+    """``fmapviz saliency --method`` with no method after it: list the methods instead of running."""
+    if not argv or argv[0] != "saliency" or "--method" not in argv:
+        return False
+    after = argv[argv.index("--method") + 1 : argv.index("--method") + 2]
+    return not after or after[0].startswith("-")
+
+
+def _print_methods() -> int:
+    from fmapviz.engines.saliency import METHODS
+
+    width = max(map(len, METHODS))
+    for name, entry in METHODS.items():
+        print(f"{name:<{width}}  {entry.space:<5}  {entry.description}")
+    return 0
 
 
 def _capped(message: str, limit: int = 300) -> str:
@@ -373,7 +392,12 @@ def run_saliency(args: argparse.Namespace) -> int:
 
     unknown = [method for method in args.method if method not in METHODS]
     if unknown:
-        raise UsageError(f"unknown saliency method '{unknown[0]}'; choose from {', '.join(METHODS)}")
+        from fmapviz.errors import closest_names
+
+        close = ", ".join(closest_names(unknown[0], METHODS)) or "none"
+        raise UsageError(
+            f"unknown saliency method '{unknown[0]}'; closest: {close} (fmapviz saliency --method lists them all)"
+        )
     writable_folder(Path(args.out))  # before the work, not after it
     loaded = _model(args)
     image = _images(args, loaded)

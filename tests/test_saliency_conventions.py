@@ -138,8 +138,8 @@ def test_unknown_options_raise_with_what_the_method_takes(tiny_cnn):
             saliency(tiny_cnn, x, method, **{captum_name: 1})
     with pytest.raises(TypeError, match="multiple values for argument 'method'"):  # captum's method= is ours
         saliency(tiny_cnn, x, "integrated_gradients", method="riemann_trapezoid")
-    with pytest.raises(ValueError, match="gradient takes no options"):
-        saliency(tiny_cnn, x, "gradient", seed=1)
+    with pytest.raises(ValueError, match="lrp has no option 'stepz'.* lrp takes: smooth=None, smooth_samples=25"):
+        saliency(tiny_cnn, x, "lrp", stepz=1)
     with pytest.raises(ValueError, match="integration='simpson' is not one of 'gausslegendre'"):
         saliency(tiny_cnn, x, "integrated_gradients", integration="simpson")
 
@@ -157,12 +157,21 @@ def test_registry_entries_are_the_whole_truth():
     for name, entry in METHODS.items():
         assert entry.description and entry.view in VIEWS and entry.space in ("input", "layer"), name
         assert entry.seeded == ("seed" in entry.options)
-    assert [name for name, entry in METHODS.items() if entry.seeded] == ["smoothgrad", "integrated_gradients"]
+    random = {"smoothgrad", "integrated_gradients", "smoothgrad_campp", "kernel_shap", "gradient_shap"}
+    smoothable = {name for name, entry in METHODS.items() if "smooth_samples" in entry.options}  # smooth= draws noise
+    assert {name for name, entry in METHODS.items() if entry.seeded} == random | smoothable
     assert {name for name, entry in METHODS.items() if entry.takes_layer} == {
         "gradcam",
         "gradcam++",
         "layercam",
         "guided_gradcam",
+        "xgradcam",
+        "hirescam",
+        "eigencam",
+        "eigengradcam",
+        "scorecam",
+        "ablationcam",
+        "smoothgrad_campp",
     }
 
 

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ...capture import LayerSelectors, model_guard, module_name, resolve_layers
+from . import smoothing
 from .layer_search import LayerSearchCache, auto_layer
 from .pipeline import Job
 from .registry import method_entry, method_settings
@@ -85,7 +86,7 @@ def saliency(
         job = Job(model, x, parsed, chosen, rows, settings, searches, bool(chosen))
         if entry.takes_layer and layers is None:
             job.layers = [auto_layer(job, module_name(parsed.unit.layer) if parsed.unit else None)]
-        produced = entry.compute(job)
+        produced = smoothing.run(entry.compute, job)
     indices = job.indices.detach() if job.indices is not None else None
     names = None
     if categories is not None and indices is not None:

@@ -78,6 +78,6 @@ def guided_backprop(job: Job) -> Attribution:
 
 def guided_gradcam(job: Job) -> Attribution:
     """Guided Grad-CAM (Selvaraju et al., 2017): guided backprop times the upsampled Grad-CAM map."""
-    cams = layer_pass(job, gradcam_weights)
+    cams = layer_pass(job, lambda activation, grad: gradcam_weights(activation, grad).sum(1))
     guided = guided_backprop(job).attributions
     return Attribution.of_input(guided * cams[job.layers[-1]].unsqueeze(2), layer_maps=cams)

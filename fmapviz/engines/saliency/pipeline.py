@@ -203,7 +203,7 @@ def layer_pass(job: Job, weigh: Weigh) -> dict[str, torch.Tensor]:
         for key, activation, grad in zip(keys, activations, grads):
             per_key[key].append(weigh(activation.detach(), grad))
     clamp = job.options.get("clamp", "map")
-    result = {key: _upsampled(torch.stack(cams, 1), job.x.shape[-2:], clamp) for key, cams in per_key.items()}
+    result = {key: upsampled_maps(torch.stack(cams, 1), job.x.shape[-2:], clamp) for key, cams in per_key.items()}
     calls = {name: levels[name][0].split(":")[0] if levels[name] != [name] else name for name in job.layers}
     for name in job.layers:
         if levels[name] != [calls[name]]:
@@ -214,7 +214,7 @@ def layer_pass(job: Job, weigh: Weigh) -> dict[str, torch.Tensor]:
     return result
 
 
-def _upsampled(cams: torch.Tensor, size: Sequence[int], clamp: str) -> torch.Tensor:
+def upsampled_maps(cams: torch.Tensor, size: Sequence[int], clamp: str) -> torch.Tensor:
     """``(N, K, h, w)`` -> ``(N, K, H, W)``, clamped at 0 before or after the bilinear upsampling, or not."""
     if clamp == "map":
         cams = cams.clamp(min=0)
