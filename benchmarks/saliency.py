@@ -8,11 +8,13 @@ rows beside them: the Grad-CAM peers on the same model with frozen parameters (f
 itself, so no parameter gradient is computed), and captum's IG and SmoothGrad with fmapviz's chunking
 (``internal_batch_size=8``, ``nt_samples_batch_size=8``: fmapviz's ``batch_size='auto'`` on CPU).
 
-    python benchmarks/saliency.py
+    python benchmarks/saliency.py              # the first nine methods (section "saliency")
+    python benchmarks/saliency.py --new        # the methods of issue 15 at batch 1 and 16 (section "saliency_methods")
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import torch
@@ -158,7 +160,182 @@ def bench_model(name: str) -> tuple[list[list[object]], list[str]]:
     return rows, notes
 
 
+def grad_cam_peer(kind: str, model, module, x, classes, **call):
+    """A pytorch-grad-cam call as a user writes it: construct (hooks), call with explicit class targets."""
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    targets = [ClassifierOutputTarget(int(c)) for c in classes]
+    layers = [] if kind == "FullGrad" else [module]
+
+    def run() -> None:
+        with getattr(pytorch_grad_cam, kind)(model=model, target_layers=layers) as cam:
+            cam(input_tensor=x, targets=targets, **call)
+
+    return run
+
+
+def torchcam_peer(kind: str, model, layer: str, x, classes, **settings):
+    """A torchcam extractor as a user writes it, plus the bilinear upsample to the input."""
+    from torchcam import methods
+
+    def run() -> None:
+        with getattr(methods, kind)(model, layer, input_shape=tuple(x.shape[1:]), **settings) as extractor:
+            scores = model(x)
+            cam = extractor(classes.tolist(), scores)[0]
+            F.interpolate(cam[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    return run
+
+
+def bench_new(batch: int) -> tuple[list[list[object]], list[str]]:
+    """The issue-15 methods against pytorch-grad-cam, torchcam and direct captum calls, interleaved."""
+    import captum.attr as attr
+
+    from fmapviz.engines.saliency.captum_methods import patch_mask
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    mobilenet = torchvision.models.mobilenet_v2(weights=None).eval()
+    x = torch.randn(batch, 3, 224, 224)
+    small = F.interpolate(x, size=(112, 112), mode="bilinear", align_corners=False)
+    with torch.no_grad():
+        classes = model(x).argmax(1)
+        small_classes = model(small).argmax(1)
+        mobile_classes = mobilenet(small).argmax(1)
+    layer4 = model.layer4
+
+    def ours(method: str, inputs=x, targets=classes, net=model, **options):
+        layers = "layer4" if fmapviz.engines.saliency.METHODS[method].takes_layer else None
+        return lambda: fmapviz.saliency(net, inputs, method, target=targets, layers=layers, **options)
+
+    groups = {
+        "CAMs, 224 px": {
+            "fmapviz xgradcam": ours("xgradcam"),
+            "pytorch-grad-cam XGradCAM": grad_cam_peer("XGradCAM", model, layer4, x, classes),
+            "torchcam XGradCAM + upsample": torchcam_peer("XGradCAM", model, "layer4", x, classes),
+            "fmapviz hirescam": ours("hirescam"),
+            "pytorch-grad-cam HiResCAM": grad_cam_peer("HiResCAM", model, layer4, x, classes),
+            "fmapviz eigencam": ours("eigencam"),
+            "pytorch-grad-cam EigenCAM": grad_cam_peer("EigenCAM", model, layer4, x, classes),
+            "fmapviz eigengradcam": ours("eigengradcam"),
+            "pytorch-grad-cam EigenGradCAM": grad_cam_peer("EigenGradCAM", model, layer4, x, classes),
+            "fmapviz gradcam smooth='eigen'": ours("gradcam", smooth="eigen"),
+            "pytorch-grad-cam GradCAM eigen_smooth": grad_cam_peer(
+                "GradCAM", model, layer4, x, classes, eigen_smooth=True
+            ),
+            "fmapviz gradcam smooth='aug'": ours("gradcam", smooth="aug"),
+            "pytorch-grad-cam GradCAM aug_smooth": grad_cam_peer("GradCAM", model, layer4, x, classes, aug_smooth=True),
+            "fmapviz fullgrad": ours("fullgrad"),
+            "pytorch-grad-cam FullGrad": grad_cam_peer("FullGrad", model, layer4, x, classes),
+            "fmapviz smoothgrad_campp (4 samples)": ours("smoothgrad_campp"),
+            "torchcam SmoothGradCAMpp (4 samples) + upsample": torchcam_peer(
+                "SmoothGradCAMpp", model, "layer4", x, classes
+            ),
+        },
+        "masked forwards, 112 px, layer4 (512 channels)": {
+            "fmapviz scorecam (batch_size=32)": ours("scorecam", small, small_classes, batch_size=32),
+            "pytorch-grad-cam ScoreCAM (its batch 16)": grad_cam_peer("ScoreCAM", model, layer4, small, small_classes),
+            "torchcam ScoreCAM (its batch 32) + upsample": torchcam_peer(
+                "ScoreCAM", model, "layer4", small, small_classes
+            ),
+            "fmapviz scorecam top=64 (no peer has a budget)": ours(
+                "scorecam", small, small_classes, batch_size=32, top=64
+            ),
+            "fmapviz ablationcam (batch_size=32)": ours("ablationcam", small, small_classes, batch_size=32),
+            "pytorch-grad-cam AblationCAM (its batch 32)": grad_cam_peer(
+                "AblationCAM", model, layer4, small, small_classes
+            ),
+        },
+    }
+    patch = 16
+    mask = patch_mask(112, 112, patch)
+    captum_rows = {
+        "fmapviz occlusion (16 px, stride 16)": ours("occlusion", small, small_classes, patch=16, stride=16),
+        "captum Occlusion, same settings": lambda: attr.Occlusion(model).attribute(
+            small,
+            sliding_window_shapes=(3, 16, 16),
+            strides=(3, 16, 16),
+            target=small_classes,
+            perturbations_per_eval=8,
+        ),
+        "fmapviz feature_ablation (16 px grid)": ours("feature_ablation", small, small_classes, patch=16),
+        "captum FeatureAblation, same mask": lambda: attr.FeatureAblation(model).attribute(
+            small, target=small_classes, feature_mask=mask, perturbations_per_eval=8
+        ),
+        "fmapviz deeplift (mobilenet_v2)": ours("deeplift", small, mobile_classes, net=mobilenet),
+        "captum DeepLift (mobilenet_v2)": lambda: attr.DeepLift(mobilenet).attribute(
+            small, baselines=torch.zeros_like(small), target=mobile_classes
+        ),
+        "fmapviz deconvolution": ours("deconvolution", small, small_classes),
+        "captum Deconvolution": lambda: attr.Deconvolution(model).attribute(small, target=small_classes),
+        "fmapviz lrp": ours("lrp", small, small_classes),
+        "captum LRP": lambda: attr.LRP(model).attribute(small, target=small_classes),
+        "fmapviz gradient_shap (5 samples)": ours("gradient_shap", small, small_classes),
+        "captum GradientShap, same baselines": lambda: attr.GradientShap(model).attribute(
+            small,
+            baselines=torch.cat([torch.zeros_like(small[:1]), torch.rand_like(small[:1])]),
+            n_samples=5,
+            target=small_classes,
+        ),
+    }
+    if batch == 1:  # KernelShap explains one image per call: the batch-16 row is 16 batch-1 rows
+        captum_rows["fmapviz kernel_shap (16 px grid, 50 samples)"] = ours(
+            "kernel_shap", small, small_classes, patch=16, samples=50
+        )
+        captum_rows["captum KernelShap (its sklearn regression), same"] = lambda: attr.KernelShap(model).attribute(
+            small, target=small_classes, feature_mask=mask, n_samples=50, perturbations_per_eval=8
+        )
+    groups["captum methods, 112 px"] = captum_rows
+    rows, notes = [], []
+    for group, methods in groups.items():
+        heavy = group.startswith("masked") or (group.startswith("captum") and batch > 1)
+        rounds, warmup = (1, 0) if heavy and batch > 1 else (3, 1)
+        times = time_interleaved(methods, rounds=rounds, warmup=warmup)
+        print(group, times, flush=True)
+        rows.append([f"**{group}**", "", ""])
+        reference = None
+        for name, seconds in times.items():
+            reference = seconds if name.startswith("fmapviz") else reference
+            ratio = "" if name.startswith("fmapviz") else f"{reference / seconds:.2f}"
+            if "top=64" in name:
+                peer = times["pytorch-grad-cam ScoreCAM (its batch 16)"]
+                notes.append(f"Score-CAM top=64 takes {seconds / peer:.2f}x pytorch-grad-cam's full ScoreCAM.")
+            rows.append([name, f"{seconds:.3f}", ratio])
+        notes.append(f"{group}: median of {rounds} interleaved round(s), {warmup} warm-up.")
+    return rows, notes
+
+
+def main_new() -> None:
+    setup(threads=2)
+    body = []
+    for batch in (1, 16):
+        rows, notes = bench_new(batch)
+        body.append(
+            f"### batch {batch}\n\n"
+            + markdown_table(["method", "seconds", "fmapviz ÷ peer (the fmapviz row above)"], rows)
+            + "\n\n"
+            + " ".join(notes)
+        )
+    intro = (
+        "resnet18 (deeplift: mobilenet_v2; torchvision's ResNet reuses its ReLUs, which captum's DeepLift refuses), "
+        "random weights, 2 threads, explicit class targets (each image's top class), every method as a user calls "
+        "it (hooks set up per call). CAM rows on layer4 include the upsample to the input. The last column is "
+        "fmapviz's time divided by the peer's (below 1: fmapviz is faster). The machine was shared with other "
+        "jobs; rows of one group were interleaved so load hits them alike."
+    )
+    write_section(
+        "saliency_methods",
+        "Saliency speed, the methods of issue 15 (batch 1 and 16)",
+        "python benchmarks/saliency.py --new",
+        intro + "\n\n" + "\n\n".join(body),
+    )
+
+
 def main() -> None:
+    if "--new" in sys.argv[1:]:
+        main_new()
+        return
     setup(threads=2)
     body = []
     for name in MODELS:
