@@ -17,6 +17,7 @@ ORDER = [
     "plot",
     "saliency",
     "saliency_equivalence",
+    "saliency_methods",  # written by saliency.py --new
     "saliency_quality",
     "actmax",
     "actmax_quality",
