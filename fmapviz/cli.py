@@ -482,7 +482,8 @@ def run_scan(args: argparse.Namespace) -> int:
     _free(out / "scan.json", args)
     loaded = _model(args)
     with FolderLock(out):
-        result = fmapviz.scan(loaded, args.data, args.layer, topk=args.topk, batch_size=args.batch_size, shard=shard)
+        options = dict(topk=args.topk, batch_size=args.batch_size, shard=shard, progress=not args.quiet)
+        result = fmapviz.scan(loaded, args.data, args.layer, **options)
         result.save(out)
         health = result.dead_channels()  # the short answer to "which channels never fire?", beside the data
         write_text(out / "channels.txt", "".join(f"{stats}\n" for stats in health.values()))

@@ -16,7 +16,7 @@ class Progress:
 
     Args:
         what: the run's name (``"report"``, ``"scan"``).
-        total: how many items.
+        total: how many items (None: not known in advance).
         enabled: False prints nothing.
         stream: where to write (default stderr); a terminal gets a tqdm bar.
 
@@ -25,7 +25,7 @@ class Progress:
         >>> progress.stage("saliency"); progress.done("cat.png")
     """
 
-    def __init__(self, what: str, total: int, enabled: bool = True, stream: Any = None) -> None:
+    def __init__(self, what: str, total: int | None, enabled: bool = True, stream: Any = None) -> None:
         self.what, self.total, self.enabled = what, total, enabled
         self.stream = stream if stream is not None else sys.stderr
         self.count = 0
@@ -48,7 +48,8 @@ class Progress:
             self._bar.update(1)
         elif self.enabled:
             seconds = time.perf_counter() - self._started
-            print(f"{self.what}: {self.count}/{self.total} {item} ({seconds:.1f} s)", file=self.stream, flush=True)
+            count = f"{self.count}/{self.total}" if self.total is not None else str(self.count)
+            print(f"{self.what}: {count} {item} ({seconds:.1f} s)", file=self.stream, flush=True)
             self._started = time.perf_counter()
 
     def close(self) -> None:

@@ -38,9 +38,11 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler, Subset
 from .capture import LayerSelectors, capture, model_guard, resolve_layers
 from .engines.direct import ChannelStats, stats_from_running
 from .errors import FmapvizError, ImageLoadError
+from .files import FolderLock, atomic_path, writable_folder, write_json
 from .images import IMAGE_SUFFIXES, denormalize, read_image_file
 from .layers import Geometry, layer_geometry
 from .models import IMAGENET_MEAN, IMAGENET_STD, LoadedModel, default_transform, load_model
+from .progress import Progress
 from .stats import RunningChannelStats
 
 _DECADES = 10.0 ** torch.linspace(-3, 4, 85, dtype=torch.float64)
@@ -359,8 +361,9 @@ class ScanResult:
             "shard": list(self.shard) if self.shard else None,
             "histogram_edges": HISTOGRAM_EDGES.tolist(),
         }
-        torch.save(tensors, folder / "scan.pt")
-        (folder / "scan.json").write_text(json.dumps(meta, indent=1))
+        with atomic_path(folder / "scan.pt") as temporary:  # an interrupted save leaves no half file
+            torch.save(tensors, temporary)
+        write_json(folder / "scan.json", meta)
         return folder
 
     def to_state(self) -> dict[str, Any]:
@@ -608,6 +611,7 @@ def scan(
     device: torch.device | str | None = None,
     transform: Callable[[Any], torch.Tensor] | None = None,
     shard: tuple[int, int] | None = None,
+    progress: bool = False,
 ) -> ScanResult:
     """Stream a dataset through the model once and keep channel statistics and top-k images per layer.
 
@@ -628,6 +632,7 @@ def scan(
         shard: (i, n) scans every n-th image starting at i. Under ``torch.distributed``
             (e.g. ``torchrun``) and without ``shard``, each rank scans shard (rank, world_size),
             and the shards are gathered so every rank returns the merged result.
+        progress: report each finished batch (a bar on a terminal, else one line on stderr).
 
     Returns:
         A :class:`ScanResult`. Unreadable files are listed in ``skipped`` with the reason.
@@ -681,6 +686,8 @@ def scan(
     skipped: list[tuple[str, str]] = []
     images = 0
     input_size = None
+    channels = 3
+    bar = Progress("scan", len(batches) if hasattr(batches, "__len__") else None, enabled=progress)
     capturing = capture(model, names, stop_early=True, reduce=reduce)  # entered anew for each batch
     with model_guard(model), torch.no_grad():
         for indices, batch, bad in batches:
@@ -688,14 +695,16 @@ def scan(
             if batch is None:
                 continue
             batch = batch.to(device) if device is not None else batch
-            input_size = tuple(batch.shape[-2:])
+            channels, input_size = batch.shape[1], tuple(batch.shape[-2:])
             current["sources"] = indices
             with capturing:
                 model(batch)
             images += len(indices)
+            bar.done(f"batch ({images} images)")
+        bar.close()
         geometry = {}
         if input_size is not None:
-            found = layer_geometry(model, names, (1, 3, *input_size))
+            found = layer_geometry(model, names, (1, channels, *input_size))
             geometry = {name: found.get(name) for name in scanned}
     result = ScanResult(
         layers=scanned,
@@ -804,12 +813,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=None, help="resize and centre-crop to this size")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--force", action="store_true", help="overwrite an existing scan in --output")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:
         return int(exit_.code or 0)
     started = _init_distributed()
     try:
+        if (Path(args.output) / "scan.json").exists() and not args.force:
+            raise FmapvizError(f"{Path(args.output) / 'scan.json'} already exists; pass --force to overwrite it.")
+        writable_folder(args.output)  # before the scan, not after it
         device = args.device
         if device is None and torch.distributed.is_initialized() and torch.cuda.is_available():
             device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
@@ -833,7 +846,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
         if rank == 0:
-            folder = result.save(args.output)
+            with FolderLock(args.output):
+                folder = result.save(args.output)
             print(f"Scanned {result.images} images ({len(result.skipped)} skipped) into {folder}")
             for source, reason in result.skipped:
                 print(f"skipped {source}: {reason}", file=sys.stderr)

@@ -308,3 +308,27 @@ def test_a_training_step_watched_by_the_tensorboard_logger_stays_a_training_step
         assert model.training
         model(torch.randn(4, 3, 8, 8))
     assert not torch.equal(model.features[1].running_mean, statistics)  # BatchNorm learned from the batch
+
+
+def test_grayscale_scan_and_channel_page_and_scan_progress_lines(photos, tmp_path, capsys):
+    out = tmp_path / "scan"
+    args = ["scan", spec("mnist"), str(photos), *MNIST, "--layer", "features.0", "--batch-size", "2", "-o", str(out)]
+    assert main(args) == 0
+    progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith("scan: ")]
+    assert [line.split()[1] for line in progress] == ["1/3", "2/3", "3/3"]  # one line per batch off a terminal
+    page = tmp_path / "channel.png"
+    args = ["channel", spec("mnist"), str(out), *MNIST, "--layer", "features.0", "--channel", "1", "--steps", "2"]
+    assert main([*args, "-o", str(page), "--quiet"]) == 0
+    assert Image.open(page).size[0] > 100
+
+
+def test_python_m_fmapviz_scan_does_not_overwrite_a_scan(photos, tmp_path, capsys):
+    from fmapviz.scan import main as scan_main
+
+    out = tmp_path / "scan"
+    args = [spec("dict_out"), str(photos), "--layer", "features.0", "-o", str(out)]
+    assert scan_main(args) == 0
+    written = (out / "scan.pt").read_bytes()
+    assert scan_main(args) == 1
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert (out / "scan.pt").read_bytes() == written
