@@ -189,3 +189,12 @@ def test_channel_page_histogram_counts_are_whole_and_tick_labels_do_not_collide(
     (xlabel,) = _boxes(figure, [histogram.xaxis.label])
     (crops_title,) = _boxes(figure, [figure.axes[2].title])
     assert xlabel.y0 > crops_title.y1  # the axis label sits above the crops' title, not on it
+
+
+def test_a_title_wider_than_the_grid_wraps_inside_the_figure():
+    title = "mobilenet_v2 features.7 (ReLU6 in the block, 14×14): top 14 channels by max, on the photo"
+    figure = annotated_grid(torch.rand(4, 3, 32, 32), ["a", "b", "c", "d"], ncols=4, title=title).matplotlib
+    figure.canvas.draw()
+    (box,) = _boxes(figure, [figure._suptitle])
+    assert box.x0 >= 0 and box.x1 <= figure.bbox.width and box.y1 <= figure.bbox.height
+    assert "\n" in figure._suptitle.get_text() and figure._suptitle.get_text().startswith("mobilenet_v2 features.7")

@@ -140,7 +140,7 @@ def annotated_grid(
     """Draw images in a grid with a title over each: one ``imshow`` and text labels.
 
     Captions wider than their tile are wrapped (at most three lines, then cut with "…"), so a
-    caption never runs into its neighbour's.
+    caption never runs into its neighbour's; a title wider than the figure wraps too.
 
     Args:
         images: (N,H,W) or (N,C,H,W) tiles, floats in [0,1] or uint8 (see :func:`mosaic.grid`).
@@ -195,6 +195,9 @@ def annotated_grid(
     mosaic = grid(tiles, columns, padding, pad_value)
     mosaic_h, mosaic_w = mosaic.shape[:2]
     image_w, image_h = mosaic_w * scale / DPI, mosaic_h * scale / DPI
+    if title:  # a title wider than the figure wraps instead of running off both edges
+        title = fit_caption(title, (left + image_w + right) * DPI - 10, font_size * 1.4)
+        top = 0.1 + font_size / 72.0 * 1.4 * (1.2 * (title.count("\n") + 1) + 1.0)
     fig_w, fig_h = left + image_w + right, bottom + image_h + top
     figure = new_figure(fig_w, fig_h)
     axes = figure.add_axes((left / fig_w, bottom / fig_h, image_w / fig_w, image_h / fig_h))
