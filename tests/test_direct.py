@@ -218,7 +218,7 @@ def test_show_hierarchy_labels_each_layer_with_shape_stride_and_receptive_field(
     assert labels[0].startswith("features.1\n8×32×32\nstride 1 · RF 3")
     assert labels[1].startswith("features.3\n16×16×16\nstride 2 · RF 5")
     assert len(figure.matplotlib.axes[0].images) == 1
-    assert figure.matplotlib._suptitle.get_text().startswith("Feature maps from shallow to deep")
+    assert figure.matplotlib._suptitle.get_text().replace("\n", " ").startswith("Feature maps from shallow to deep")
     untitled = fmapviz.show_hierarchy(maps, image, model=tiny_cnn, top=4, cell=32, title="")
     assert untitled.matplotlib._suptitle is None and untitled.image.shape[0] < figure.image.shape[0]
 
