@@ -102,7 +102,7 @@ def main() -> None:
     save_report(loaded, image)
 
 
-def save_saliency(loaded: fmapviz.models.LoadedModel, image: fmapviz.images.LoadedImage) -> None:
+def save_saliency(loaded: fmapviz.models.LoadedModel, image: fmapviz.inputs.LoadedImage) -> None:
     """Grad-CAM at three depths (one forward and backward), SmoothGrad and Integrated Gradients."""
     model, x = loaded.model, image.tensor
     results = {}
@@ -115,7 +115,7 @@ def save_saliency(loaded: fmapviz.models.LoadedModel, image: fmapviz.images.Load
     save(fmapviz.show_saliency(results, image.display, view="abs", title=title), "saliency.png")
 
 
-def save_report(loaded: fmapviz.models.LoadedModel, image: fmapviz.images.LoadedImage) -> None:
+def save_report(loaded: fmapviz.models.LoadedModel, image: fmapviz.inputs.LoadedImage) -> None:
     """The page `fmapviz report mobilenet_v2 --weights IMAGENET1K_V1 assets/chelsea.png --actmax` writes."""
     with tempfile.TemporaryDirectory() as folder:
         written = fmapviz.report(loaded, image, folder, spec=fmapviz.ReportSpec(actmax=True))

@@ -30,7 +30,7 @@ from torch.nn.utils import prune
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fmapviz  # noqa: E402
-from fmapviz.images import read_image_file  # noqa: E402
+from fmapviz.inputs import read_image_file  # noqa: E402
 
 SIZE = 112
 BATCH = 32

@@ -24,7 +24,7 @@ import fmapviz  # noqa: E402
 from fmapviz.report import ReportSpec, hierarchy_layers  # noqa: E402
 
 
-def computations(loaded: fmapviz.models.LoadedModel, image: fmapviz.images.LoadedImage, spec: ReportSpec) -> None:
+def computations(loaded: fmapviz.models.LoadedModel, image: fmapviz.inputs.LoadedImage, spec: ReportSpec) -> None:
     model, x = loaded.model, image.tensor
     rows = fmapviz.summary(model, (1, *x.shape[1:]))
     layers = hierarchy_layers(rows)

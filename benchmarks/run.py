@@ -26,6 +26,7 @@ ORDER = [
     "vit",
     "explain_channels",
     "explore",
+    "startup",
 ]
 
 

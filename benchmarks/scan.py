@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fmapviz  # noqa: E402
-from fmapviz.images import read_image_file  # noqa: E402
+from fmapviz.inputs import default_transform, read_image_file  # noqa: E402
 
 SIZE = 112
 BATCH = 32
@@ -61,14 +61,12 @@ def shrink_photos(folder: Path) -> list[str]:
 
 
 def model_and_transform():
-    from torchvision.transforms._presets import ImageClassification
-
     try:
         loaded = fmapviz.load_model("mobilenet_v2", weights="IMAGENET1K_V1")
         weights = "IMAGENET1K_V1"
     except fmapviz.ModelLoadError:
         loaded, weights = fmapviz.load_model("mobilenet_v2", weights=None), "random"
-    return loaded.model, ImageClassification(crop_size=SIZE, resize_size=128), weights
+    return loaded.model, default_transform(SIZE, resize=128), weights
 
 
 def main() -> int:

@@ -47,7 +47,7 @@ class Tagged(nn.Module):
         return {"logits": self.net.classifier(pooled), "embedding": pooled}
 
 
-def dict_output_figure(cat: fmapviz.images.LoadedImage) -> None:
+def dict_output_figure(cat: fmapviz.inputs.LoadedImage) -> None:
     loaded = fmapviz.load_model("mobilenet_v2", weights="IMAGENET1K_V1")
     model = Tagged(loaded.model).eval()
     options = dict(categories=loaded.categories)
@@ -60,7 +60,7 @@ def dict_output_figure(cat: fmapviz.images.LoadedImage) -> None:
     save(fmapviz.show_saliency(results, cat.display, title=title), "dict_output_saliency.png")
 
 
-def vit_figures(cat: fmapviz.images.LoadedImage) -> None:
+def vit_figures(cat: fmapviz.inputs.LoadedImage) -> None:
     torch.manual_seed(0)
     vit = torchvision.models.vit_b_16(weights=None).eval()
     nn.init.normal_(vit.heads.head.weight, std=0.02)  # torchvision starts the head at zero
@@ -78,7 +78,7 @@ def vit_figures(cat: fmapviz.images.LoadedImage) -> None:
     save(fmapviz.show_saliency(results, cat.display, title=title), "vit_gradcam.png")
 
 
-def swin_figure(cat: fmapviz.images.LoadedImage) -> None:
+def swin_figure(cat: fmapviz.inputs.LoadedImage) -> None:
     torch.manual_seed(0)
     swin = torchvision.models.swin_t(weights=None).eval()
     maps = fmapviz.feature_maps(swin, cat.tensor, ["features.1", "features.3", "features.5"])
@@ -86,7 +86,7 @@ def swin_figure(cat: fmapviz.images.LoadedImage) -> None:
     save(fmapviz.show_hierarchy(maps, cat, top=6, title=title), "swin_hierarchy.png")
 
 
-def detection_figures(coffee: fmapviz.images.LoadedImage) -> None:
+def detection_figures(coffee: fmapviz.inputs.LoadedImage) -> None:
     from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_fpn
 
     torch.manual_seed(0)
@@ -107,7 +107,7 @@ def detection_figures(coffee: fmapviz.images.LoadedImage) -> None:
     save(fmapviz.show_saliency(panels, boxed[None], title=title), "detection_gradcam.png")
 
 
-def segmentation_figure(cat: fmapviz.images.LoadedImage) -> None:
+def segmentation_figure(cat: fmapviz.inputs.LoadedImage) -> None:
     torch.manual_seed(0)
     segmenter = torchvision.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None).eval()
     with torch.no_grad():

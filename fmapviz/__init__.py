@@ -3,91 +3,105 @@
 The names here are the ones a notebook calls; everything else lives in its submodule
 (``fmapviz.capture.Capture``, ``fmapviz.engines.actmax.ActMaxResult``, ``fmapviz.models.LoadedModel``).
 Layers of the package: capture → engines → views → report / CLI.
+
+``import fmapviz`` is cheap: torch and the engines load on the first use of a name (PEP 562),
+so ``fmapviz --help`` and usage errors answer without importing torch.
 """
 
-from . import faithfulness, metrics, targets
-from .capture import capture, feature_maps, model_guard
-from .compare import compare, compare_checkpoints
-from .engines.actmax import maximize, objectives
-from .engines.dff import deep_feature_factorization
-from .engines.direct import channel_stats
-from .engines.explain import explain_channels
-from .engines.saliency import saliency
-from .engines.training import init_report
-from .errors import FmapvizError, ImageLoadError, LayerNotFoundError, ModelLoadError
-from .explore import explore
-from .images import denormalize, load_image
-from .layers import summary
-from .models import load_model
-from .report import ReportSpec, report
-from .scan import channel_page, load_scan, scan
-from .views import (
-    show_channel_explanation,
-    show_channel_page,
-    show_channel_stats,
-    show_checkpoints,
-    show_cka,
-    show_compare_health,
-    show_concepts,
-    show_dead_channels,
-    show_disagreements,
-    show_gallery,
-    show_hierarchy,
-    show_init_histograms,
-    show_init_report,
-    show_maps,
-    show_saliency,
-    show_side_by_side,
-)
-from .vocabulary import Unit
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import types
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "load_model",
-    "load_image",
-    "denormalize",
-    "summary",
-    "capture",
-    "feature_maps",
-    "model_guard",
-    "channel_stats",
-    "saliency",
-    "explain_channels",
-    "deep_feature_factorization",
-    "explore",
-    "maximize",
-    "objectives",
-    "report",
-    "ReportSpec",
-    "scan",
-    "load_scan",
-    "channel_page",
-    "show_maps",
-    "show_hierarchy",
-    "show_channel_stats",
-    "show_saliency",
-    "show_gallery",
-    "show_channel_explanation",
-    "show_concepts",
-    "show_channel_page",
-    "show_dead_channels",
-    "Unit",
-    "metrics",
-    "faithfulness",
-    "targets",
-    "FmapvizError",
-    "ImageLoadError",
-    "LayerNotFoundError",
-    "ModelLoadError",
-    "compare",
-    "compare_checkpoints",
-    "init_report",
-    "show_cka",
-    "show_side_by_side",
-    "show_compare_health",
-    "show_disagreements",
-    "show_checkpoints",
-    "show_init_report",
-    "show_init_histograms",
-]
+# Public name -> the submodule that defines it (None: the name is a submodule itself). A new public
+# name is one line here.
+_API: dict[str, str | None] = {  # what a notebook calls: this is __all__
+    "load_model": "models",
+    "load_image": "inputs",
+    "denormalize": "inputs",
+    "summary": "layers",
+    "capture": "capture",
+    "feature_maps": "capture",
+    "model_guard": "capture",
+    "channel_stats": "engines.direct",
+    "saliency": "engines.saliency",
+    "explain_channels": "engines.explain",
+    "deep_feature_factorization": "engines.dff",
+    "explore": "explore",
+    "maximize": "engines.actmax",
+    "objectives": "engines.actmax",
+    "report": "report",
+    "ReportSpec": "report",
+    "scan": "engines.scan",
+    "load_scan": "engines.scan",
+    "channel_page": "channel_page",
+    "show_maps": "views",
+    "show_hierarchy": "views",
+    "show_channel_stats": "views",
+    "show_saliency": "views",
+    "show_gallery": "views",
+    "show_channel_explanation": "views",
+    "show_concepts": "views",
+    "show_channel_page": "views",
+    "show_dead_channels": "views",
+    "Unit": "vocabulary",
+    "metrics": None,
+    "faithfulness": None,
+    "targets": None,
+    "FmapvizError": "errors",
+    "ImageLoadError": "errors",
+    "LayerNotFoundError": "errors",
+    "ModelLoadError": "errors",
+    "compare": "compare",
+    "compare_checkpoints": "compare",
+    "init_report": "engines.training",
+    "show_cka": "views",
+    "show_side_by_side": "views",
+    "show_compare_health": "views",
+    "show_disagreements": "views",
+    "show_checkpoints": "views",
+    "show_init_report": "views",
+    "show_init_histograms": "views",
+}
+_TYPES: dict[str, str] = {  # results people check with isinstance; reachable, not in __all__
+    "LoadedModel": "models",
+    "LoadedImage": "inputs",
+    "ScanResult": "engines.scan",
+}
+_EXPORTS = {**_API, **_TYPES}
+
+__all__ = list(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        module = importlib.import_module(f"{__name__}.{_EXPORTS[name] or name}")
+        value = getattr(module, name) if _EXPORTS[name] else module
+    elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f"{__name__}.{name}")  # fmapviz.inputs without importing it first
+    else:
+        raise AttributeError(f"module 'fmapviz' has no attribute '{name}'")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+class _Package(types.ModuleType):
+    """Importing a submodule sets it as an attribute of its package; a function of the same name
+    (``fmapviz.capture``, ``fmapviz.report``, ``fmapviz.scan``, ``fmapviz.explore`` …) keeps its place."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _EXPORTS.get(name):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

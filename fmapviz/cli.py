@@ -10,33 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-EXAMPLES = {
-    "layers": "fmapviz layers mobilenet_v2   (architecture only: no weights needed)\n"
-    "  fmapviz layers mnist_net.py:build --mean 0.1307 --std 0.3081   (a grayscale model; its size is found)",
-    "maps": "fmapviz maps mobilenet_v2 --weights IMAGENET1K_V1 cat.png --layer features.1 features.7 -o maps/\n"
-    "  fmapviz maps resnet18 --weights IMAGENET1K_V1 cat.png --layer 'layer3.*.conv2' --channels top:32 --overlay",
-    "saliency": "fmapviz saliency mobilenet_v2 --weights IMAGENET1K_V1 cat.png --method gradcam smoothgrad\n"
-    "  fmapviz saliency my_net.py:build --checkpoint best.pt cat.png --method integrated_gradients --target 3\n"
-    "  fmapviz saliency resnet18 --weights IMAGENET1K_V1 cat.png --method gradcam --layers layer4.1.relu#2 "
-    "--target 'layer3.1.relu[7]'",
-    "actmax": "fmapviz actmax mobilenet_v2 --weights IMAGENET1K_V1 --layer features.10 --channels 0-15\n"
-    "  fmapviz actmax mobilenet_v2 --weights IMAGENET1K_V1 --class banana --steps 256",
-    "report": "fmapviz report mobilenet_v2 --weights IMAGENET1K_V1 cat.png dog.jpg -o report/\n"
-    "  fmapviz report my_net.py:build --checkpoint best.pt photos/ -o report/ --actmax",
-    "scan": "fmapviz scan mobilenet_v2 --weights IMAGENET1K_V1 photos/ --layer features.7 features.14 -o scan/",
-    "channel": "fmapviz channel mobilenet_v2 --weights IMAGENET1K_V1 scan/ --layer features.7 --channel 12 "
-    "-o channel.png",
-    "compare": "fmapviz compare mobilenet_v2 pruned.py:build photos/ --weights IMAGENET1K_V1 -o compare/\n"
-    "  fmapviz compare runs/ckpt_*.pt --factory net.py:build photos/ -o curves/",
-    "init": "fmapviz init net.py:build --size 64 -o init/\n  fmapviz init resnet18 --data photos/ --batch-size 16",
-    "explore": "fmapviz explore mobilenet_v2 --weights IMAGENET1K_V1 photos/ --layers features.7 features.14 -o site/\n"
-    "  torchrun --nproc-per-node 2 -m fmapviz.explore resnet18 --weights IMAGENET1K_V1 photos/ --layers layer3 layer4 "
-    "-o site/",
-}
 
 
 class UsageError(Exception):
@@ -63,183 +40,262 @@ class _IntermixedParser(_Parser):
             self._inside = False
 
 
-def channel_list(text: str) -> list[int] | str:
-    """``--channels`` of actmax: indices (``"0-15"``, ``"3,7,9"``, ``"0-3,8"``) or ``"all"``."""
-    from .vocabulary import parse_channels
-
-    try:
-        choice = parse_channels(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"bad channel list: {error}") from None
-    if choice.kind in ("top", "bottom"):
-        raise argparse.ArgumentTypeError(f"bad channel list '{text}': actmax takes indices such as 0-15, or all")
-    return "all" if choice.kind == "all" else list(choice.indices)
+# ---------------------------------------------------------------- option values checked before anything loads
 
 
-def channel_choice(text: str) -> str:
-    """``--channels`` of maps: which channels, checked before torch loads (see fmapviz.vocabulary)."""
-    from .vocabulary import parse_channels
+def _value_error(text: str) -> argparse.ArgumentTypeError:
+    from fmapviz.vocabulary import shorten
+
+    return argparse.ArgumentTypeError(shorten(text))
+
+
+def channels_value(text: str) -> str:
+    """A ``--channels`` value checked with :func:`fmapviz.vocabulary.parse_channels` (kept as text)."""
+    from fmapviz.vocabulary import parse_channels
 
     try:
         parse_channels(text)
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"bad channel list: {error}") from None
+        raise _value_error(f"bad channel list: {error}") from None
     return text
 
 
-def normalization(text: str) -> tuple[float, ...]:
-    """Parse ``--mean``/``--std``: one value (grayscale model) or three comma-separated (RGB)."""
+def _count(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise _value_error(f"'{text}' is not a whole number") from None
+        if value < minimum:
+            raise _value_error(f"{value} is too small; use {minimum} or more")
+        return value
+
+    parse.__name__ = "number"  # what argparse names in "invalid number value"
+    return parse
+
+
+def shard_value(text: str) -> tuple[int, int]:
+    """``"i/n"``: scan every n-th image from i."""
+    index, slash, count = text.partition("/")
+    if not (slash and index.strip().isdigit() and count.strip().isdigit() and int(index) < int(count)):
+        raise _value_error(f"'{text}' is not i/n with 0 <= i < n (e.g. 0/4)")
+    return int(index), int(count)
+
+
+def mean_std_value(text: str) -> tuple[float, ...]:
+    """``--mean``/``--std``: one value (grayscale model) or three comma-separated (RGB)."""
     try:
         values = tuple(float(part) for part in text.split(","))
     except ValueError:
         values = ()
     if len(values) not in (1, 3):
-        raise argparse.ArgumentTypeError(
-            f"'{text[:40]}' is not 1 or 3 comma-separated numbers, e.g. 0.5 or 0.485,0.456,0.406"
-        )
+        raise _value_error(f"'{text[:40]}' is not 1 or 3 comma-separated numbers, e.g. 0.5 or 0.485,0.456,0.406")
     return values
 
 
-def build_parser() -> _Parser:
-    """The argument parser of every subcommand (exposed for tests and docs)."""
-    common = _Parser(add_help=False)
-    common.add_argument(
-        "--weights",
-        default="DEFAULT",
-        help="torchvision weights: DEFAULT, an enum name (IMAGENET1K_V1) or none (default DEFAULT)",
+def class_value(text: str) -> str:
+    """A class name or a class index >= 0 (names are checked once the model's classes are known)."""
+    if text.strip().startswith("-") and text.strip()[1:].isdigit():
+        raise _value_error(f"class {text} is negative; class indices start at 0")
+    return text
+
+
+# ---------------------------------------------------------------- subcommands: options + run, registered in COMMANDS
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: what it does, its own options, the function that runs it, examples.
+
+    ``weights`` is the default of ``--weights`` for this command (``"none"``: architecture only),
+    ``size`` what ``--size`` defaults to, as its help says it; ``intermixed``: positionals may follow options.
+    """
+
+    help: str
+    options: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    examples: str
+    weights: str = "DEFAULT"
+    size: str = "the model's own transform, 224 for ImageNet weights"
+    intermixed: bool = False
+
+
+MODEL_HELP = "torchvision name, file.py:factory, package.module:factory or a TorchScript file"
+IMAGES_HELP = "image files, folders or globs"
+
+
+def _layers_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help=MODEL_HELP)
+
+
+def _maps_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help=MODEL_HELP)
+    parser.add_argument("images", nargs="+", help=IMAGES_HELP)
+    parser.add_argument("--layer", nargs="+", required=True, help="layer selectors: names, globs, types")
+    parser.add_argument(
+        "--channels", type=channels_value, default="top:16", help="all, top:K, bottom:K, 0-15 or 3,7 (default top:16)"
     )
-    common.add_argument("--checkpoint", help="state dict to load into the model")
-    common.add_argument("--trust-checkpoint", action="store_true", help="allow pickled objects in --checkpoint")
-    common.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cpu)")
-    common.add_argument("--seed", type=int, default=0, help="seed for noise and optimization (default 0)")
-    common.add_argument("--size", type=int, help="input size in pixels (default: the model's own transform)")
-    common.add_argument(
-        "--mean", type=normalization, help="input normalization mean, 1 value (grayscale model) or 3 "
-        "(default: the weights' own, else ImageNet's 0.485,0.456,0.406)",
-    )  # fmt: skip
-    common.add_argument("--std", type=normalization, help="input normalization std, as --mean (default: ImageNet's)")
-    common.add_argument(
-        "--output", metavar="KEY", help="key of the model's output to explain when it returns a dict "
-        "(default: 'logits', else 'out', else its only tensor)",
-    )  # fmt: skip
-    common.add_argument("--quiet", action="store_true", help="no progress bars or messages")
-    common.add_argument("--force", action="store_true", help="overwrite existing output files")
-    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("--rank", default="mean", help="how top:K ranks channels: mean, max or std (default mean)")
+    parser.add_argument("--normalize", default="layer", help="layer, channel or global (default layer)")
+    parser.add_argument("--overlay", action="store_true", help="draw each map over the photo")
+    parser.add_argument("--cmap", default="viridis", help="matplotlib colormap (default viridis)")
+    parser.add_argument("-o", "--out", default="fmapviz-maps", help="output folder (default fmapviz-maps)")
 
-    parser = _Parser(prog="fmapviz", description="See what a convolutional network sees.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def command(name: str, help_text: str) -> _Parser:
-        return commands.add_parser(
-            name,
-            parents=[common],
-            help=help_text,
-            description=help_text,
-            epilog="examples:\n  " + EXAMPLES[name],
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-
-    model_help = "torchvision name, file.py:factory, package.module:factory or a TorchScript file"
-    layers = command("layers", "Print every layer: output shape, parameters, stride and receptive field.")
-    layers.add_argument("model", help=model_help)
-
-    maps = command("maps", "Write feature-map grids of the chosen layers for each image.")
-    maps.add_argument("model", help=model_help)
-    maps.add_argument("images", nargs="+", help="image files, folders or globs")
-    maps.add_argument("--layer", nargs="+", required=True, help="layer selectors: names, globs, types")
-    maps.add_argument("--channels", type=channel_choice, default="top:16",
-                      help="which channels: all, top:K, bottom:K, 0-15 or 3,7 (default top:16)")  # fmt: skip
-    maps.add_argument("--rank", default="mean", help="mean, max or std (default mean)")
-    maps.add_argument("--normalize", default="layer", help="layer, channel or global (default layer)")
-    maps.add_argument("--overlay", action="store_true", help="draw each map over the photo")
-    maps.add_argument("--cmap", default="viridis", help="matplotlib colormap (default viridis)")
-    maps.add_argument("-o", "--out", default="fmapviz-maps", help="output folder (default fmapviz-maps)")
-
-    sal = command("saliency", "Write saliency maps (Grad-CAM, SmoothGrad, IG, ...) for each image.")
-    sal.add_argument("model", help=model_help)
-    sal.add_argument("images", nargs="+", help="image files, folders or globs")
-    sal.add_argument(
+def _saliency_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help=MODEL_HELP)
+    parser.add_argument("images", nargs="+", help=IMAGES_HELP)
+    parser.add_argument(
         "--method",
         nargs="+",
         default=["gradcam"],
         help="saliency methods (default gradcam); --method alone lists every method with a line on each",
     )
-    sal.add_argument(
+    parser.add_argument(
         "--target", default="top", help="top, top:3, a class index, a class name or a unit layer[c] (default top)"
     )
-    sal.add_argument("--layers", nargs="+", help="layers of the CAM methods, e.g. layer4.1.relu#2 (default: searched)")
-    sal.add_argument("-o", "--out", default="fmapviz-saliency", help="output folder (default fmapviz-saliency)")
+    parser.add_argument(
+        "--layers", nargs="+", help="layers of the CAM methods, e.g. layer4.1.relu#2 (default: searched)"
+    )
+    parser.add_argument("-o", "--out", default="fmapviz-saliency", help="output folder (default fmapviz-saliency)")
 
-    act = command("actmax", "Synthesize images that maximize channels of a layer, or a class.")
-    act.add_argument("model", help=model_help)
-    goal = act.add_mutually_exclusive_group(required=True)
+
+def _actmax_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help=MODEL_HELP)
+    goal = parser.add_mutually_exclusive_group(required=True)
     goal.add_argument("--layer", help="layer whose channels to visualize (with --channels)")
-    goal.add_argument("--class", dest="class_name", nargs="+", help="class names or indices to visualize")
-    act.add_argument("--channels", type=channel_list, default=list(range(8)), help="e.g. 0-15 (default 0-7)")
-    act.add_argument("--steps", type=int, default=256, help="optimization steps (default 256)")
-    act.add_argument("-o", "--out", default="actmax.png", help="output PNG (default actmax.png)")
+    goal.add_argument(
+        "--class", dest="class_name", nargs="+", type=class_value, help="class names or indices to visualize"
+    )
+    parser.add_argument("--channels", type=channels_value, default="0-7", help="indices, 0-15 or all (default 0-7)")
+    parser.add_argument("--steps", type=_count(0), default=256, help="optimization steps (default 256)")
+    parser.add_argument("-o", "--out", default="actmax.png", help="output PNG (default actmax.png)")
 
-    rep = command("report", "Write a full PNG report per image, manifest.json and index.html.")
-    rep.add_argument("model", help=model_help)
-    rep.add_argument("images", nargs="+", help="image files, folders or globs")
-    rep.add_argument("--layer", nargs="+", help="hierarchy layers (default: the deepest block per resolution)")
-    rep.add_argument("--actmax", action="store_true", help="add activation maximization of the top channels")
-    rep.add_argument("-o", "--out", default="fmapviz-report", help="output folder (default fmapviz-report)")
 
-    scn = command("scan", "Scan a dataset: channel statistics, dead channels and top-k images per channel.")
-    scn.add_argument("model", help=model_help)
-    scn.add_argument("data", help="a folder of images")
-    scn.add_argument("--layer", nargs="+", required=True, help="layer selectors")
-    scn.add_argument("--topk", type=int, default=16, help="top images kept per channel (default 16)")
-    scn.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    scn.add_argument("--shard", help="i/n: scan every n-th image from i")
-    scn.add_argument("-o", "--out", default="fmapviz-scan", help="output folder (default fmapviz-scan)")
+def _report_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help=MODEL_HELP)
+    parser.add_argument("images", nargs="+", help=IMAGES_HELP)
+    parser.add_argument("--layer", nargs="+", help="hierarchy layers (default: the deepest block per resolution)")
+    parser.add_argument("--actmax", action="store_true", help="add activation maximization of the top channels")
+    parser.add_argument("-o", "--out", default="fmapviz-report", help="output folder (default fmapviz-report)")
 
-    chan = command("channel", "Draw one channel's page from a scan: actmax image, top-k crops, histogram.")
-    chan.add_argument("model", help=model_help)
-    chan.add_argument("scan", help="folder written by fmapviz scan")
-    chan.add_argument("--layer", required=True)
-    chan.add_argument("--channel", type=int, required=True)
-    chan.add_argument("--no-actmax", action="store_true", help="skip the activation-maximization image")
-    chan.add_argument("--steps", type=int, default=128, help="actmax optimization steps (default 128)")
-    chan.add_argument("-o", "--out", default="channel.png", help="output PNG (default channel.png)")
 
-    exp = command("explore", "Build a browsable site of model, layer, channel and photo pages (opens from file://).")
-    exp.add_argument("model", help=model_help)
-    exp.add_argument("data", nargs="+", help="folders of photos (searched recursively) or photo files")
-    exp.add_argument("--layers", "--layer", nargs="+", required=True, help="layers with (N,C,H,W) outputs")
-    exp.add_argument("--top", type=int, default=5, help="channels explained per layer and photo (default 5)")
-    exp.add_argument(
+def _scan_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help=MODEL_HELP)
+    parser.add_argument("data", help="a folder of images (sub-folders included), a file or a glob")
+    parser.add_argument("--layer", "-l", nargs="+", action="extend", required=True, help="layer selectors (repeatable)")
+    parser.add_argument("--topk", type=_count(1), default=16, help="top images kept per channel (default 16)")
+    parser.add_argument("--batch-size", type=_count(1), default=32, help="images per forward pass (default 32)")
+    parser.add_argument("--num-workers", type=_count(0), default=0, help="image-reading processes (default 0)")
+    parser.add_argument(
+        "--shard", type=shard_value, help="i/n: scan every n-th image from i (default: all; per rank under torchrun)"
+    )
+    parser.add_argument("-o", "--out", default="fmapviz-scan", help="output folder (default fmapviz-scan)")
+
+
+def _channel_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help=MODEL_HELP)
+    parser.add_argument("scan", help="folder written by fmapviz scan")
+    parser.add_argument("--layer", required=True, help="a scanned layer")
+    parser.add_argument("--channel", type=_count(0), required=True, help="channel index")
+    parser.add_argument("--no-actmax", action="store_true", help="skip the activation-maximization image")
+    parser.add_argument("--steps", type=_count(0), default=128, help="optimization steps (default 128)")
+    parser.add_argument("-o", "--out", default="channel.png", help="output PNG (default channel.png)")
+
+
+def _explore_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help=MODEL_HELP)
+    parser.add_argument("data", nargs="+", help="folders of photos (searched recursively) or photo files")
+    parser.add_argument("--layers", "--layer", nargs="+", required=True, help="layers with (N,C,H,W) outputs")
+    parser.add_argument("--top", type=_count(1), default=5, help="channels explained per layer and photo (default 5)")
+    parser.add_argument(
         "--method", default="activation_x_gradient", help="channel attribution method (default activation_x_gradient)"
     )
-    exp.add_argument("--crops", type=int, default=8, help="dataset examples per channel page (default 8)")
-    exp.add_argument("--actmax-top", type=int, default=8, help="channels per layer with actmax images (default 8)")
-    exp.add_argument("--actmax-copies", type=int, default=3, help="actmax images per such channel (default 3)")
-    exp.add_argument("--actmax-steps", type=int, default=128, help="actmax optimization steps (default 128)")
-    exp.add_argument("--actmax-size", type=int, default=128, help="actmax image size (default 128)")
-    exp.add_argument("--batch-size", type=int, default=16, help="photos per forward pass (default 16)")
-    exp.add_argument("-o", "--out", default="fmapviz-site", help="site folder (default fmapviz-site)")
-    cmp = command("compare", "Compare two models layer by layer (CKA, dead channels, predictions), or checkpoints.")
-    cmp.__class__ = _IntermixedParser
-    cmp.add_argument("inputs", nargs="+", metavar="MODEL_OR_CHECKPOINT", help="MODEL_A MODEL_B DATA, or CKPT... DATA")
-    cmp.add_argument("--factory", help="file.py:build: the inputs are checkpoints of this model, in training order")
-    cmp.add_argument("--layers", "--layer", nargs="+", help="layers (of model A); default: every block")
-    cmp.add_argument("--layers-b", nargs="+", help="layers of model B (default: --layers, else every block)")
-    cmp.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
-    cmp.add_argument("-o", "--out", default="fmapviz-compare", help="output folder (default fmapviz-compare)")
+    parser.add_argument("--crops", type=_count(1), default=8, help="dataset examples per channel page (default 8)")
+    parser.add_argument(
+        "--actmax-top", type=_count(0), default=8, help="channels per layer with actmax images (default 8)"
+    )
+    parser.add_argument("--actmax-copies", type=_count(1), default=3, help="actmax images per such channel (default 3)")
+    parser.add_argument("--actmax-steps", type=_count(0), default=128, help="actmax optimization steps (default 128)")
+    parser.add_argument("--actmax-size", type=_count(1), default=128, help="actmax image size (default 128)")
+    parser.add_argument("--batch-size", type=_count(1), default=16, help="photos per forward pass (default 16)")
+    parser.add_argument("-o", "--out", default="fmapviz-site", help="site folder (default fmapviz-site)")
 
-    ini = command("init", "Initialization report: activation mean/std/zeros and gradient RMS per layer, flagged.")
-    ini.add_argument("model", help=model_help)
-    ini.add_argument("--data", help="images to run (default: standard-normal noise)")
-    ini.add_argument("--layers", "--layer", nargs="+", help="layers (default: every activation module)")
-    ini.add_argument("--batch-size", type=int, default=8, help="inputs in the pass (default 8)")
-    ini.add_argument("-o", "--out", default="fmapviz-init", help="output folder (default fmapviz-init)")
-    ini.set_defaults(weights="none")
+
+def _compare_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "inputs", nargs="+", metavar="MODEL_OR_CHECKPOINT", help="MODEL_A MODEL_B DATA, or CKPT... DATA"
+    )
+    parser.add_argument("--factory", help="file.py:build: the inputs are checkpoints of this model, in training order")
+    parser.add_argument("--layers", "--layer", nargs="+", help="layers (of model A); default: every block")
+    parser.add_argument("--layers-b", nargs="+", help="layers of model B (default: --layers, else every block)")
+    parser.add_argument("--batch-size", type=_count(1), default=32, help="images per forward pass (default 32)")
+    parser.add_argument("-o", "--out", default="fmapviz-compare", help="output folder (default fmapviz-compare)")
+
+
+def _init_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help=MODEL_HELP)
+    parser.add_argument("--data", help="images to run (default: standard-normal noise)")
+    parser.add_argument("--layers", "--layer", nargs="+", help="layers (default: every activation module)")
+    parser.add_argument("--batch-size", type=_count(1), default=8, help="inputs in the pass (default 8)")
+    parser.add_argument("-o", "--out", default="fmapviz-init", help="output folder (default fmapviz-init)")
+
+
+def _common_options(parser: argparse.ArgumentParser, command: Command) -> None:
+    weights = "none: the architecture only" if command.weights == "none" else command.weights
+    parser.add_argument(
+        "--weights",
+        default=command.weights,
+        help=f"torchvision weights: DEFAULT, an enum name or none (default {weights})",
+    )
+    parser.add_argument("--checkpoint", help="state dict to load into the model (default: none)")
+    parser.add_argument("--trust-checkpoint", action="store_true", help="allow pickled objects in --checkpoint")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: where the model is built, cpu)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for noise and optimization (default 0)")
+    parser.add_argument("--size", type=_count(1), help=f"input size in pixels (default: {command.size})")
+    parser.add_argument(
+        "--mean",
+        type=mean_std_value,
+        help="input normalization mean, 1 value (grayscale model) or 3 "
+        "(default: the weights' own, else ImageNet's 0.485,0.456,0.406)",
+    )
+    parser.add_argument("--std", type=mean_std_value, help="input normalization std, as --mean (default: ImageNet's)")
+    parser.add_argument(
+        "--output",
+        metavar="KEY",
+        help="key of the model's output to explain when it returns a dict (default: 'logits', else 'out', "
+        "else its only tensor)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+    parser.add_argument("--force", action="store_true", help="overwrite existing output files")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def build_parser() -> _Parser:
+    """The argument parser of every subcommand in :data:`COMMANDS` (exposed for tests and docs)."""
+    parser = _Parser(prog="fmapviz", description="See what a convolutional network sees.")
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, command in COMMANDS.items():
+        sub = subparsers.add_parser(
+            name,
+            help=command.help,
+            description=command.help,
+            epilog="examples:\n  " + command.examples,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        if command.intermixed:
+            sub.__class__ = _IntermixedParser
+        command.options(sub)
+        _common_options(sub, command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the fmapviz command line; returns the exit code."""
+    """Run the fmapviz command line; returns the exit code.
+
+    Everything that can be checked without a model (option values, ``--shard``, ``--channels``)
+    is checked before torch is imported: ``--help`` and usage errors answer at once.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if _lists_methods(argv):
         return _print_methods()
@@ -252,11 +308,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning
-            return RUNNERS[args.command](args)
+            return COMMANDS[args.command].run(args)
     except UsageError as error:
         if args.debug:
             raise
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_capped(str(error))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -296,12 +352,12 @@ def _one_line_warning(message: Any, category: type, *args: Any, **kwargs: Any) -
 
 
 def _check_early(args: argparse.Namespace) -> None:
-    """Checks that need no model, before torch loads (UsageError, exit 2)."""
+    """Checks across options that need no model, before torch loads (UsageError, exit 2)."""
     if (args.mean is None) != (args.std is None) or (args.mean and len(args.mean) != len(args.std)):
         raise UsageError("pass --mean and --std together, with one value each (grayscale) or three (RGB)")
-    for name in getattr(args, "class_name", None) or []:
-        if name.strip().startswith("-") and name.strip()[1:].isdigit():
-            raise UsageError(f"--class {name}: class indices start at 0")
+    channels = getattr(args, "channels", "") if args.command == "actmax" else ""
+    if channels.strip().startswith(("top:", "bottom:")):
+        raise UsageError(f"actmax --channels takes indices or all, not '{channels}' (no images to rank by)")
 
 
 def _say(args: argparse.Namespace, text: str) -> None:
@@ -309,15 +365,15 @@ def _say(args: argparse.Namespace, text: str) -> None:
         print(text)
 
 
-def _model(args: argparse.Namespace, architecture_only: bool = False, use_size: bool = True) -> Any:
+def _model(args: argparse.Namespace, device: str | None = None, use_size: bool = True) -> Any:
     import fmapviz
 
-    weights = None if architecture_only or str(args.weights).lower() == "none" else args.weights
+    weights = None if str(args.weights).lower() == "none" else args.weights
     return fmapviz.load_model(
         args.model,
         weights=weights,
-        checkpoint=None if architecture_only else args.checkpoint,
-        device=args.device,
+        checkpoint=args.checkpoint,
+        device=device or args.device,
         trust_checkpoint=args.trust_checkpoint,
         mean=args.mean,
         std=args.std,
@@ -350,7 +406,7 @@ def _safe(text: str) -> str:
 def run_layers(args: argparse.Namespace) -> int:
     import fmapviz
 
-    loaded = _model(args, architecture_only=True)  # the layers need no weights
+    loaded = _model(args)
     print(fmapviz.summary(loaded.model, (1, loaded.channels, *loaded.input_size)))
     return 0
 
@@ -428,7 +484,10 @@ def run_saliency(args: argparse.Namespace) -> int:
 def run_actmax(args: argparse.Namespace) -> int:
     import fmapviz
     from fmapviz.files import save_figure
+    from fmapviz.vocabulary import parse_channels
 
+    choice = parse_channels(args.channels)
+    channels = list(choice.indices) if choice.kind == "indices" else "all"
     out = Path(args.out)
     path = _free(out if out.suffix else out.with_name(out.name + ".png"), args)
     loaded = _model(args)
@@ -446,7 +505,7 @@ def run_actmax(args: argparse.Namespace) -> int:
         result = fmapviz.maximize(loaded.model, goals, categories=loaded.categories, **options)
         title = f"{loaded.name}: class visualizations"
     else:
-        result = fmapviz.maximize(loaded.model, args.layer, channels=args.channels, **options)
+        result = fmapviz.maximize(loaded.model, args.layer, channels=channels, **options)
         title = f"{loaded.name} {args.layer}: channel visualizations"
     save_figure(fmapviz.show_gallery(result, title=title), path)
     _say(args, f"wrote {path}")
@@ -469,41 +528,57 @@ def run_report(args: argparse.Namespace) -> int:
 
 def run_scan(args: argparse.Namespace) -> int:
     import fmapviz
+    from fmapviz.engines.scan import torchrun_group
     from fmapviz.files import FolderLock, save_figure, write_text
 
-    shard = None
-    if args.shard:
-        try:
-            index, count = (int(part) for part in args.shard.split("/"))
-        except ValueError:
-            raise UsageError(f"--shard must look like i/n (e.g. 0/4), not '{args.shard}'") from None
-        shard = (index, count)
     out = Path(args.out)
     _free(out / "scan.json", args)
-    loaded = _model(args)
-    with FolderLock(out):
-        options = dict(topk=args.topk, batch_size=args.batch_size, shard=shard, progress=not args.quiet)
-        result = fmapviz.scan(loaded, args.data, args.layer, **options)
-        result.save(out)
-        health = result.dead_channels()  # the short answer to "which channels never fire?", beside the data
-        write_text(out / "channels.txt", "".join(f"{stats}\n" for stats in health.values()))
-        save_figure(fmapviz.show_dead_channels(result), out / "channels.png")
-    for path, reason in getattr(result, "skipped", []) or []:
-        print(f"skipped {path}: {reason}", file=sys.stderr)
-    _say(args, f"wrote {out} (scan.json, scan.pt, channels.txt, channels.png)")
+    with torchrun_group(args.device) as (rank, device):
+        loaded = _model(args, device)
+        result = fmapviz.scan(
+            loaded,
+            args.data,
+            args.layer,
+            topk=args.topk,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            shard=args.shard,
+            progress=not args.quiet and rank == 0,
+        )
+        if rank == 0:
+            with FolderLock(out):
+                result.save(out)
+                health = result.dead_channels()  # the short answer to "which channels never fire?", beside the data
+                write_text(out / "channels.txt", "".join(f"{stats}\n" for stats in health.values()))
+                save_figure(fmapviz.show_dead_channels(result), out / "channels.png")
+            for path, reason in result.skipped:
+                print(f"skipped {path}: {reason}", file=sys.stderr)
+            _say(
+                args,
+                f"Scanned {result.images} images ({len(result.skipped)} skipped) into {out} "
+                "(scan.json, scan.pt, channels.txt, channels.png)",
+            )
     return 0
 
 
 def run_channel(args: argparse.Namespace) -> int:
     import fmapviz
     from fmapviz.files import save_figure
-    from fmapviz.scan import channel_page
 
     path = _free(Path(args.out), args)
     result = fmapviz.load_scan(args.scan)
-    loaded = _model(args, use_size=False)  # crops are read with the preprocessing the scan used
-    figure = channel_page(
-        loaded, result, args.layer, args.channel, with_actmax=not args.no_actmax, steps=args.steps, seed=args.seed
+    loaded = _model(args, use_size=False)  # --size is the actmax image's; crops are read as the scan read
+    if result.input_size and tuple(result.input_size) != tuple(loaded.input_size):  # the scan ran at --size N
+        loaded = _model(argparse.Namespace(**{**vars(args), "size": list(result.input_size)}))
+    figure = fmapviz.channel_page(
+        loaded,
+        result,
+        args.layer,
+        args.channel,
+        with_actmax=not args.no_actmax,
+        steps=args.steps,
+        size=args.size or 128,
+        seed=args.seed,
     )
     save_figure(figure, path)
     _say(args, f"wrote {path}")
@@ -526,12 +601,6 @@ def run_explore(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
     )
     loaded = _model(args)
-    if args.size:
-        from torchvision.transforms._presets import ImageClassification
-
-        loaded.transform = ImageClassification(
-            crop_size=args.size, resize_size=round(args.size * 256 / 224), mean=loaded.mean, std=loaded.std
-        )
     index = fmapviz.explore(
         loaded, args.data, args.layers, args.out, settings=settings, force=args.force, progress=not args.quiet
     )
@@ -582,13 +651,12 @@ def run_init(args: argparse.Namespace) -> int:
 
     import fmapviz
     from fmapviz.files import save_figure, write_json
+    from fmapviz.inputs import list_images
 
     curves, histograms, json_path = _outputs(args, ["init.png", "histograms.png", "init.json"])
     loaded = _model(args)
     if args.data:
-        from fmapviz.scan import list_image_files
-
-        x = fmapviz.load_image(list_image_files(args.data)[: args.batch_size], loaded.transform).tensor
+        x = fmapviz.load_image(list_images(args.data, recursive=True)[: args.batch_size], loaded.transform).tensor
     else:
         generator = torch.Generator().manual_seed(args.seed)
         x = torch.randn(args.batch_size, loaded.channels, *loaded.input_size, generator=generator)
@@ -605,17 +673,85 @@ def run_init(args: argparse.Namespace) -> int:
     return 0
 
 
-RUNNERS = {
-    "layers": run_layers,
-    "maps": run_maps,
-    "saliency": run_saliency,
-    "actmax": run_actmax,
-    "report": run_report,
-    "scan": run_scan,
-    "channel": run_channel,
-    "explore": run_explore,
-    "compare": run_compare,
-    "init": run_init,
+COMMANDS: dict[str, Command] = {
+    "layers": Command(
+        "Print every layer: output shape, parameters, stride and receptive field.",
+        _layers_options,
+        run_layers,
+        "fmapviz layers mobilenet_v2   (architecture only: no weights needed)\n"
+        "  fmapviz layers mnist_net.py:build --mean 0.1307 --std 0.3081   (a grayscale model; its size is found)",
+        weights="none",
+        size="224",
+    ),
+    "maps": Command(
+        "Write feature-map grids of the chosen layers for each image.",
+        _maps_options,
+        run_maps,
+        "fmapviz maps mobilenet_v2 --weights IMAGENET1K_V1 cat.png --layer features.1 features.7 -o maps/\n"
+        "  fmapviz maps resnet18 --weights IMAGENET1K_V1 cat.png --layer 'layer3.*.conv2' --channels top:32 --overlay",
+    ),
+    "saliency": Command(
+        "Write saliency maps (Grad-CAM, SmoothGrad, IG, ...) for each image.",
+        _saliency_options,
+        run_saliency,
+        "fmapviz saliency mobilenet_v2 --weights IMAGENET1K_V1 cat.png --method gradcam smoothgrad\n"
+        "  fmapviz saliency my_net.py:build --checkpoint best.pt cat.png --method integrated_gradients --target 3\n"
+        "  fmapviz saliency resnet18 --weights IMAGENET1K_V1 cat.png --method gradcam --layers layer4.1.relu#2 "
+        "--target 'layer3.1.relu[7]'",
+    ),
+    "actmax": Command(
+        "Synthesize images that maximize channels of a layer, or a class.",
+        _actmax_options,
+        run_actmax,
+        "fmapviz actmax mobilenet_v2 --weights IMAGENET1K_V1 --layer features.10 --channels 0-15\n"
+        "  fmapviz actmax mobilenet_v2 --weights IMAGENET1K_V1 --class banana --steps 256",
+        size="224",
+    ),
+    "report": Command(
+        "Write a full PNG report per image, manifest.json and index.html.",
+        _report_options,
+        run_report,
+        "fmapviz report mobilenet_v2 --weights IMAGENET1K_V1 cat.png dog.jpg -o report/\n"
+        "  fmapviz report my_net.py:build --checkpoint best.pt photos/ -o report/ --actmax",
+    ),
+    "scan": Command(
+        "Scan a dataset: channel statistics, dead channels and top-k images per channel.",
+        _scan_options,
+        run_scan,
+        "fmapviz scan mobilenet_v2 --weights IMAGENET1K_V1 photos/ --layer features.7 features.14 -o scan/\n"
+        "  torchrun --nproc-per-node 2 -m fmapviz.scan mobilenet_v2 --weights IMAGENET1K_V1 photos/ "
+        "--layer features.7 -o scan/",
+    ),
+    "channel": Command(
+        "Draw one channel's page from a scan: actmax image, top-k crops, histogram.",
+        _channel_options,
+        run_channel,
+        "fmapviz channel mobilenet_v2 --weights IMAGENET1K_V1 scan/ --layer features.7 --channel 12 -o channel.png",
+        size="128, the actmax image; the top-k crops are read at the scan's own size",
+    ),
+    "explore": Command(
+        "Build a browsable site of model, layer, channel and photo pages (opens from file://).",
+        _explore_options,
+        run_explore,
+        "fmapviz explore mobilenet_v2 --weights IMAGENET1K_V1 photos/ --layers features.7 features.14 -o site/\n"
+        "  torchrun --nproc-per-node 2 -m fmapviz.explore resnet18 --weights IMAGENET1K_V1 photos/ --layers layer3 "
+        "layer4 -o site/",
+    ),
+    "compare": Command(
+        "Compare two models layer by layer (CKA, dead channels, predictions), or checkpoints.",
+        _compare_options,
+        run_compare,
+        "fmapviz compare mobilenet_v2 --weights IMAGENET1K_V1 pruned.py:build photos/ -o compare/\n"
+        "  fmapviz compare runs/ckpt_*.pt --factory net.py:build photos/ -o curves/",
+        intermixed=True,
+    ),
+    "init": Command(
+        "Initialization report: activation mean/std/zeros and gradient RMS per layer, flagged.",
+        _init_options,
+        run_init,
+        "fmapviz init net.py:build --size 64 -o init/\n  fmapviz init resnet18 --data photos/ --batch-size 16",
+        weights="none",
+    ),
 }
 
 

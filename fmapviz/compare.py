@@ -28,9 +28,8 @@ from .capture import LayerSelectors, capture, feature_maps, model_guard, resolve
 from .engines.direct import ChannelStats, stats_from_running
 from .engines.similarity import StreamingCKA, pooled_features
 from .errors import FmapvizError, ModelLoadError
-from .images import read_image_file
-from .models import LoadedModel, default_transform, load_checkpoint, load_model
-from .scan import list_image_files
+from .inputs import default_transform, list_images, model_device, read_image_file
+from .models import LoadedModel, load_checkpoint, load_model
 from .stats import RunningChannelStats
 
 _SKIPPED = (nn.Dropout, nn.Identity, nn.Flatten, nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Sigmoid)
@@ -187,7 +186,7 @@ def _image_batches(data: Any, transforms: Sequence[Callable], batch_size: int) -
     if isinstance(data, (str, os.PathLike)) or (
         isinstance(data, (list, tuple)) and data and isinstance(data[0], (str, os.PathLike))
     ):
-        files = list_image_files(data)
+        files = list_images(data, recursive=True)
         return files, _file_batches(files, transforms, batch_size)
     if isinstance(data, Iterable):
         return None, ((_first_tensor(batch),) * len(transforms) for batch in data)
@@ -225,7 +224,7 @@ class _Tap:
         self.model, self.label, self.grid = model, label, grid
         self.names = resolve_layers(model, layers)
         self.running: dict[str, RunningChannelStats] = {}
-        self.device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        self.device = model_device(model)
 
     def _fold(self, name: str, output: torch.Tensor) -> torch.Tensor:
         self.running.setdefault(name, RunningChannelStats()).update(output)
@@ -399,7 +398,7 @@ def _example_maps(
         return {}, {}  # an iterable of batches may not be replayable
     result = []
     for (model, _), x, layers in zip((side_a, side_b), inputs, zip(*matched)):
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        device = model_device(model)
         with model_guard(model):
             maps = feature_maps(model, x.to(device), list(dict.fromkeys(_module_of(name) for name in layers)))
         result.append({name: maps[name].cpu() for name in layers if name in maps and maps[name].ndim == 4})

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from .capture import LayerSelectors, capture, model_guard, module_name
+from .inputs import model_device
 
 Pair = tuple[float, float]
 
@@ -159,9 +160,7 @@ def _traced(
     stop_early: bool = False,
 ) -> dict[str, Any]:
     """Run one forward pass on zeros; ``record(name, output, geometry)`` for each selected layer."""
-    parameter = next(model.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
-    x = torch.zeros(tuple(input_size), device=device)
+    x = torch.zeros(tuple(input_size), device=model_device(model))
     tracker = _GeometryTracker()
     tracker.geometry[id(x)] = Geometry()
     tracker.alive.append(x)

@@ -19,14 +19,10 @@ from urllib.error import URLError
 import torch
 import torchvision
 from torch import nn
-from torchvision.transforms._presets import ImageClassification
 
 from .errors import ModelLoadError, closest_names
+from .inputs import IMAGENET_MEAN, IMAGENET_STD, Preprocess, default_transform, model_device, normalization
 from .outputs import select_output
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 
 # sizes tried, in order, to find what a user model accepts (common classifier and small-data sizes)
 PROBE_SIZES = (224, 32, 28, 64, 96, 128, 256, 299, 384, 512, 16)
@@ -57,7 +53,7 @@ class LoadedModel:
 
     @property
     def device(self) -> torch.device:
-        return _device_of(self.model)
+        return model_device(self.model)
 
     @property
     def channels(self) -> int:
@@ -77,47 +73,6 @@ class LoadedModel:
         if self.checkpoint is not None:
             return f"checkpoint {Path(self.checkpoint).name} (sha256 {self.checkpoint_sha256[:12]})"
         return self.weights or "random weights"
-
-
-def default_transform() -> ImageClassification:
-    """ImageNet preprocessing: resize to 256, centre-crop 224, normalize (used when weights say nothing)."""
-    return ImageClassification(crop_size=224, resize_size=256, mean=IMAGENET_MEAN, std=IMAGENET_STD)
-
-
-@dataclass(frozen=True)
-class Preprocess:
-    """Resize the shorter side to ``resize``, centre-crop ``size``, scale to [0,1], normalize.
-
-    One value in ``mean``/``std`` gives a 1-channel (grayscale) tensor, three an RGB one.
-    It has the ``mean``, ``std``, ``crop_size`` and ``resize_size`` attributes that
-    torchvision's presets have, so :func:`fmapviz.load_image` reads them the same way.
-    """
-
-    size: tuple[int, int]
-    resize: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    @property
-    def crop_size(self) -> list[int]:
-        return list(self.size)
-
-    @property
-    def resize_size(self) -> list[int]:
-        return [self.resize]
-
-    def __call__(self, image: Any) -> torch.Tensor:
-        from torchvision.transforms.v2 import functional as F
-
-        if not isinstance(image, torch.Tensor):
-            image = F.pil_to_tensor(image.convert("RGB") if getattr(image, "mode", "RGB") != "L" else image)
-        image = F.center_crop(F.resize(image, [self.resize], antialias=True), list(self.size))
-        tensor = F.to_dtype(image, torch.float32, scale=True)
-        if len(self.mean) == 1 and tensor.shape[0] == 3:
-            tensor = F.rgb_to_grayscale(tensor)
-        elif len(self.mean) == 3 and tensor.shape[0] == 1:
-            tensor = tensor.expand(3, -1, -1)
-        return F.normalize(tensor, list(self.mean), list(self.std))
 
 
 def check_normalization(mean: Sequence[float] | None, std: Sequence[float] | None) -> None:
@@ -224,15 +179,14 @@ def load_model(
     if device is not None:
         model.to(device)
     model.eval()
-    mean = tuple(mean) if mean is not None else tuple(getattr(transform, "mean", IMAGENET_MEAN))
-    std = tuple(std) if std is not None else tuple(getattr(transform, "std", IMAGENET_STD))
+    mean, std = normalization(transform, mean, std)
     fixed = False
     if not torchvision_model:
         wanted_size, fixed = _probe_size(model, name, len(mean), wanted_size)
     if output is not None:
         model = select_output(model, output)
         with torch.no_grad():  # a wrong key fails here, naming the keys there are
-            model(torch.zeros(1, len(mean), *(wanted_size or (224, 224)), device=_device_of(model)))
+            model(torch.zeros(1, len(mean), *(wanted_size or (224, 224)), device=model_device(model)))
     if wanted_size is not None or len(mean) == 1 or tuple(getattr(transform, "mean", ())) != mean:
         crop = wanted_size or (224, 224)
         ratio = 256 / 224 if torchvision_model else 1.0  # torchvision presets resize with a margin, then crop
@@ -241,11 +195,6 @@ def load_model(
     if checkpoint is not None:
         loaded.checkpoint, loaded.checkpoint_sha256 = str(checkpoint), checkpoint_sha256
     return loaded
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    parameter = next(model.parameters(), None)
-    return parameter.device if parameter is not None else torch.device("cpu")
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -261,7 +210,7 @@ def _runs(model: nn.Module, channels: int, size: tuple[int, int]) -> Exception |
     """None if ``model`` runs on a zero (1, channels, H, W) input, else the error it raised."""
     try:
         with torch.no_grad():
-            model(torch.zeros(1, channels, *size, device=_device_of(model)))
+            model(torch.zeros(1, channels, *size, device=model_device(model)))
     except Exception as error:  # any failure means "not this shape"
         return error
     return None

@@ -35,7 +35,7 @@ from .engines.direct import channel_stats
 from .engines.saliency import METHODS, saliency
 from .errors import FmapvizError
 from .files import FolderLock, refuse_inputs, save_figure, writable_folder, write_json, write_text
-from .images import LoadedImage, load_image
+from .inputs import LoadedImage, load_image
 from .layers import LayerInfo, summary
 from .models import LoadedModel, load_model
 from .outputs import output_tensor

@@ -12,7 +12,7 @@ import torch
 from conftest import ASSETS, ROOT, real_weights
 from PIL import Image
 
-from fmapviz.cli import channel_list, main
+from fmapviz.cli import COMMANDS, build_parser, main
 
 TINY_MODEL = """
 import torch.nn as nn
@@ -121,25 +121,111 @@ def test_scan_and_channel_page(tiny_model, tmp_path):
             1,
             r"Cannot create folder",
         ),
-        (lambda m, p, t: ["actmax", m, "--layer", "2", "--channels", "0-x"], 2, r"bad channel list"),
+        (
+            lambda m, p, t: ["actmax", m, "--layer", "2", "--channels", "0-x"],
+            2,
+            r"--channels: bad channel list: Bad value '0-x'",
+        ),
         (lambda m, p, t: ["maps", m], 2, r"required"),
     ],
 )
-def test_bad_input_gives_one_line_and_an_exit_code(tiny_model, photo, tmp_path, make_args, code, message):
+def test_bad_input_gives_one_line_and_an_exit_code(tiny_model, photo, tmp_path, make_args, code, message, capsys):
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     torch.save({"weight": torch.zeros(2)}, tmp_path / "other.pt")
     (tmp_path / "file.txt").write_text("a file, not a folder")
-    result = run_cli(*make_args(tiny_model, photo, tmp_path), "--size", "64")
-    assert result.returncode == code
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
+    assert main([*make_args(tiny_model, photo, tmp_path), "--size", "64"]) == code
+    stderr = capsys.readouterr().err
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert __import__("re").search(message, lines[0]), lines[0]
 
 
-def test_channel_list_forms():
-    assert channel_list("0-3,8") == [0, 1, 2, 3, 8]
-    assert channel_list("5") == [5]
+USAGE_ERRORS = {
+    "top:0": ["maps", "m.py:f", "x.png", "--layer", "0", "--channels", "top:0"],
+    "5-2": ["maps", "m.py:f", "x.png", "--layer", "0", "--channels", "5-2"],
+    "size -5": ["maps", "m.py:f", "x.png", "--layer", "0", "--size", "-5"],
+    "size 0": ["report", "m.py:f", "x.png", "--size", "0"],
+    "shard": ["scan", "m.py:f", "data/", "--layer", "0", "--shard", "3/2"],
+    "class -1": ["actmax", "m.py:f", "--class=-1"],
+    "actmax top": ["actmax", "m.py:f", "--layer", "0", "--channels", "top:3"],
+    "long": ["maps", "m.py:f", "x.png", "--layer", "0", "--channels", "x" * 20000],
+}
+PROBE = """
+import contextlib, io, json, sys
+from fmapviz.cli import main
+answers = {}
+for name, argv in json.loads(sys.argv[1]).items():
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()) as out:
+        try:
+            code = main(argv)
+        except SystemExit as exit_:  # --help
+            code = exit_.code
+    answers[name] = [code, err.getvalue(), out.getvalue()]
+print(json.dumps({"answers": answers, "torch": "torch" in sys.modules}))
+"""
+
+
+def _probe(cases: dict[str, list[str]]) -> dict:
+    import json
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-c", PROBE, json.dumps(cases)], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def test_usage_errors_exit_2_with_one_short_line_before_torch_is_imported():
+    result = _probe(USAGE_ERRORS)
+    assert result["torch"] is False
+    for name, (code, err, _) in result["answers"].items():
+        assert code == 2, (name, err)
+        assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), (name, err)
+        assert len(err) < 400, name  # echoed values are cut
+    answers = result["answers"]
+    assert "asks for no channels" in answers["top:0"][1] and "runs backwards; write 2-5" in answers["5-2"][1]
+    assert "-5 is too small" in answers["size -5"][1] and "0 is too small" in answers["size 0"][1]
+    assert "negative" in answers["class -1"][1] and "indices or all" in answers["actmax top"][1]
+
+
+def test_help_of_every_command_answers_without_importing_torch():
+    result = _probe({"": ["--help"], **{name: [name, "--help"] for name in COMMANDS}})
+    assert result["torch"] is False
+    for name, (code, _, out) in result["answers"].items():
+        assert code == 0 and "usage: fmapviz" in out, name
+    assert "(default none: the architecture only)" in " ".join(result["answers"]["layers"][2].split())
+
+
+def test_help_states_every_default():
+    subparsers = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name, parser in subparsers.choices.items():
+        for action in parser._actions:
+            if action.option_strings and action.default not in (None, False, "==SUPPRESS=="):
+                assert "default" in action.help, (name, action.option_strings)
+
+
+def test_python_m_scan_is_fmapviz_scan_and_honours_size(tiny_model, tmp_path):
+    import fmapviz
+    from fmapviz.scan import main as alias
+
+    data = tmp_path / "data" / "nested"
+    data.mkdir(parents=True)
+    for index in range(3):
+        Image.fromarray((torch.rand(40, 40, 3) * 255).byte().numpy()).save(data / f"img{index}.png")
+    common = [tiny_model, str(tmp_path / "data"), "--layer", "0", "--layer", "2", "--size", "24", "--quiet"]
+    assert alias([*common, "-o", str(tmp_path / "a")]) == 0
+    assert main(["scan", *common, "-o", str(tmp_path / "b")]) == 0
+    a, b = fmapviz.load_scan(tmp_path / "a"), fmapviz.load_scan(tmp_path / "b")
+    assert a.input_size == b.input_size == (24, 24) and a.images == b.images == 3
+    assert list(a.layers) == list(b.layers) == ["0", "2"] and a.sources == b.sources  # sub-folders included
+    assert alias(["--size", "0"]) == 2
+
+
+def test_layers_needs_no_weights(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # nothing cached, nothing downloadable
+    assert main(["layers", "mobilenet_v2", "--size", "64"]) == 0
+    assert "features.18" in capsys.readouterr().out
 
 
 @real_weights

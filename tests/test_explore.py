@@ -9,14 +9,14 @@ import pytest
 import torch
 from conftest import TinyCNN
 from PIL import Image
-from torchvision.transforms._presets import ImageClassification
 
 import fmapviz
 from fmapviz.cli import main
+from fmapviz.engines.scan import ScanResult
 from fmapviz.explore import ExploreSettings
 from fmapviz.explore.build import Site
+from fmapviz.inputs import default_transform
 from fmapviz.models import LoadedModel
-from fmapviz.scan import ScanResult
 
 LAYERS = ["features.1", "features.3"]
 TINY = ExploreSettings(
@@ -42,7 +42,7 @@ def tiny_model() -> LoadedModel:
         model.features[2].bias[0] = -100.0
         model.features[2].weight[1].zero_()
         model.features[2].bias[1] = 0.001
-    transform = ImageClassification(crop_size=48, resize_size=48)
+    transform = default_transform(48, resize=48)
     return LoadedModel(model, transform, ["cat", "dog", "fish", "bird"], "tiny", None)
 
 

@@ -285,14 +285,12 @@ def test_scan_writes_a_picture_and_a_text_of_dead_and_weak_channels(photos, tmp_
 
 
 def test_help_examples_run_offline_with_cached_weights_only():
-    from fmapviz.cli import EXAMPLES, build_parser
+    from fmapviz.cli import COMMANDS
 
-    commands = build_parser()._subparsers._group_actions[0].choices
-    for command, text in EXAMPLES.items():
-        needs_weights = command != "layers" and commands[command].get_default("weights") != "none"
-        for line in text.splitlines():
+    for entry in COMMANDS.values():
+        for line in entry.examples.splitlines():
             torchvision_name = any(name in line.split() for name in ("mobilenet_v2", "resnet18"))
-            if torchvision_name and needs_weights:  # layers needs none, init starts from random weights
+            if torchvision_name and entry.weights != "none":  # layers and init need no weights
                 assert "--weights IMAGENET1K_V1" in line, line
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,18 +14,17 @@ import torch
 from conftest import ROOT, TinyCNN, assert_same_state, hook_count, model_state
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
-from torchvision.transforms._presets import ImageClassification
 
 import fmapviz
-from fmapviz.images import read_image_file
-from fmapviz.scan import HISTOGRAM_EDGES, ScanResult, load_scan, scan
+from fmapviz.engines.scan import HISTOGRAM_EDGES, ScanResult, load_scan, scan
+from fmapviz.inputs import default_transform, read_image_file
 
 SIZE = 24
 LAYERS = ["features.0", "features.2"]
 
 
-def _transform(size: int = SIZE) -> ImageClassification:
-    return ImageClassification(crop_size=size, resize_size=size)
+def _transform(size: int = SIZE) -> Callable:
+    return default_transform(size, resize=size)
 
 
 def _write_images(folder: Path, count: int, size: int = SIZE, seed: int = 0) -> list[Path]:
@@ -256,7 +256,7 @@ def test_torchrun_two_processes_give_the_same_result_as_one(tmp_path, image_fold
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     command += ["-m", "fmapviz.scan", spec, str(image_folder), "--layer", "1", "--layer", "2"]
-    command += ["-o", str(out), "--weights", "none", "--image-size", str(SIZE), "--topk", "4", "--batch-size", "3"]
+    command += ["-o", str(out), "--weights", "none", "--size", str(SIZE), "--topk", "4", "--batch-size", "3"]
     run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Scanned 11 images" in run.stdout

@@ -19,11 +19,9 @@ channel (``high == low``) becomes all zeros, never NaN.
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..capture import LayerSelectors, capture, model_guard
-from ..images import IMAGE_SUFFIXES, LoadedImage, load_image
+from ..inputs import LoadedImage, batch_images, list_images, load_image, model_device
 from ..stats import RunningChannelStats
 from ..vocabulary import parse_channels
 
@@ -394,21 +392,6 @@ def compute_channel_stats(maps: torch.Tensor, layer: str | None = None, weak_rat
     return stats_from_running(RunningChannelStats().update(maps), layer, weak_ratio)
 
 
-def _batch_tensor(batch: object) -> torch.Tensor:
-    if isinstance(batch, torch.Tensor):
-        return batch
-    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
-        return batch[0]
-    if isinstance(batch, dict):
-        for key in ("image", "images", "pixel_values", "input"):
-            if isinstance(batch.get(key), torch.Tensor):
-                return batch[key]
-    raise TypeError(
-        f"Cannot find the images in a batch of type {type(batch).__name__}; "
-        "yield tensors (N,3,H,W) or (tensor, label) pairs."
-    )
-
-
 def stream_channel_stats(
     model: nn.Module,
     batches: Iterable[object],
@@ -441,8 +424,7 @@ def stream_channel_stats(
         >>> stats = stream_channel_stats(model, loader, "features.*.conv.2")
     """
     if device is None:
-        parameter = next(model.parameters(), None)
-        device = parameter.device if parameter is not None else torch.device("cpu")
+        device = model_device(model)
     running: dict[str, RunningChannelStats] = {}
 
     def fold(name: str, output: torch.Tensor) -> None:
@@ -450,7 +432,7 @@ def stream_channel_stats(
 
     with model_guard(model), torch.no_grad():
         for batch in batches:
-            images = _batch_tensor(batch).to(device)
+            images = batch_images(batch).to(device)
             with capture(model, layers, stop_early=True, reduce=fold):
                 model(images)
     if not running:
@@ -462,18 +444,7 @@ def _image_files(data: str | os.PathLike | Sequence[str | os.PathLike]) -> list[
     items = [data] if isinstance(data, (str, os.PathLike)) else data
     if not isinstance(items, (list, tuple)) or not all(isinstance(i, (str, os.PathLike)) for i in items):
         return None
-    files: list[str] = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            files += sorted(str(p) for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif any(char in str(item) for char in "*?[") and not path.exists():
-            files += sorted(glob.glob(str(item)))
-        else:
-            files.append(str(path))
-    if not files:
-        raise ValueError(f"No image files found in {data!r}.")
-    return files
+    return list_images(items)
 
 
 def _batches(data: Any, transform: Any, batch_size: int) -> Iterable[Any]:

@@ -19,7 +19,8 @@ from torch import nn
 
 from ..capture import LayerSelectors
 from ..files import FolderLock, write_json
-from ..models import LoadedModel, default_transform
+from ..inputs import default_transform
+from ..models import LoadedModel
 from .build import ExploreSettings, Site, list_photos, spatial_layers
 from .cache import FORMAT, MARKER, claim_folder
 
@@ -99,7 +100,7 @@ def explore(
 def _first_readable(files: list[str]):
     """The first photo that opens, to learn the input size (the scan reports the unreadable ones)."""
     from ..errors import ImageLoadError
-    from ..images import read_image_file
+    from ..inputs import read_image_file
 
     for file in files:
         try:

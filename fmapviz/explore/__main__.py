@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
 from ..cli import main
-from ..scan import _init_distributed
+from ..engines.scan import torchrun_group
 
 if __name__ == "__main__":
-    started = _init_distributed()
-    try:
+    with torchrun_group():
         code = main(["explore", *sys.argv[1:]])
-    finally:
-        if started:
-            torch.distributed.destroy_process_group()
     raise SystemExit(code)

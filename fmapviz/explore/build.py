@@ -23,14 +23,14 @@ from ..capture import feature_maps, resolve_layers
 from ..engines.actmax import maximize
 from ..engines.explain import ATTRIBUTIONS, explain_channels, unit_gradients
 from ..engines.saliency import saliency
+from ..engines.scan import ScanResult, receptive_window, scan
 from ..errors import FmapvizError, ImageLoadError
 from ..files import write_json
-from ..images import denormalize, read_image_file
+from ..inputs import denormalize, list_images, read_image_file
 from ..layers import summary
 from ..models import LoadedModel
 from ..plot.colors import overlay
 from ..plot.saliency import saliency_overlay
-from ..scan import ScanResult, list_image_files, receptive_window, scan
 from . import cache
 
 CHANNEL_BATCH = 16  # channels whose what-drives-it maps share one forward and backward pass
@@ -448,7 +448,7 @@ def list_photos(data: str | os.PathLike | Sequence[str | os.PathLike]) -> list[s
     for item in items:
         if Path(item).is_dir() and not os.access(item, os.R_OK | os.X_OK):
             raise ImageLoadError(f"Cannot read folder '{item}': permission denied.")
-        files += [str(Path(file).resolve()) for file in list_image_files(item)]
+        files += [str(Path(file).resolve()) for file in list_images(item, recursive=True)]
     return list(dict.fromkeys(files))
 
 

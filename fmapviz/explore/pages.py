@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
+from ..engines.scan import HISTOGRAM_EDGES
 from ..files import write_text
-from ..scan import HISTOGRAM_EDGES
 from . import cache
 from .build import Site, safe_name
 

@@ -33,7 +33,7 @@ def channel_page_figure(
     Args:
         examples: best first; each has ``image`` and ``crop`` ((3,h,w) in [0,1] or uint8), ``window``
             (top, left, bottom, right), ``position`` (row, col), ``value``, ``rank`` and ``source``
-            (:class:`fmapviz.scan.TopExample`).
+            (:class:`fmapviz.engines.scan.TopExample`).
         counts, edges: the histogram of each image's maximum (``len(edges) == len(counts) + 1``).
         title: the page title.
         topk: how many top examples the scan kept (labels the cut on the histogram).

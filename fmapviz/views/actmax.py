@@ -25,7 +25,7 @@ def show_gallery(
     """Draw the images of :func:`fmapviz.maximize` in a grid, each captioned with its channel and final activation.
 
     Args:
-        result: an :class:`fmapviz.ActMaxResult` (uses ``images``, ``labels``, ``channels``, ``final_activation``).
+        result: an :class:`~fmapviz.engines.actmax.ActMaxResult` (its images, labels, channels, final_activation).
         extra: per-image extra pictures in [0, 1], e.g. the top-activating crops of each channel from a scan:
             (N,K,3,h,w) or a list of N (K,3,h,w). Each image then gets a row: the visualization, then its K extras.
         names: captions to use instead of channel indices (e.g. class names).

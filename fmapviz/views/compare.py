@@ -11,7 +11,7 @@ import torch
 from ..compare import CheckpointSeries, ModelComparison
 from ..engines.direct import normalize_maps, select_channels, upsample
 from ..engines.training import InitReport
-from ..images import denormalize
+from ..inputs import denormalize
 from ..plot.charts import curve_panels, heatmap, histogram_grid, paired_bars
 from ..plot.figures import Figure, annotated_grid
 from ..plot.maps import channel_grid

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..engines.direct import ChannelStats, RankFunction, as_batch, normalize_maps, select_channels, upsample
-from ..images import LoadedImage
+from ..inputs import LoadedImage
 from ..layers import LayerInfo
 from ..layers import summary as layer_summary
 from ..plot.colors import colormap_lut, lut_indices, rgb, to_uint8_image

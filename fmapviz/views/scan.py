@@ -15,7 +15,7 @@ from ..plot.maps import channel_stats_figure
 from ..plot.scan import channel_page_figure
 
 if TYPE_CHECKING:
-    from ..scan import ScanResult, TopExample
+    from ..engines.scan import ScanResult, TopExample
 
 
 def show_channel_page(
@@ -38,7 +38,7 @@ def show_channel_page(
     rank and activation value.
 
     Args:
-        scan_result: a :class:`~fmapviz.scan.ScanResult`.
+        scan_result: a :class:`~fmapviz.engines.scan.ScanResult`.
         layer, channel: which unit.
         examples: from ``scan_result.examples(layer, channel)``; read now when omitted
             (``data``/``transform`` are passed on to it).
@@ -78,7 +78,7 @@ def show_dead_channels(scan_result: ScanResult, weak_ratio: float = 0.1, *, widt
     """Per layer, each channel's maximum over the dataset with dead (red) and weak (orange) channels marked.
 
     Args:
-        scan_result: a :class:`~fmapviz.scan.ScanResult`.
+        scan_result: a :class:`~fmapviz.engines.scan.ScanResult`.
         weak_ratio: a live channel is weak when its max is below this share of the layer's median max.
         width_inches: figure width.
 

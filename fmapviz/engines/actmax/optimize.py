@@ -24,7 +24,7 @@ from torch import nn
 
 from ...capture import capture, model_guard
 from ...errors import LayerNotFoundError, closest_names
-from ...models import IMAGENET_MEAN, IMAGENET_STD
+from ...inputs import IMAGENET_MEAN, IMAGENET_STD, model_device
 from ...outputs import output_tensor
 from ...vocabulary import Unit, is_unit
 from .objectives import INPUT, OUTPUT, Objective, channel, class_logit, parse_objective
@@ -120,7 +120,7 @@ def maximize(
         raise ValueError(f"Unknown param '{param}'. Use one of {sorted(PARAMS)}.")
     if steps < 0 or copies < 1:
         raise ValueError(f"steps must be >= 0 and copies >= 1, got steps={steps}, copies={copies}.")
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    device = model_device(model)
     height, width = _pair(size) if init is None else tuple(init.shape[-2:])
     chain = resolve_transforms(transforms)
     mean_t = torch.tensor(IMAGENET_MEAN if mean is None else mean, device=device).view(1, -1, 1, 1)

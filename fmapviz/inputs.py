@@ -1,4 +1,13 @@
-"""load_image and denormalize: the model-ready tensor and a display image aligned with it."""
+"""Everything that goes into a model, in one place.
+
+* :func:`list_images`: the image files of paths, folders (``recursive=`` for sub-folders) and globs.
+* :func:`load_image`: files, folders, globs, PIL images, numpy arrays and tensors into a
+  model-ready batch plus a display image aligned with it pixel for pixel.
+* :class:`Preprocess`, :func:`default_transform`: ImageNet-style
+  preprocessing (RGB or grayscale) from public ``torchvision.transforms.v2`` calls;
+  :func:`normalization` reads the mean and std inside any transform;
+  :func:`model_device` says where a model's inputs must go.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +22,174 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
+from torch import nn
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
 from .errors import ImageLoadError
-from .models import IMAGENET_MEAN, IMAGENET_STD, default_transform
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 ImageSource = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
+PathSource = str | os.PathLike | Sequence[str | os.PathLike]
+
+
+def list_images(data: PathSource, *, recursive: bool = False) -> list[str]:
+    """The image files named by ``data``: a file, a folder, a glob, or a list of these.
+
+    Folders and globs give their files with an image suffix (:data:`IMAGE_SUFFIXES`), sorted;
+    a file named explicitly is kept whatever its suffix.
+
+    Args:
+        data: a path, a folder, a glob (``"photos/*.jpg"``, ``"photos/**/*.png"``) or a list of them.
+        recursive: also search the sub-folders of folders (and let ``**`` in globs cross folders).
+
+    Returns:
+        The file paths, in the order given, each folder or glob sorted.
+
+    Raises:
+        ImageLoadError: a path does not exist, a folder or glob holds no image, the list is empty.
+
+    Example:
+        >>> fmapviz.inputs.list_images("photos/", recursive=True)[:2]
+        ['photos/cats/1.jpg', 'photos/cats/2.jpg']
+    """
+    items = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    if not items:
+        raise ImageLoadError("The list of images is empty; pass at least one file, folder or glob.")
+    files: list[str] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = path.rglob("*") if recursive else path.iterdir()
+            listed = sorted(str(p) for p in found if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            if not listed:
+                where = "or its sub-folders " if recursive else ""
+                raise ImageLoadError(f"Folder '{path}' {where}holds no image files ({', '.join(IMAGE_SUFFIXES)}).")
+        elif is_glob(item) and not path.exists():
+            matches = sorted(glob.glob(str(item), recursive=recursive))
+            listed = [m for m in matches if Path(m).is_file() and Path(m).suffix.lower() in IMAGE_SUFFIXES]
+            if not listed:
+                raise ImageLoadError(f"No image file matches '{item}'. Check the pattern.")
+        elif not path.exists():
+            raise ImageLoadError(f"Cannot read image '{path}': no such file or folder.")
+        else:
+            listed = [str(path)]
+        files += listed
+    return files
+
+
+def is_glob(item: object) -> bool:
+    """Whether a path string holds glob characters (``*``, ``?``, ``[``)."""
+    return isinstance(item, (str, os.PathLike)) and any(char in str(item) for char in "*?[")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Resize the shorter side to ``resize``, centre-crop ``size``, scale to [0,1], normalize.
+
+    Built from public ``torchvision.transforms.v2.functional`` calls; on a PIL image it gives the
+    same tensors as the torchvision ImageNet weights' ``transforms()`` with the same settings.
+    One value in ``mean``/``std`` gives a 1-channel (grayscale) tensor, three an RGB one. It has
+    the ``mean``, ``std``, ``crop_size``, ``resize_size`` and ``interpolation`` attributes that
+    torchvision's presets have, so :func:`normalization` reads both alike.
+    """
+
+    size: tuple[int, int]
+    resize: int
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    interpolation: v2.InterpolationMode = v2.InterpolationMode.BILINEAR
+
+    @property
+    def crop_size(self) -> list[int]:
+        return list(self.size)
+
+    @property
+    def resize_size(self) -> list[int]:
+        return [self.resize]
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        if not isinstance(image, torch.Tensor) and getattr(image, "mode", "RGB") not in ("RGB", "L"):
+            image = image.convert("RGB")
+        image = F.resize(image, [self.resize], interpolation=self.interpolation, antialias=True)
+        image = F.center_crop(image, list(self.size))
+        tensor = F.to_dtype(F.pil_to_tensor(image) if not isinstance(image, torch.Tensor) else image, scale=True)
+        if len(self.mean) == 1 and tensor.shape[0] == 3:
+            tensor = F.rgb_to_grayscale(tensor)
+        elif len(self.mean) == 3 and tensor.shape[0] == 1:
+            tensor = tensor.expand(3, -1, -1)
+        return F.normalize(tensor, list(self.mean), list(self.std))
+
+
+def default_transform(
+    size: int | Sequence[int] = 224,
+    *,
+    resize: int | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> Preprocess:
+    """ImageNet-style preprocessing: resize the short side to ``resize``, centre-crop ``size``, normalize.
+
+    Args:
+        size: the crop, ``224`` or ``(H, W)``.
+        resize: the short side before cropping (default: the crop's longer side ·256/224, as torchvision).
+        mean, std: the normalization (default ImageNet's; one value each for a grayscale model).
+
+    Example:
+        >>> default_transform(160)(picture).shape
+        torch.Size([3, 160, 160])
+    """
+    crop = (size, size) if isinstance(size, int) else (int(size[0]), int(size[-1]))
+    resize = round(max(crop) * 256 / 224) if resize is None else resize
+    return Preprocess(crop, resize, tuple(mean), tuple(std))
+
+
+def normalization(
+    transform: Any, mean: Sequence[float] | None = None, std: Sequence[float] | None = None
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The (mean, std) a transform normalizes with; ``mean``/``std`` given explicitly win.
+
+    Reads ``mean``/``std`` attributes of the transform itself (a weights' ``transforms()``)
+    or of the last step that has them inside a ``Compose``; ImageNet's when none is found.
+    """
+    found = transform if hasattr(transform, "mean") and hasattr(transform, "std") else None
+    for step in getattr(transform, "transforms", None) or []:
+        if hasattr(step, "mean") and hasattr(step, "std"):
+            found = step
+    found_mean = tuple(found.mean) if found is not None else IMAGENET_MEAN
+    found_std = tuple(found.std) if found is not None else IMAGENET_STD
+    return tuple(mean if mean is not None else found_mean), tuple(std if std is not None else found_std)
+
+
+def batch_images(item: Any) -> torch.Tensor:
+    """The image tensor in a dataset item or batch: the item itself, the first element of a tuple or
+    list, or the ``image``/``images``/``pixel_values``/``input``/``x`` entry of a dict.
+
+    Raises:
+        TypeError: no tensor is found; the message says what to yield.
+    """
+    if isinstance(item, torch.Tensor):
+        return item
+    if isinstance(item, (tuple, list)) and item and isinstance(item[0], torch.Tensor):
+        return item[0]
+    if isinstance(item, dict):
+        for key in ("image", "images", "pixel_values", "input", "x"):
+            if isinstance(item.get(key), torch.Tensor):
+                return item[key]
+    raise TypeError(
+        f"Cannot find the image tensor in a data item or batch of type {type(item).__name__}: yield a tensor, "
+        "an (image, label) tuple or a dict with an 'image' key."
+    )
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); CPU for a model without either."""
+    tensor = next(model.parameters(), None)
+    if tensor is None:
+        tensor = next(model.buffers(), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 @dataclass
@@ -41,6 +212,7 @@ def load_image(
     *,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
+    recursive: bool = False,
 ) -> LoadedImage:
     """Read one image, a list, a folder or a glob into a model-ready batch.
 
@@ -52,7 +224,8 @@ def load_image(
         transform: preprocessing from PIL image to tensor, usually ``loaded_model.transform``;
             default: resize 256, centre-crop 224, ImageNet normalization.
         mean, std: the normalization inside ``transform``, to build the display image;
-            read from the transform's ``mean``/``std`` attributes when not given.
+            read from the transform (see :func:`normalization`) when not given.
+        recursive: also read the images in sub-folders of a folder (see :func:`list_images`).
 
     Returns:
         A :class:`LoadedImage` with ``tensor`` (N,3,H,W), ``display`` (N,3,H,W) in [0,1] and names.
@@ -68,9 +241,9 @@ def load_image(
         (torch.Size([1, 3, 224, 224]), torch.Size([1, 3, 224, 224]))
     """
     transform = transform or default_transform()
-    mean = tuple(mean if mean is not None else getattr(transform, "mean", IMAGENET_MEAN))
-    std = tuple(std if std is not None else getattr(transform, "std", IMAGENET_STD))
-    pictures = [(name, picture) for item in _as_list(src) for name, picture in _expand(item)]
+    mean, std = normalization(transform, mean, std)
+    items = _as_list(src)
+    pictures = [(name, picture) for item in items for name, picture in _expand(item, recursive)]
     tensors = []
     for name, picture in pictures:
         tensor = transform(picture)
@@ -116,7 +289,7 @@ def _as_list(src: Any) -> list[Any]:
     return [src]
 
 
-def _expand(item: Any) -> list[tuple[str, Image.Image]]:
+def _expand(item: Any, recursive: bool) -> list[tuple[str, Image.Image]]:
     if isinstance(item, Image.Image):
         return [("image", to_rgb(item))]
     if isinstance(item, np.ndarray):
@@ -124,18 +297,7 @@ def _expand(item: Any) -> list[tuple[str, Image.Image]]:
     if isinstance(item, torch.Tensor):
         pixels = item.detach().cpu()
         return [("tensor", _array_to_pil((pixels.permute(1, 2, 0) if pixels.ndim == 3 else pixels).numpy()))]
-    path = Path(item)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise ImageLoadError(f"Folder '{path}' holds no image files ({', '.join(IMAGE_SUFFIXES)}).")
-        return [(str(p), read_image_file(p)) for p in files]
-    if any(char in str(item) for char in "*?[") and not path.exists():
-        files = sorted(glob.glob(str(item)))
-        if not files:
-            raise ImageLoadError(f"No file matches '{item}'. Check the pattern.")
-        return [(f, read_image_file(f)) for f in files]
-    return [(str(path), read_image_file(path))]
+    return [(path, read_image_file(path)) for path in list_images(item, recursive=recursive)]
 
 
 def read_image_file(path: str | os.PathLike) -> Image.Image:

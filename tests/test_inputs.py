@@ -10,7 +10,15 @@ from torchvision.transforms import v2
 
 import fmapviz
 from fmapviz.errors import ImageLoadError
-from fmapviz.images import read_image_file, to_rgb
+from fmapviz.inputs import (
+    default_transform,
+    denormalize,
+    list_images,
+    model_device,
+    normalization,
+    read_image_file,
+    to_rgb,
+)
 
 
 def _gradient_image(width: int = 40, height: int = 30) -> Image.Image:
@@ -81,7 +89,7 @@ def test_folder_and_glob_give_a_batch(tmp_path):
     batch = fmapviz.load_image(tmp_path)
     assert batch.tensor.shape == (3, 3, 224, 224) and len(batch.names) == 3
     assert fmapviz.load_image(str(tmp_path / "img[01].png")).tensor.shape[0] == 2
-    with pytest.raises(ImageLoadError, match="No file matches"):
+    with pytest.raises(ImageLoadError, match="No image file matches"):
         fmapviz.load_image(str(tmp_path / "*.jpg"))
 
 
@@ -100,4 +108,42 @@ def test_denormalize_inverts_normalize():
     x = torch.rand(2, 3, 5, 5)
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     normalized = v2.Normalize(mean, std)(x)
-    assert torch.allclose(fmapviz.denormalize(normalized, mean, std), x, atol=1e-6)
+    assert torch.allclose(denormalize(normalized, mean, std), x, atol=1e-6)
+
+
+def test_list_images_reads_folders_globs_and_files_with_a_recursive_flag(tmp_path):
+    nested = tmp_path / "a" / "b"
+    nested.mkdir(parents=True)
+    for path in (tmp_path / "a" / "1.png", nested / "2.jpg", tmp_path / "a" / "notes.txt"):
+        (_gradient_image().save(path) if path.suffix != ".txt" else path.write_text("x"))
+    top = tmp_path / "a"
+    assert list_images(top) == [str(top / "1.png")]
+    assert list_images(top, recursive=True) == [str(top / "1.png"), str(nested / "2.jpg")]
+    assert list_images(f"{top}/**/*.jpg", recursive=True) == [str(nested / "2.jpg")]
+    assert list_images([top / "notes.txt", top]) == [str(top / "notes.txt"), str(top / "1.png")]
+    with pytest.raises(ImageLoadError, match="sub-folders holds no image"):
+        (tmp_path / "empty" / "sub").mkdir(parents=True)
+        list_images(tmp_path / "empty", recursive=True)
+    with pytest.raises(ImageLoadError, match="No images given"):
+        fmapviz.load_image([])
+    assert fmapviz.load_image(top, recursive=True).names == [str(top / "1.png"), str(nested / "2.jpg")]
+
+
+def test_transforms_are_public_and_match_the_weights_transform():
+    import torchvision
+
+    weights = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V1.transforms()
+    image = _gradient_image(300, 211)
+    torch.testing.assert_close(default_transform()(image), weights(image), atol=1e-5, rtol=0)
+    small = default_transform(96, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    assert small(image).shape == (3, 96, 96)
+    assert normalization(small) == ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+    assert normalization(weights) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert normalization(small, mean=(0.1, 0.2, 0.3))[0] == (0.1, 0.2, 0.3)
+
+
+def test_model_device_of_parameters_buffers_and_neither():
+    assert model_device(torch.nn.Conv2d(1, 1, 1)) == torch.device("cpu")
+    assert model_device(torch.nn.BatchNorm2d(1, affine=False)) == torch.device("cpu")
+    assert model_device(torch.nn.ReLU()) == torch.device("cpu")
+    assert model_device(torch.nn.BatchNorm2d(1, affine=False).to("meta")) == torch.device("meta")

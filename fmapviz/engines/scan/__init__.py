@@ -1,0 +1,36 @@
+"""scan: channel statistics, dead filters and top-activating examples over a whole dataset.
+
+One streaming pass keeps, per channel of every selected layer (:mod:`.reduce`):
+
+* exact running statistics of every activation value (count, mean, std, max, min,
+  fraction positive; :class:`~fmapviz.stats.RunningChannelStats`);
+* the same statistics of each image's maximum (``image_max``), which rank channels by
+  how strongly they fire (see :meth:`ScanResult.dead_channels`);
+* a fixed-bin histogram of each image's maximum (bins :data:`HISTOGRAM_EDGES`, the same
+  for every layer so histograms of shards add up);
+* the top-k images by their maximum, with the (row, col) of that maximum in the map.
+
+Layer outputs are reduced as each layer runs (``capture(reduce=...)``), so memory is
+O(channels × k) whatever the dataset size. Images are named by their file path or, for a
+DataLoader or Dataset, by their dataset index (:mod:`.data`); crops are read back on demand
+(:meth:`ScanResult.examples`, :mod:`.result`). Shards (``shard=(i, n)``: every n-th image
+from i) merge exactly (:meth:`ScanResult.merge`). Under ``torchrun`` the scan shards by rank
+and gathers the shards (:mod:`.driver`), so
+``torchrun --nproc-per-node 2 -m fmapviz.scan MODEL DATA --layer L -o out/`` runs two
+processes and writes one merged result.
+"""
+
+from .driver import scan, torchrun_group
+from .reduce import HISTOGRAM_EDGES, LayerScan
+from .result import ScanResult, TopExample, load_scan, receptive_window
+
+__all__ = [
+    "HISTOGRAM_EDGES",
+    "LayerScan",
+    "ScanResult",
+    "TopExample",
+    "load_scan",
+    "receptive_window",
+    "scan",
+    "torchrun_group",
+]

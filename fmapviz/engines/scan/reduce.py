@@ -1,0 +1,113 @@
+"""The streaming reducer of a scan: what one pass keeps per channel of one layer, mergeable across shards."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ...stats import RunningChannelStats
+
+_DECADES = 10.0 ** torch.linspace(-3, 4, 85, dtype=torch.float64)
+HISTOGRAM_EDGES = torch.cat([-_DECADES.flip(0), torch.zeros(1, dtype=torch.float64), _DECADES])
+"""Signed-log bin edges (12 per decade from 1e-3 to 1e4, both signs, and 0). Bin ``b`` counts
+values in ``(edges[b-1], edges[b]]``; bin 0 and the last bin take everything beyond the ends."""
+
+
+@dataclass
+class LayerScan:
+    """What one scan keeps for one layer; every tensor is (C, ...) and merges exactly."""
+
+    stats: RunningChannelStats
+    image_max: RunningChannelStats
+    top_values: torch.Tensor  # (C, m) per-image maxima, descending, m ≤ k
+    top_sources: torch.Tensor  # (C, m) int64 global image index (into sources, or the dataset index)
+    top_positions: torch.Tensor  # (C, m, 2) int64 (row, col) of the maximum in the layer's map
+    histogram: torch.Tensor  # (C, len(HISTOGRAM_EDGES)+1) int64 counts of per-image maxima
+    map_size: tuple[int, int] = (1, 1)
+
+    @classmethod
+    def start(cls, channels: int, device: torch.device) -> LayerScan:
+        return cls(
+            stats=RunningChannelStats(),
+            image_max=RunningChannelStats(),
+            top_values=torch.empty(channels, 0, device=device),
+            top_sources=torch.empty(channels, 0, dtype=torch.int64, device=device),
+            top_positions=torch.empty(channels, 0, 2, dtype=torch.int64, device=device),
+            histogram=torch.zeros(channels, HISTOGRAM_EDGES.numel() + 1, dtype=torch.int64, device=device),
+        )
+
+    @property
+    def channels(self) -> int:
+        return self.top_values.shape[0]
+
+    def update(self, maps: torch.Tensor, sources: torch.Tensor, k: int) -> None:
+        """Fold in one batch of maps (N,C,H,W) or (N,C) from the images ``sources`` (N,)."""
+        maps = maps.detach()
+        self.map_size = tuple(maps.shape[2:]) if maps.ndim == 4 else (1, 1)
+        self.stats.update(maps)
+        image_max, flat_index = maps.flatten(2).max(dim=2) if maps.ndim == 4 else (maps, torch.zeros_like(maps).long())
+        self.image_max.update(image_max)
+        width = self.map_size[1]
+        positions = torch.stack([flat_index // width, flat_index % width], dim=-1)  # (N, C, 2)
+        bins = torch.bucketize(image_max.double(), HISTOGRAM_EDGES.to(maps.device))
+        offsets = torch.arange(self.channels, device=maps.device) * self.histogram.shape[1]
+        self.histogram += torch.bincount((bins + offsets).flatten(), minlength=self.histogram.numel()).view_as(
+            self.histogram
+        )
+        batch = (image_max.T.to(self.top_values.dtype), sources.to(maps.device).expand(self.channels, -1))
+        self._keep_top(batch[0], batch[1], positions.transpose(0, 1), k)
+
+    def _keep_top(self, values: torch.Tensor, sources: torch.Tensor, positions: torch.Tensor, k: int) -> None:
+        values = torch.cat([self.top_values, values], dim=1)
+        sources = torch.cat([self.top_sources, sources], dim=1)
+        positions = torch.cat([self.top_positions, positions], dim=1)
+        # highest value first; ties go to the lower image index, so any sharding gives the same lists
+        order = sources.argsort(dim=1, stable=True)
+        order = order.gather(1, values.gather(1, order).argsort(dim=1, descending=True, stable=True))[:, :k]
+        self.top_values = values.gather(1, order)
+        self.top_sources = sources.gather(1, order)
+        self.top_positions = positions.gather(1, order[..., None].expand(-1, -1, 2))
+
+    @staticmethod
+    def merge(a: LayerScan, b: LayerScan, k: int) -> LayerScan:
+        """Exact combination of two shards of the same layer."""
+        if a.channels != b.channels:
+            raise ValueError(f"Cannot merge a layer scan of {a.channels} channels with one of {b.channels}.")
+        device = a.top_values.device
+        merged = LayerScan(
+            stats=RunningChannelStats.merge(a.stats, b.stats),
+            image_max=RunningChannelStats.merge(a.image_max, b.image_max),
+            top_values=a.top_values,
+            top_sources=a.top_sources,
+            top_positions=a.top_positions,
+            histogram=a.histogram + b.histogram.to(device),
+            map_size=a.map_size,
+        )
+        merged._keep_top(b.top_values.to(device), b.top_sources.to(device), b.top_positions.to(device), k)
+        return merged
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        state = {f"top_{name}": getattr(self, f"top_{name}").cpu() for name in ("values", "sources", "positions")}
+        state["histogram"] = self.histogram.cpu()
+        state.update({f"stats.{key}": value.cpu() for key, value in self.stats.to_dict().items()})
+        state.update({f"image_max.{key}": value.cpu() for key, value in self.image_max.to_dict().items()})
+        return state
+
+    @classmethod
+    def from_tensors(cls, state: dict[str, torch.Tensor], map_size: Sequence[int]) -> LayerScan:
+        def part(prefix: str) -> RunningChannelStats:
+            return RunningChannelStats.from_dict(
+                {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+            )
+
+        return cls(
+            stats=part("stats."),
+            image_max=part("image_max."),
+            top_values=state["top_values"],
+            top_sources=state["top_sources"],
+            top_positions=state["top_positions"],
+            histogram=state["histogram"],
+            map_size=tuple(map_size),
+        )

@@ -1,0 +1,62 @@
+"""import fmapviz: lazy (no torch until a name is used), a short __all__, functions not shadowed by submodules."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+import fmapviz
+
+PROBE = """
+import sys
+import fmapviz, fmapviz.vocabulary
+print("torch" in sys.modules, end=" ")
+fmapviz.Unit("features.10", 17)
+print("torch" in sys.modules, end=" ")
+fmapviz.load_image
+print("torch" in sys.modules)
+"""
+
+
+def test_import_fmapviz_and_vocabulary_do_not_import_torch():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, check=True)
+    assert run.stdout.split() == ["False", "False", "True"]
+
+
+def test_every_name_in_all_resolves():
+    assert len(set(fmapviz.__all__)) == len(fmapviz.__all__)
+    for name in [*fmapviz.__all__, "ScanResult", "LoadedModel", "LoadedImage", "FmapvizError", "metrics"]:
+        assert getattr(fmapviz, name) is not None, name
+    assert {"load_model", "load_image", "capture", "feature_maps", "saliency", "maximize", "report", "scan"} <= set(
+        fmapviz.__all__
+    )
+
+
+def test_functions_keep_their_names_after_their_modules_are_imported():
+    import fmapviz.capture
+    import fmapviz.channel_page
+    import fmapviz.report
+    import fmapviz.scan  # the `python -m fmapviz.scan` alias module
+    from fmapviz.engines.scan import scan
+
+    assert fmapviz.scan is scan and callable(fmapviz.capture) and callable(fmapviz.report)
+    assert callable(fmapviz.channel_page) and fmapviz.ScanResult.__name__ == "ScanResult"
+    assert sys.modules["fmapviz.scan"].main.__module__ == "fmapviz.scan"
+
+
+def test_unknown_name_says_so():
+    try:
+        fmapviz.show_everything  # noqa: B018
+    except AttributeError as error:
+        assert "show_everything" in str(error)
+    else:
+        raise AssertionError("no AttributeError")
+
+
+def test_no_private_torchvision_imports_in_the_package():
+    sources = [path.read_text() for path in (ROOT / "fmapviz").rglob("*.py")]
+    assert not [text for text in sources if "transforms._presets" in text]
