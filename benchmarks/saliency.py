@@ -10,10 +10,12 @@ itself, so no parameter gradient is computed), and captum's IG and SmoothGrad wi
 
     python benchmarks/saliency.py              # the first nine methods (section "saliency")
     python benchmarks/saliency.py --new        # the methods of issue 15 at batch 1 and 16 (section "saliency_methods")
+    python benchmarks/saliency.py [--models resnet50 mobilenet_v2] [--rounds 7] [--slow-rounds 2]
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import warnings
 
@@ -42,7 +44,7 @@ def upsample(cam: torch.Tensor) -> torch.Tensor:
     return F.interpolate(cam.reshape(1, 1, *cam.shape[-2:]), size=(224, 224), mode="bilinear", align_corners=False)
 
 
-def bench_model(name: str) -> tuple[list[list[object]], list[str]]:
+def bench_model(name: str, rounds: int = 7, slow_rounds: int = 2) -> tuple[list[list[object]], list[str]]:
     factory, layer, four_layers = MODELS[name]
     torch.manual_seed(0)
     model = factory(weights=None).eval()
@@ -112,7 +114,7 @@ def bench_model(name: str) -> tuple[list[list[object]], list[str]]:
             fmapviz.saliency(model, x, "gradcam", layers=one) for one in four_layers
         ],
     }
-    times = time_interleaved(fast, rounds=7)
+    times = time_interleaved(fast, rounds=rounds)
 
     def captum_ig_default() -> None:
         IntegratedGradients(model).attribute(x, target=top, n_steps=50)
@@ -141,7 +143,7 @@ def bench_model(name: str) -> tuple[list[list[object]], list[str]]:
         "captum NoiseTunnel smoothgrad, 25 samples, default batch": captum_smoothgrad_default,
         "captum NoiseTunnel smoothgrad, 25 samples, nt_samples_batch_size=8 (like-for-like)": captum_smoothgrad_chunked,
     }
-    slow_times = time_interleaved(slow, rounds=2, warmup=0)
+    slow_times = time_interleaved(slow, rounds=slow_rounds, warmup=0)
     rows = [[method, f"{seconds:.3f}", f"{seconds / times['floor']:.2f}"] for method, seconds in times.items()]
     rows += [
         [method, f"{seconds:.2f}", f"{seconds / slow_times['floor']:.1f}"]
@@ -333,22 +335,28 @@ def main_new() -> None:
 
 
 def main() -> None:
-    if "--new" in sys.argv[1:]:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--new", action="store_true", help="the methods of issue 15 (section saliency_methods)")
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the fast rows")
+    parser.add_argument("--slow-rounds", type=int, default=2, help="interleaved rounds of the IG/SmoothGrad rows")
+    args = parser.parse_args()
+    if args.new:
         main_new()
         return
     setup(threads=2)
     body = []
-    for name in MODELS:
-        rows, notes = bench_model(name)
+    for name in args.models:
+        rows, notes = bench_model(name, args.rounds, args.slow_rounds)
         print(name, rows, notes, flush=True)
         body.append(
             f"### {name}\n\n" + markdown_table(["method", "seconds", "x floor"], rows) + "\n\n" + "\n".join(notes)
         )
     intro = (
         "Floor = one forward + `autograd.grad` of the top logit to the input, parameters frozen. Batch 1, 224 px, "
-        "random weights, 2 threads. Fast rows: median of 7 interleaved rounds; IG and SmoothGrad rows: median of "
-        "2 interleaved rounds with their own floor. Peers are called with their defaults; CAM rows include "
-        "bilinear upsampling to 224 px. fmapviz's 'auto' batch size on CPU is 8 rows per chunk. 'Frozen parameters' "
+        f"random weights, 2 threads. Fast rows: median of {args.rounds} interleaved rounds; IG and SmoothGrad rows: "
+        f"median of {args.slow_rounds} interleaved rounds with their own floor. Peers are called with their "
+        "defaults; CAM rows include bilinear upsampling to 224 px. fmapviz's 'auto' batch size on CPU is 8 rows per chunk. 'Frozen parameters' "
         "rows run the peer inside `model_guard` (eval, parameters frozen), as fmapviz runs, with an input that "
         "requires grad (torchcam and pytorch-grad-cam raise on a frozen model otherwise); '(like-for-like)' rows "
         "give captum fmapviz's chunking of 8 rows, so the defaults rows differ by setting, not by method. The "
@@ -357,7 +365,7 @@ def main() -> None:
     write_section(
         "saliency",
         "Saliency speed (x fwd+bwd floor)",
-        "python benchmarks/saliency.py",
+        "python benchmarks/saliency.py " + " ".join(sys.argv[1:]),
         intro + "\n\n" + "\n\n".join(body),
     )
 
