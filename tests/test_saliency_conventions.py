@@ -202,3 +202,20 @@ def test_the_reused_module_rule_is_the_same_in_actmax_and_explain(resnet18):
     plain = explain_channels(resnet18, x, "layer1.0.relu", 3)["layer1.0.relu"]
     second = explain_channels(resnet18, x, "layer1.0.relu#2", 3)["layer1.0.relu#2"]
     torch.testing.assert_close(plain.attributions, second.attributions)
+
+
+def test_cli_saliency_takes_methods_from_the_registry_and_unit_targets(tmp_path, capsys):
+    from PIL import Image
+    from test_cli import TINY_MODEL
+
+    from fmapviz.cli import main
+
+    (tmp_path / "tiny_net.py").write_text(TINY_MODEL)
+    Image.open(ASSETS / "chelsea.png").resize((96, 64)).save(tmp_path / "cat.png")
+    out = tmp_path / "sal"
+    common = [f"{tmp_path / 'tiny_net.py'}:build", str(tmp_path / "cat.png"), "--size", "64", "--quiet", "-o", str(out)]
+    assert main(["saliency", *common, "--method", "gradcm"]) == 2
+    assert "choose from " + ", ".join(METHODS) in capsys.readouterr().err
+    # --layers reach only the methods that take them; a unit target names channel 3 of layer 2
+    assert main(["saliency", *common, "--method", "gradcam", "gradient", "--layers", "2", "--target", "2[3]"]) == 0
+    assert (out / "cat_saliency.png").is_file()
