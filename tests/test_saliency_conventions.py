@@ -215,7 +215,7 @@ def test_cli_saliency_takes_methods_from_the_registry_and_unit_targets(tmp_path,
     out = tmp_path / "sal"
     common = [f"{tmp_path / 'tiny_net.py'}:build", str(tmp_path / "cat.png"), "--size", "64", "--quiet", "-o", str(out)]
     assert main(["saliency", *common, "--method", "gradcm"]) == 2
-    assert "choose from " + ", ".join(METHODS) in capsys.readouterr().err
+    assert "unknown saliency method 'gradcm'; closest: gradcam" in capsys.readouterr().err
     # --layers reach only the methods that take them; a unit target names channel 3 of layer 2
     assert main(["saliency", *common, "--method", "gradcam", "gradient", "--layers", "2", "--target", "2[3]"]) == 0
     assert (out / "cat_saliency.png").is_file()
