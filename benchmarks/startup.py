@@ -20,7 +20,7 @@ from pathlib import Path
 from common import markdown_table, time_interleaved, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
-ROUNDS = 9
+ROUNDS = 7
 COMMANDS = {
     "python -c pass (interpreter alone)": ["-c", "pass"],
     "fmapviz --help": ["-m", "fmapviz.cli", "--help"],
