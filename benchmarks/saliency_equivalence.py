@@ -129,7 +129,9 @@ def main() -> None:
         "peer; the default (ReLU at the layer's resolution, then upsampling) agrees with all of them. Grad-CAM++ "
         "differs by design: pytorch-grad-cam adds 1e-6 to the denominator of alpha (it dominates the tiny "
         "gradients of random weights), and torchcam's in-place division on a masked copy leaves alpha = g², "
-        "so its weights are sum(g² relu(g)); fmapviz follows the paper's eq. 19 without an epsilon."
+        "so its weights are sum(g² relu(g)); fmapviz follows the paper's eq. 19 without an epsilon. These "
+        "explain part of the gap only: on mobilenet_v2 features.7 it reaches 0.4-1.0 and is not reconciled yet. "
+        "Guided backprop on mobilenet_v2: fmapviz also guides ReLU6 (nn.Hardtanh), captum only nn.ReLU."
     )
     body = intro + "\n\n" + markdown_table(["model", "fmapviz", "peer", "layer", "class", "max difference"], rows)
     write_section(
