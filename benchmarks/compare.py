@@ -110,6 +110,36 @@ def worker(kind: str, count: int) -> None:
     print(json.dumps({"seconds": seconds, "peak_mb": (_status("VmHWM") - base) / 1024, "weights": weights, **summary}))
 
 
+def growth_check(batches: int = 120) -> None:
+    """RSS every 20 batches while compare runs over small random batches (no per-image state may grow).
+
+    Run as ``python benchmarks/compare.py --growth`` and as
+    ``MALLOC_MMAP_THRESHOLD_=131072 python benchmarks/compare.py --growth`` (glibc's fixed mmap threshold).
+    """
+    setup(threads=1)
+    from fmapviz.engines import similarity
+
+    def net() -> torch.nn.Module:
+        conv = torch.nn.Conv2d
+        return torch.nn.Sequential(
+            conv(3, 64, 3, padding=1), torch.nn.ReLU(), conv(64, 128, 3, padding=1), torch.nn.ReLU(),
+            conv(128, 256, 3, stride=2, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(), torch.nn.Linear(256, 1000),
+        ).eval()  # fmt: skip
+
+    update, seen = similarity.StreamingCKA.update, []
+
+    def counted(self, features):
+        seen.append(1)
+        if len(seen) % 20 == 0:
+            print(f"batch {len(seen)}: RSS {_status('VmRSS') // 1024} MB", flush=True)
+        return update(self, features)
+
+    similarity.StreamingCKA.update = counted
+    generator = torch.Generator().manual_seed(0)
+    fmapviz.compare(net(), net(), (torch.randn(16, 3, 32, 32, generator=generator) for _ in range(batches)))
+
+
 def _status(field: str) -> int:
     line = next(line for line in open("/proc/self/status") if line.startswith(field + ":"))
     return int(line.split()[1])
@@ -154,6 +184,9 @@ def main(rounds: int) -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--growth"]:
+        growth_check()
+        raise SystemExit(0)
     if sys.argv[1:2] == ["--worker"]:
         worker(sys.argv[2], int(sys.argv[3]))
         raise SystemExit(0)

@@ -27,6 +27,7 @@ ORDER = [
     "explain_channels",
     "explore",
     "startup",
+    "compare",
 ]
 
 

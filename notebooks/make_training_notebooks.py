@@ -190,7 +190,7 @@ to TensorBoard while one of the networks trains.""",
     (
         "code",
         """x_train, y_train = make_shapes(2048, seed=0)
-x_test, y_test = make_shapes(256, seed=1)
+x_test, y_test = make_shapes(64 if SHORT else 256, seed=1)
 x_train, x_test = (x_train - 0.5) / 0.25, (x_test - 0.5) / 0.25
 
 
@@ -224,8 +224,8 @@ from torch.utils.tensorboard import SummaryWriter
 
 from fmapviz.integrations.tensorboard import FeatureMapLogger
 
-STEPS = 12 if SHORT else 600
-EVERY = 4 if SHORT else 50
+STEPS = 12 if SHORT else 300
+EVERY = 4 if SHORT else 25
 results = {}
 for name, options in VARIANTS.items():
     model = build(**options)
@@ -321,7 +321,7 @@ the same up to rotation and scale). The usual picture of transfer learning shoul
 loaded = fmapviz.load_model("mobilenet_v2", weights="IMAGENET1K_V1")
 mean, std = torch.tensor(loaded.mean).view(1, 3, 1, 1), torch.tensor(loaded.std).view(1, 3, 1, 1)
 x_train, y_train = make_shapes(1024 if not SHORT else 128, size=64, seed=0)
-x_test, y_test = make_shapes(256, size=64, seed=1)
+x_test, y_test = make_shapes(64 if SHORT else 256, size=64, seed=1)
 x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
 
 original = loaded.model.eval()
@@ -331,7 +331,7 @@ print("before: accuracy", f"{accuracy(tuned, x_test, y_test):.1%}", "(a random h
     ),
     (
         "code",
-        """STEPS = 4 if SHORT else 150
+        """STEPS = 4 if SHORT else 100
 losses = train(tuned, x_train, y_train, STEPS, lr=0.01)
 final = sum(losses[-10:]) / len(losses[-10:])
 print(f"after {STEPS} steps: loss {final:.3f}, test accuracy {accuracy(tuned, x_test, y_test):.1%}")""",
