@@ -206,7 +206,9 @@ def _channel_options(parser: argparse.ArgumentParser) -> None:
 def _explore_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help=MODEL_HELP)
     parser.add_argument("data", nargs="+", help="folders of photos (searched recursively) or photo files")
-    parser.add_argument("--layers", "--layer", nargs="+", required=True, help="layers with (N,C,H,W) outputs")
+    parser.add_argument(
+        "--layers", "--layer", nargs="+", action="extend", required=True, help="layers with (N,C,H,W) outputs"
+    )
     parser.add_argument("--top", type=_count(1), default=5, help="channels explained per layer and photo (default 5)")
     parser.add_argument(
         "--method", default="activation_x_gradient", help="channel attribution method (default activation_x_gradient)"

@@ -156,7 +156,7 @@ def explore_cli(net: str, data: Path, out: Path, *extra: str) -> int:
 
 def test_cli_builds_a_site_quietly(net, tmp_path, capsys):
     make_photos(tmp_path / "photos", 3)
-    assert explore_cli(net, tmp_path / "photos", tmp_path / "site", "--layers", "0", "2") == 0
+    assert explore_cli(net, tmp_path / "photos", tmp_path / "site", "--layers", "0", "--layer", "2") == 0
     assert capsys.readouterr() == ("", "")
     assert (tmp_path / "site" / "index.html").is_file() and (tmp_path / "site" / "layers" / "2.html").is_file()
     assert explore_cli(net, tmp_path / "photos", tmp_path / "site", "--layers", "0", "2") == 0  # a site: no --force
