@@ -16,7 +16,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-test: install
+# The equivalence tests compare with the peers: pytorch-grad-cam and torchcam go in with --no-deps (no second torch).
+$(VENV)/.peers-installed: $(VENV)/.installed
+	$(PIP) install -q --no-deps grad-cam==1.5.7 torchcam==0.5.0 ttach==0.0.3
+	$(PIP) install -q opencv-python-headless scikit-learn scipy
+	touch $@
+
+test: install $(VENV)/.peers-installed
 	$(PY) -m pytest -q
 
 $(VENV)/.docs-installed: $(VENV)/.installed
