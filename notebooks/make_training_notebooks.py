@@ -345,8 +345,9 @@ print("before: accuracy", f"{accuracy(tuned, x_test, y_test):.1%}", "(a random h
     ),
     (
         "code",
-        """STEPS = 4 if SHORT else 100
-losses = train(tuned, x_train, y_train, STEPS, lr=0.01, bn_eval=True)  # ImageNet's batch-norm statistics kept
+        """STEPS = 4 if SHORT else 30
+# a fine-tuning learning rate (0.01 rewrites even the first blocks); ImageNet's batch-norm statistics kept
+losses = train(tuned, x_train, y_train, STEPS, lr=0.001, bn_eval=True)
 final = sum(losses[-10:]) / len(losses[-10:])
 print(f"after {STEPS} steps: loss {final:.3f}, test accuracy {accuracy(tuned, x_test, y_test):.1%}")""",
     ),
@@ -355,6 +356,14 @@ print(f"after {STEPS} steps: loss {final:.3f}, test accuracy {accuracy(tuned, x_
         """result = fmapviz.compare(loaded, tuned, x_test, names=("ImageNet", "fine-tuned"))
 for layer in result.layers_a[:-1]:
     print(f"{layer:12} CKA {result.similarity(layer, layer):.3f}")""",
+    ),
+    (
+        "md",
+        """In our check of this recipe (30 steps on 512 training images, 62 of 64 test images right) the first
+eight blocks kept a CKA above 0.96 with their ImageNet selves while the last blocks fell to 0.4–0.65. With the
+learning rate at 0.01, `features.2` fell to 0.59 within 15 steps; with the batch-norm statistics re-estimated on
+the shapes as well, `features.1` fell to 0.57 in 100 steps. What "early layers stay put" means depends on how
+you fine-tune, and CKA shows it. The whole matrix, every block against every block:""",
     ),
     ("code", "fmapviz.show_cka(result)"),
     (
