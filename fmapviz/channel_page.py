@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from .engines.actmax import maximize
 from .engines.scan import ScanResult
 from .models import LoadedModel
+from .progress import Progress
 from .views.scan import show_channel_page
 
 
@@ -27,6 +28,7 @@ def channel_page(
     seed: int = 0,
     data: DataLoader | Dataset | None = None,
     transform: Callable[[Any], torch.Tensor] | None = None,
+    progress: bool = False,
 ) -> Any:
     """A channel page: the unit's activation-maximization image beside its top-k crops and histogram.
 
@@ -38,6 +40,8 @@ def channel_page(
         layer, channel: which unit.
         with_actmax: optimize an image for the unit (``steps`` Adam steps at ``size`` pixels, ``seed``).
         data, transform: passed to :meth:`ScanResult.examples` to read the top images.
+        progress: report each finished stage (actmax image, top-k crops): a bar on a terminal,
+            else one line on stderr.
 
     Returns:
         A :class:`~fmapviz.plot.figures.Figure`.
@@ -51,6 +55,7 @@ def channel_page(
         transform = transform or model.transform
         model = model.model
     actmax_image = None
+    stages = Progress("channel", 2 if with_actmax else 1, enabled=progress)
     if with_actmax:
         optimized = maximize(
             model,
@@ -63,5 +68,8 @@ def channel_page(
             std=scan_result.std,
         )
         actmax_image = optimized.images[0]
+        stages.done(f"actmax image of {layer}[{channel}]")
     examples = scan_result.examples(layer, channel, data=data, transform=transform)
+    stages.done(f"{len(examples)} top-k crops")
+    stages.close()
     return show_channel_page(scan_result, layer, channel, examples=examples, actmax_image=actmax_image)

@@ -579,6 +579,7 @@ def run_channel(args: argparse.Namespace) -> int:
         args.channel,
         with_actmax=not args.no_actmax,
         steps=args.steps,
+        progress=not args.quiet,
         size=args.size or 128,
         seed=args.seed,
     )

@@ -316,8 +316,10 @@ def test_grayscale_scan_and_channel_page_and_scan_progress_lines(photos, tmp_pat
     assert [line.split()[1] for line in progress] == ["1/3", "2/3", "3/3"]  # one line per batch off a terminal
     page = tmp_path / "channel.png"
     args = ["channel", spec("mnist"), str(out), *MNIST, "--layer", "features.0", "--channel", "1", "--steps", "2"]
-    assert main([*args, "-o", str(page), "--quiet"]) == 0
+    assert main([*args, "-o", str(page)]) == 0
     assert Image.open(page).size[0] > 100
+    stages = [line.split()[1] for line in capsys.readouterr().err.splitlines() if line.startswith("channel: ")]
+    assert stages == ["1/2", "2/2"]  # the actmax image, then the crops
 
 
 def test_python_m_fmapviz_scan_does_not_overwrite_a_scan(photos, tmp_path, capsys):
