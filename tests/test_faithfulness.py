@@ -16,10 +16,14 @@ def images() -> torch.Tensor:
     return torch.randn(2, 3, 24, 24, generator=torch.Generator().manual_seed(0))
 
 
-def test_linear_imputation_matches_road_reference_solver(images):
+@pytest.mark.parametrize("side", [24, 64])  # 64: the solve starts from the half-resolution solution
+def test_linear_imputation_matches_road_reference_solver(side):
     from pytorch_grad_cam.metrics.road import NoisyLinearImputer
 
-    maps = torch.rand(2, 24, 24, generator=torch.Generator().manual_seed(1))
+    images = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(0))
+    maps = torch.nn.functional.interpolate(
+        torch.rand(2, 1, 6, 6, generator=torch.Generator().manual_seed(1)), size=side
+    )[:, 0]
     removed = maps >= torch.quantile(maps.flatten(1), 0.4, dim=1)[:, None, None]
     expected = torch.stack([NoisyLinearImputer(noise=0)(images[i], (~removed[i]).float()) for i in range(2)])
     filled = faithfulness.linear_imputation(images, removed)
