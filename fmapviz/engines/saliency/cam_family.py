@@ -158,6 +158,10 @@ def _replaced_output(
             handle.remove()
 
 
+SUFFIX_VALUES = 1 << 25
+"""Ablation-CAM with a shared prefix: ablated copies per batch, up to this many activation values (128 MB float32)."""
+
+
 def ablation_cam_weights(
     model: nn.Module,
     module: nn.Module,
@@ -174,8 +178,10 @@ def ablation_cam_weights(
     Only the part of the network after the layer depends on the ablated channel, so the part
     before it runs once per batch on one image: a forward hook swaps the layer's one-row output
     for ``B`` ablated copies and the rest of the network runs on ``B`` rows (tensors from before
-    the layer broadcast over them). A model that cannot take that (it concatenates such a tensor
-    with the layer's descendants) falls back to running ``B`` copies of the image.
+    the layer broadcast over them). As those rows only run the rest of the network, a batch holds up
+    to :data:`SUFFIX_VALUES` activation values (every channel of a late layer in one batch) rather
+    than ``batch_size`` rows. A model that cannot take that (it concatenates such a tensor with the
+    layer's descendants) falls back to ``batch_size`` copies of the image per batch.
     The ablated value is 0, as in the paper; pytorch-grad-cam also uses 0 when the layer's
     minimum is 0 (any post-ReLU layer) but ``min - 1e7`` otherwise.
 
@@ -192,25 +198,26 @@ def ablation_cam_weights(
     chosen = _chosen_channels(activation, top)
     weights = base.new_zeros(batch, base.shape[1], channels)
     shared_prefix = [True]
+    rows = max(batch_size, SUFFIX_VALUES // activation[0].numel())  # while the prefix is shared, rows are cheap
     with torch.no_grad():
         for image in range(batch):
             picked = chosen[image].nonzero().flatten()
-            for first in range(0, len(picked), batch_size):
-                group = picked[first : first + batch_size]
+            for first in range(0, len(picked), rows if shared_prefix[0] else batch_size):
+                group = picked[first : first + (rows if shared_prefix[0] else batch_size)]
                 ablated = activation[image].expand(len(group), -1, -1, -1).clone()
                 ablated[torch.arange(len(group)), group] = 0
-                rows = torch.full((len(group),), image, device=x.device)
+                images = torch.full((len(group),), image, device=x.device)
                 scores = None
                 with _replaced_output(model, module, call, lambda _output, ablated=ablated: ablated):
                     if shared_prefix[0]:
                         try:
-                            scores = run(x[image : image + 1], rows)
+                            scores = run(x[image : image + 1], images)
                         except RuntimeError:
                             shared_prefix[0] = False
                         if scores is not None and scores.shape[0] != len(group):
                             shared_prefix[0], scores = False, None
                     if scores is None:
-                        scores = run(x[image : image + 1].expand(len(group), -1, -1, -1), rows)
+                        scores = run(x[image : image + 1].expand(len(group), -1, -1, -1), images)
                 weights[image, :, group] = ((base[image][:, None] - scores.T) / base[image][:, None]).to(weights.dtype)
     return weights
 
