@@ -190,7 +190,7 @@ def torchcam_peer(kind: str, model, layer: str, x, classes, **settings):
     return run
 
 
-def bench_new(batch: int) -> tuple[list[list[object]], list[str]]:
+def bench_new(batch: int, only: tuple[str, ...] = ("CAMs", "masked", "captum")) -> tuple[list[list[object]], list[str]]:
     """The issue-15 methods against pytorch-grad-cam, torchcam and direct captum calls, interleaved."""
     import captum.attr as attr
 
@@ -199,7 +199,7 @@ def bench_new(batch: int) -> tuple[list[list[object]], list[str]]:
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None).eval()
     mobilenet = torchvision.models.mobilenet_v2(weights=None).eval()
-    side, masked_side = (112, 64) if batch == 1 else (64, 32)  # small, so a machine shared by 8 jobs can finish
+    side, masked_side = (112, 32) if batch == 1 else (64, 32)  # small, so a machine shared by 8 jobs can finish
     x = torch.randn(batch, 3, side, side)
     small = F.interpolate(x, size=(masked_side, masked_side), mode="bilinear", align_corners=False)
     with torch.no_grad():
@@ -292,7 +292,9 @@ def bench_new(batch: int) -> tuple[list[list[object]], list[str]]:
     groups[f"captum methods, {masked_side} px"] = captum_rows
     rows, notes = [], []
     for group, methods in groups.items():
-        rounds, warmup = (3, 1) if batch == 1 and group.startswith("CAMs") else (1, 0)
+        if not any(group.startswith(wanted) for wanted in only):
+            continue
+        rounds, warmup = (1, 0) if batch > 1 or group.startswith("masked") else (3, 1)
         times = time_interleaved(methods, rounds=rounds, warmup=warmup)
         print(group, times, flush=True)
         rows.append([f"**{group}**", "", ""])
@@ -308,11 +310,12 @@ def bench_new(batch: int) -> tuple[list[list[object]], list[str]]:
     return rows, notes
 
 
-def main_new() -> None:
+def main_new(batches: list[int], only: tuple[str, ...]) -> None:
+    """``--new [--batches 1 16] [--only CAMs masked captum]``."""
     setup(threads=2)
     body = []
-    for batch in (1, 16):
-        rows, notes = bench_new(batch)
+    for batch in batches:
+        rows, notes = bench_new(batch, only)
         body.append(
             f"### batch {batch}\n\n"
             + markdown_table(["method", "seconds", "fmapviz ÷ peer (the fmapviz row above)"], rows)
@@ -329,7 +332,7 @@ def main_new() -> None:
     write_section(
         "saliency_methods",
         "Saliency speed, the methods of issue 15 (batch 1 and 16)",
-        "python benchmarks/saliency.py --new",
+        "python benchmarks/saliency.py " + " ".join(sys.argv[1:]),
         intro + "\n\n" + "\n\n".join(body),
     )
 
@@ -337,12 +340,14 @@ def main_new() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--new", action="store_true", help="the methods of issue 15 (section saliency_methods)")
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 16], help="--new: batch sizes")
+    parser.add_argument("--only", nargs="+", default=["CAMs", "masked", "captum"], help="--new: row groups")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--rounds", type=int, default=7, help="interleaved rounds of the fast rows")
     parser.add_argument("--slow-rounds", type=int, default=2, help="interleaved rounds of the IG/SmoothGrad rows")
     args = parser.parse_args()
     if args.new:
-        main_new()
+        main_new(args.batches, tuple(args.only))
         return
     setup(threads=2)
     body = []
