@@ -49,7 +49,7 @@ EXPENSIVE = {
 """Methods run on the first --subset images only, with these settings (the rest keep their defaults)."""
 # randomized together per step, top first
 CASCADE = ["classifier.1", ["features.1[4-8]"], ["features.[7-9]", "features.1[0-3]"]]
-ROAD_FRACTIONS = (0.2, 0.5, 0.8)
+ROAD_FRACTIONS = [0.2, 0.5, 0.8]  # reset from the command line
 SIMILAR = 0.5  # mean Spearman correlation after the last cascade step above which a method "stays similar"
 
 
@@ -205,8 +205,10 @@ def main() -> None:
     parser.add_argument("--subset", type=int, default=16, help="images for the EXPENSIVE methods")
     parser.add_argument("--steps", type=int, default=16, help="deletion/insertion steps")
     parser.add_argument("--random-images", type=int, default=4, help="images for the randomization check")
+    parser.add_argument("--road-fractions", nargs="+", type=float, default=list(ROAD_FRACTIONS))
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    ROAD_FRACTIONS[:] = args.road_fractions
     setup(threads=2)
     os.environ.setdefault("TORCH_HOME", str(SHARED / "torch-home"))
     started = time.perf_counter()
