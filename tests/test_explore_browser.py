@@ -7,6 +7,7 @@ Without chromium or playwright these tests skip and say why (.ci/run installs bo
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,10 @@ def test_sorting_filtering_and_jumping_on_a_layer_page(site, browser):
 @real_weights
 @pytest.mark.real_weights
 @pytest.mark.slow
+@pytest.mark.skipif(
+    os.environ.get("FMAPVIZ_README_SHOTS") != "1",
+    reason="makes the README's explorer screenshots (minutes): run with FMAPVIZ_README_SHOTS=1",
+)
 def test_mobilenet_site_over_the_bundled_photos_for_the_readme(browser, mobilenet, tmp_path):
     photos = [ASSETS / name for name in ("chelsea.png", "coffee.png", "astronaut.png")]
     settings = ExploreSettings(actmax_top=4, actmax_copies=3, actmax_steps=64)
