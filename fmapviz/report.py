@@ -104,6 +104,8 @@ def hierarchy_layers(rows: Sequence[LayerInfo], depth: int = 2) -> list[str]:
 
 
 PANEL_PIXELS = 1400
+# what deleted pixels become and what insertion starts from (named on the page: AUCs depend on them)
+DELETION_SUBSTRATE, INSERTION_SUBSTRATE = "black", "blur"
 """Every panel of a page is drawn this wide, so none leaves the page half empty."""
 
 
@@ -297,13 +299,20 @@ def _page(
     with clock.stage("drawing"):
         captioned = {_saliency_title(result, scores.get(key)): result for key, result in results}
         figure = show_saliency(captioned, display, width_pixels=PANEL_PIXELS)
-        sections.append(("Saliency: what drives the top class (deletion ↓ and insertion ↑ AUC)", figure))
+        sections.append(
+            (
+                "Saliency: what drives the top class "
+                f"(AUC of deletion to {DELETION_SUBSTRATE} ↓, insertion from {INSERTION_SUBSTRATE} ↑)",
+                figure,
+            )
+        )
         stats = channel_stats(maps)
         health = show_channel_stats(stats, width_pixels=PANEL_PIXELS)
         sections.append(("Channel health: dead (never positive) and weak channels", health))
     entry: dict[str, Any] = {
         "predictions": [{"class": label, "probability": round(p, 5)} for label, p in predictions],
         "saliency_scores": scores,
+        "saliency_substrates": {"deletion": DELETION_SUBSTRATE, "insertion": INSERTION_SUBSTRATE},
         "dead_channels": {layer: stat.dead_channels for layer, stat in stats.items()},
         "weak_channels": {layer: stat.weak_channels for layer, stat in stats.items()},
     }
@@ -359,8 +368,8 @@ def _saliency_results(
     if spec.metric_steps:
         with clock.stage("model: deletion/insertion"):
             for key, result in results:
-                deleted = metrics.deletion(model, x, result, steps=spec.metric_steps)
-                inserted = metrics.insertion(model, x, result, steps=spec.metric_steps)
+                deleted = metrics.deletion(model, x, result, steps=spec.metric_steps, baseline=DELETION_SUBSTRATE)
+                inserted = metrics.insertion(model, x, result, steps=spec.metric_steps, baseline=INSERTION_SUBSTRATE)
                 scores[key] = {"deletion": float(deleted.auc[0]), "insertion": float(inserted.auc[0])}
     return results, scores
 

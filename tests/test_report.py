@@ -86,6 +86,7 @@ def test_manifest_holds_settings_layers_predictions_scores_and_dead_channels(pho
         assert [p["class"] for p in entry["predictions"]] == [f"class {int(i)}" for i in expected.indices]
         assert [p["probability"] for p in entry["predictions"]] == pytest.approx(expected.values.tolist(), abs=1e-4)
         assert set(entry["saliency_scores"]) == {"gradcam features.3", "gradient"}
+        assert entry["saliency_substrates"] == {"deletion": "black", "insertion": "blur"}
         assert all(0 <= score <= 1 for scores in entry["saliency_scores"].values() for score in scores.values())
         maps = fmapviz.feature_maps(loaded.model, image.tensor[index : index + 1], list(LAYERS))
         never_positive = {
