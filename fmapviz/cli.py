@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .progress import interrupts_are_kept
+
 
 class UsageError(Exception):
     """A command line that cannot be run as written (exit code 2)."""
@@ -308,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {_capped(str(error))}", file=sys.stderr)
         return 2
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), interrupts_are_kept():
             warnings.showwarning = _one_line_warning
             return COMMANDS[args.command].run(args)
     except UsageError as error:

@@ -6,9 +6,49 @@ or CI output gets ``report: 3/20 cat.png (4.1 s)`` lines instead of bar redraws.
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+_interrupted = threading.Event()
+
+
+@contextmanager
+def interrupts_are_kept() -> Iterator[None]:
+    """Remember a Ctrl-C as well as raising it, so that a run stops at the next stage or finished item even
+    when Python swallowed the ``KeyboardInterrupt`` (it landed in a finalizer, where exceptions are only printed).
+
+    Main thread only (elsewhere it does nothing); the previous SIGINT handler is restored on exit.
+
+    Example:
+        >>> with interrupts_are_kept():
+        ...     Progress("report", total=1, enabled=False).done("cat.png")
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        _interrupted.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    _interrupted.clear()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _interrupted.clear()
+
+
+def _stop_if_interrupted() -> None:
+    if _interrupted.is_set():
+        _interrupted.clear()
+        raise KeyboardInterrupt
 
 
 class Progress:
@@ -38,11 +78,13 @@ class Progress:
 
     def stage(self, name: str) -> None:
         """Say which stage the current item is in (shown on the bar; lines stay one per item)."""
+        _stop_if_interrupted()
         if self._bar is not None:
             self._bar.set_postfix_str(name)
 
     def done(self, item: str) -> None:
         """One item finished: advance the bar, or print one line with its time."""
+        _stop_if_interrupted()
         self.count += 1
         if self._bar is not None:
             self._bar.update(1)
