@@ -139,10 +139,15 @@ def save_pickled_model(folder: Path, module: str, path: Path) -> None:
 
 
 def test_ctrl_c_keeps_finished_pages_a_second_run_is_refused_and_the_next_run_resumes(photos, tmp_path, capsys):
-    out = tmp_path / "report"
+    out, many = tmp_path / "report", tmp_path / "many"
+    many.mkdir()  # 24 pages, so the Ctrl-C below lands before the last one even on a fast machine
+    for copy in range(4):
+        for photo in sorted(photos.iterdir()):
+            (many / f"{copy}-{photo.name}").write_bytes(photo.read_bytes())
+    photos = many
     run = cli("report", spec("batchnorm_dropout"), str(photos), "-o", str(out), "--size", "32")
     first_line = run.stderr.readline()  # one line per finished page when stderr is not a terminal
-    assert first_line.startswith("report: 1/6"), first_line + run.stderr.read()
+    assert first_line.startswith("report: 1/24"), first_line + run.stderr.read()
     # meanwhile a second report into the same folder fails at once instead of mixing manifests
     assert main(["report", spec("batchnorm_dropout"), str(photos), "-o", str(out), *QUICK_REPORT]) == 1
     assert "Another fmapviz run is writing" in capsys.readouterr().err
@@ -151,7 +156,7 @@ def test_ctrl_c_keeps_finished_pages_a_second_run_is_refused_and_the_next_run_re
     assert run.returncode == 130, rest
     manifest = strict_json(out / "manifest.json")
     done = [entry["page"] for entry in manifest["images"]]
-    assert manifest["complete"] is False and 1 <= len(done) < 6
+    assert manifest["complete"] is False and 1 <= len(done) < 24
     assert sorted(p.name for p in out.iterdir() if p.suffix == ".png") == sorted(done)  # no partial PNG
     for page in done:
         Image.open(out / page).verify()
@@ -159,7 +164,7 @@ def test_ctrl_c_keeps_finished_pages_a_second_run_is_refused_and_the_next_run_re
     assert main(["report", spec("batchnorm_dropout"), str(photos), "-o", str(out), *QUICK_REPORT]) == 0
     assert {page: (out / page).stat().st_mtime_ns for page in done} == kept  # resumed, not redone
     manifest = strict_json(out / "manifest.json")
-    assert manifest["complete"] is True and len(manifest["images"]) == 6
+    assert manifest["complete"] is True and len(manifest["images"]) == 24
     assert main(["report", spec("batchnorm_dropout"), str(photos), "-o", str(out), *QUICK_REPORT]) == 1
     assert "already exists; pass --force" in capsys.readouterr().err
 
