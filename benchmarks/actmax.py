@@ -139,7 +139,10 @@ forward pass of the final images (no random transforms, ImageNet normalization),
 {markdown_table(["evaluated at", "lucent", "fmapviz", "images where fmapviz >= lucent"], values)}
 """
     write_section(
-        "actmax", "Activation maximization vs lucent at equal work (resnet18 layer3)", "python benchmarks/actmax.py", body
+        "actmax",
+        "Activation maximization vs lucent at equal work (resnet18 layer3)",
+        "python benchmarks/actmax.py",
+        body,
     )
     print(body)
 
