@@ -28,7 +28,7 @@ from .capture import LayerSelectors, capture, feature_maps, model_guard, resolve
 from .engines.direct import ChannelStats, stats_from_running
 from .engines.similarity import StreamingCKA, pooled_features
 from .errors import FmapvizError, ModelLoadError
-from .inputs import default_transform, list_images, model_device, read_image_file
+from .inputs import default_transform, is_glob, list_images, model_device, read_image_file
 from .models import LoadedModel, load_checkpoint, load_model
 from .stats import RunningChannelStats
 
@@ -430,7 +430,7 @@ def checkpoint_files(checkpoints: str | os.PathLike | Sequence[str | os.PathLike
         text = str(item)
         if Path(text).is_file():
             files.append(text)
-        elif any(char in text for char in "*?["):
+        elif is_glob(text):
             matches = sorted(glob.glob(text), key=_natural_key)
             if not matches:
                 raise CompareError(f"No checkpoint matches '{text}'. Check the pattern.")

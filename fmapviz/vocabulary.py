@@ -28,7 +28,6 @@ from typing import Literal
 from .errors import closest_names
 
 _UNIT = re.compile(r"^(?P<layer>[^\[\]]+)\[(?P<index>[^\[\]]*)\]$")
-_MAX_LISTED = 12
 
 
 @dataclass(frozen=True)
@@ -192,13 +191,6 @@ def class_index(name: str | int, categories: Sequence[str] | None, what: str = "
 def shorten(text: str, limit: int = 200) -> str:
     """``text`` cut to ``limit`` characters with an ellipsis, for error messages that echo user input."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def listing(names: Iterable[str], limit: int = _MAX_LISTED) -> str:
-    """``a, b, c`` for error messages, at most ``limit`` names and then how many more."""
-    names = list(names)
-    shown = ", ".join(names[:limit])
-    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _integer(text: str, what: str, spec: object, kind: str = "value") -> int:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fmapviz.vocabulary import Unit, class_index, is_unit, listing, parse_channels, parse_unit
+from fmapviz.vocabulary import Unit, class_index, is_unit, parse_channels, parse_unit
 
 
 @pytest.mark.parametrize(
@@ -68,7 +68,3 @@ def test_class_names_match_case_insensitively_and_suggest():
         class_index(-1, names)
     with pytest.raises(ValueError, match="out of range"):
         class_index(3, names)
-
-
-def test_listing_caps_long_lists():
-    assert listing(map(str, range(100)), limit=3) == "0, 1, 2 and 97 more"
