@@ -11,6 +11,7 @@ Reports wall-clock time of each run, what the re-run recomputed, and the site's 
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import subprocess
@@ -21,6 +22,9 @@ from pathlib import Path
 
 from common import SHARED, markdown_table, write_section
 from PIL import Image, ImageOps
+
+from fmapviz.explore import ExploreSettings
+from fmapviz.explore.cache import MARKER
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,6 +49,12 @@ def size_mb(folder: Path) -> tuple[float, int]:
     return sum(path.stat().st_size for path in files) / 1e6, len(files)
 
 
+def stage_seconds(site: Path) -> str:
+    """The seconds of each stage of the last run, as the site's marker file records them."""
+    seconds = json.loads((site / MARKER).read_text())["seconds"]
+    return ", ".join(f"{stage} {value:.0f}" for stage, value in seconds.items())
+
+
 def main() -> None:
     samples = sorted((SHARED / "imagenet-samples").glob("*.JPEG"))
     with tempfile.TemporaryDirectory() as temporary:
@@ -54,35 +64,33 @@ def main() -> None:
             (photos / path.name).symlink_to(path)
         load = os.getloadavg()[0]
         first, first_cpu = run(photos, site)
+        first_stages = stage_seconds(site)
         first_size, first_files = size_mb(site)
         for path in samples[::10]:
             ImageOps.mirror(Image.open(path).convert("RGB")).save(photos / f"mirrored_{path.stem}.jpg", quality=90)
         before = {path: path.stat().st_mtime_ns for path in (site / "data").rglob("*") if path.is_file()}
         second, second_cpu = run(photos, site)
+        second_stages = stage_seconds(site)
         load = max(load, os.getloadavg()[0])
         after = {path: path.stat().st_mtime_ns for path in (site / "data").rglob("*") if path.is_file()}
         rewritten = sum(1 for path, stamp in after.items() if before.get(path) != stamp)
         size, files = size_mb(site)
     rows = [
-        [
-            f"{len(samples)} photos, empty site",
-            f"{first:.0f} s ({first / 60:.1f} min)",
-            f"{first_size:.1f} MB",
-            first_files,
-        ],
-        ["+10 photos, re-run", f"{second:.0f} s", f"{size:.1f} MB", files],
-    ]
+        [f"{len(samples)} photos, empty site", _minutes(first), _minutes(first_cpu), first_stages,
+         f"{first_size:.1f} MB", first_files],
+        ["+10 photos, re-run", _minutes(second), _minutes(second_cpu), second_stages, f"{size:.1f} MB", files],
+    ]  # fmt: skip
+    settings = ExploreSettings()
     body = (
         "`fmapviz explore mobilenet_v2 --weights IMAGENET1K_V1 PHOTOS --layers features.7 features.14 -o SITE` "
-        "with the default settings: scan top-16 per channel, 8 dataset crops per channel page, 5 channels explained "
-        "per layer and photo (activation x gradient), activation maximization for the 8 channels of each layer "
-        "that fire hardest, 3 images each (128 steps at 128 px), every channel (64 + 160) with its crops and "
-        "input-gradient map. The re-run adds 10 mirrored photos and rewrote "
-        f"{rewritten} of {len(after)} cached data files. The machine was shared with other helpers' jobs "
-        f"(load average up to {load:.0f} on {os.cpu_count()} cores), so wall-clock times are far above what "
-        "the same run takes alone; CPU time (the process's user + system seconds, both threads) is the "
-        "load-independent measure: alone, wall clock is at most the CPU time.\n\n"
-        + markdown_table(["run", "wall clock", "CPU time", "site size", "files"], rows)
+        f"with the default settings ({settings}): every channel (64 + 160) gets its dataset crops and "
+        "input-gradient map, every photo its prediction, Grad-CAM and explained channels, and the channels "
+        "that get activation maximization are those firing hardest plus those explained most often. "
+        f"PHOTOS: the {len(samples)} photos of ../shared/imagenet-samples; the re-run adds 10 mirrored photos and "
+        f"rewrote {rewritten} of {len(after)} cached data files. Load average before and after: {load:.1f} on "
+        f"{os.cpu_count()} cores. CPU time is the process's user + system seconds (both threads); stage seconds "
+        "are wall clock, as the site's `fmapviz-site.json` records them.\n\n"
+        + markdown_table(["run", "wall clock", "CPU time", "stages (s)", "site size", "files"], rows)
     )
     print(body)
     write_section("explore", "Explorer budget: mobilenet_v2 site over 100 photos (issue 14)",

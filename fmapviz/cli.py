@@ -76,6 +76,21 @@ def _count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def _count_or_all(minimum: int) -> Callable[[str], int | None]:
+    """A whole number, or ``all`` (None)."""
+    count = _count(minimum)
+
+    def parse(text: str) -> int | None:
+        if text.lower() == "all":
+            return None
+        if not text.strip().lstrip("-").isdigit():
+            raise _value_error(f"'{text}' is neither a whole number nor all")
+        return count(text)
+
+    parse.__name__ = "number"
+    return parse
+
+
 def shard_value(text: str) -> tuple[int, int]:
     """``"i/n"``: scan every n-th image from i."""
     index, slash, count = text.partition("/")
@@ -217,9 +232,20 @@ def _explore_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--crops", type=_count(1), default=8, help="dataset examples per channel page (default 8)")
     parser.add_argument(
-        "--actmax-top", type=_count(0), default=8, help="channels per layer with actmax images (default 8)"
+        "--actmax-top",
+        type=_count_or_all(0),
+        default=None,
+        help="channels per layer (firing hardest) with an actmax image, or all (default all)",
     )
-    parser.add_argument("--actmax-copies", type=_count(1), default=3, help="actmax images per such channel (default 3)")
+    parser.add_argument(
+        "--actmax-copies", type=_count(1), default=3, help="actmax images (seeds) per alternatives channel (default 3)"
+    )
+    parser.add_argument(
+        "--alternatives-top",
+        type=_count(0),
+        default=16,
+        help="channels per layer (firing hardest) whose pages show all the actmax copies (default 16)",
+    )
     parser.add_argument("--actmax-steps", type=_count(0), default=128, help="actmax optimization steps (default 128)")
     parser.add_argument("--actmax-size", type=_count(1), default=128, help="actmax image size (default 128)")
     parser.add_argument("--batch-size", type=_count(1), default=16, help="photos per forward pass (default 16)")
@@ -600,6 +626,7 @@ def run_explore(args: argparse.Namespace) -> int:
         method=args.method,
         actmax_top=args.actmax_top,
         actmax_copies=args.actmax_copies,
+        alternatives_top=args.alternatives_top,
         actmax_steps=args.actmax_steps,
         actmax_size=args.actmax_size,
         seed=args.seed,

@@ -82,12 +82,12 @@ class Progress:
         if self._bar is not None:
             self._bar.set_postfix_str(name)
 
-    def done(self, item: str) -> None:
-        """One item finished: advance the bar, or print one line with its time."""
+    def done(self, item: str, count: int = 1) -> None:
+        """``count`` items finished (``item`` names them): advance the bar, or print one line with the time."""
         _stop_if_interrupted()
-        self.count += 1
+        self.count += count
         if self._bar is not None:
-            self._bar.update(1)
+            self._bar.update(count)
         elif self.enabled:
             seconds = time.perf_counter() - self._started
             count = f"{self.count}/{self.total}" if self.total is not None else str(self.count)
@@ -99,3 +99,9 @@ class Progress:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -61,11 +61,9 @@ class RunningChannelStats:
         """
         if maps.ndim not in (2, 4):
             raise ValueError(f"maps must be (N,C,H,W) or (N,C), got shape {tuple(maps.shape)}.")
-        values = maps.detach().transpose(0, 1).reshape(maps.shape[1], -1).to(torch.float64)
-        if values.shape[1] == 0:
+        if maps.numel() == 0:
             return self
-        batch = _from_values(values)
-        merged = self.merge(self, batch)
+        merged = self.merge(self, _batch_stats(maps.detach()))
         for field in fields(self):
             setattr(self, field.name, getattr(merged, field.name))
         return self
@@ -156,14 +154,20 @@ class RunningChannelStats:
         return cls(**state)
 
 
-def _from_values(values: torch.Tensor) -> RunningChannelStats:
-    """Statistics of a (C, M) float64 block, computed directly."""
-    mean = values.mean(dim=1)
+def _batch_stats(maps: torch.Tensor) -> RunningChannelStats:
+    """Statistics of one (N,C,H,W) or (N,C) batch, reduced over every axis but the channels.
+
+    One float64 copy of the maps (no transposed copy, no temporaries of deviations): the mean and
+    variance are one Welford pass over it, the extremes and signs are read from the maps as they are.
+    """
+    dims = (0, 2, 3) if maps.ndim == 4 else (0,)
+    count = maps.numel() // maps.shape[1]
+    variance, mean = torch.var_mean(maps.double(), dim=dims, correction=0)
     return RunningChannelStats(
-        count=torch.tensor(values.shape[1], dtype=torch.int64, device=values.device),
+        count=torch.tensor(count, dtype=torch.int64, device=maps.device),
         total_mean=mean,
-        m2=(values - mean[:, None]).square().sum(dim=1),
-        maximum=values.amax(dim=1),
-        minimum=values.amin(dim=1),
-        positive=(values > 0).sum(dim=1),
+        m2=variance * count,
+        maximum=maps.amax(dim=dims).double(),
+        minimum=maps.amin(dim=dims).double(),
+        positive=(maps > 0).sum(dim=dims),
     )

@@ -15,6 +15,7 @@ from fmapviz.cli import main
 from fmapviz.engines.scan import ScanResult
 from fmapviz.explore import ExploreSettings
 from fmapviz.explore.build import Site
+from fmapviz.explore.cache import read_tensors
 from fmapviz.inputs import default_transform
 from fmapviz.models import LoadedModel
 
@@ -237,3 +238,26 @@ def test_torchrun_two_processes_build_the_same_site_as_one(tmp_path):
     assert [r.read_text() for r in records] == [
         r.read_text() for r in sorted((tmp_path / "one" / "data").glob("images-*/*/record.json"))
     ]
+
+
+def test_every_channel_gets_an_actmax_tile_and_the_strongest_get_alternatives(tmp_path):
+    make_photos(tmp_path / "photos", 4)
+    settings = ExploreSettings(topk=2, crops=1, least=0, explain_top=1, actmax_top=None, actmax_copies=3,
+                               alternatives_top=2, actmax_steps=1, actmax_size=16, batch_size=4)  # fmt: skip
+    index = fmapviz.explore(tiny_model(), tmp_path / "photos", ["features.3"], tmp_path / "site", settings=settings,
+                            progress=False)  # fmt: skip
+    folder = next((index.parent / "data").glob("actmax-*")) / "features.3"
+    images = sorted(path.stem for path in folder.glob("*.png"))
+    strength = ScanResult.from_state(read_tensors(next((index.parent / "data").glob("scan-*")) / "scan.pt"))
+    assert len([name for name in images if name.endswith("_0")]) == 16  # every channel has its tile
+    strongest = strength["features.3"].image_max.mean.argsort(descending=True, stable=True)[:2].tolist()
+    for copy in (1, 2):
+        assert sorted(int(name.split("_")[0]) for name in images if name.endswith(f"_{copy}")) == sorted(strongest)
+    page = (index.parent / "channels" / "features.3" / f"{strongest[0]}.html").read_text()
+    assert page.count('alt="activation maximization"') == 3
+    assert 'alt="activation maximization"' in (index.parent / "channels" / "features.3" / "7.html").read_text()
+
+
+def test_cli_actmax_top_takes_all_or_a_count(capsys):
+    assert main(["explore", "tiny.py:build", "photos/", "--layers", "0", "--actmax-top", "some"]) == 2
+    assert "'some' is neither a whole number nor all" in capsys.readouterr().err

@@ -11,6 +11,7 @@ splits the work across processes (the scan shards as :func:`fmapviz.scan` does).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
@@ -50,8 +51,9 @@ def explore(
         layers: one or many layer selectors with (N, C, H, W) outputs.
         out: the site folder. A folder that holds other files is refused unless ``force``
             (then the site is written into it; nothing is deleted).
-        settings: an :class:`ExploreSettings` (defaults: 8 activation-maximization channels per layer,
-            3 images each, 128 steps at 128 px; 5 explained channels per layer and photo).
+        settings: an :class:`ExploreSettings` (defaults: an activation-maximization image for every channel,
+            3 for the 16 of each layer that fire hardest, 128 steps at 128 px; 5 explained channels per layer
+            and photo).
         force: write into a non-empty folder that is not an explorer site.
         progress: progress bars on stderr, one per stage.
 
@@ -84,15 +86,19 @@ def explore(
     if site.rank == 0:
         claim_folder(out, force, files)
     with FolderLock(out) if site.rank == 0 else nullcontext():
-        site.run_scan()
-        site.run_images()
-        channels = site.run_channels()
-        site.run_actmax()
+        seconds, results = {}, {}
+        for stage in ("scan", "images", "channels", "actmax"):
+            started = time.perf_counter()
+            results[stage] = getattr(site, f"run_{stage}")()
+            seconds[stage] = round(time.perf_counter() - started, 1)
         if site.rank != 0:
             return out / "index.html"
-        index = Pages(site, channels).write()
+        started = time.perf_counter()
+        index = Pages(site, results["channels"]).write()
         site.remove_stale()
+        seconds["pages"] = round(time.perf_counter() - started, 1)
         description = {"format": FORMAT, "model": model.name, "weights": model.weights, **site.describe()}
+        description["seconds"] = seconds  # of this run's stages: what the cache saved shows here
         write_json(out / MARKER, description)
     return index
 

@@ -31,6 +31,7 @@ from ..layers import summary
 from ..models import LoadedModel
 from ..plot.colors import overlay
 from ..plot.saliency import saliency_overlay
+from ..progress import Progress
 from . import cache
 
 CHANNEL_BATCH = 16  # channels whose what-drives-it maps share one forward and backward pass
@@ -47,8 +48,11 @@ class ExploreSettings:
         least: least-activating photos shown on a channel page.
         explain_top: channels explained per layer on each image page.
         method: the channel attribution method (a key of :data:`fmapviz.engines.explain.ATTRIBUTIONS`).
-        actmax_top: channels per layer (those firing hardest over the data) that get activation maximization.
-        actmax_copies: images per such channel (the first is the tile, the others are alternatives).
+        actmax_top: channels per layer (those firing hardest over the data) that get an activation-maximization
+            image, the tile of their channel page; None: every channel.
+        actmax_copies: images (other seeds) shown on the channel pages of the ``alternatives_top`` channels
+            of each layer that fire hardest (the first is the tile, the others are alternatives).
+        alternatives_top: channels per layer whose pages show the ``actmax_copies`` images.
         actmax_steps, actmax_size: optimization steps and image size of activation maximization.
         seed: seed of activation maximization.
         batch_size: images per forward pass.
@@ -59,8 +63,9 @@ class ExploreSettings:
     least: int = 4
     explain_top: int = 5
     method: str = "activation_x_gradient"
-    actmax_top: int = 8
+    actmax_top: int | None = None
     actmax_copies: int = 3
+    alternatives_top: int = 16
     actmax_steps: int = 128
     actmax_size: int = 128
     seed: int = 0
@@ -72,8 +77,8 @@ class ExploreSettings:
         for name in ("topk", "crops", "explain_top", "actmax_copies", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        for name in ("least", "actmax_top", "actmax_steps"):
-            if getattr(self, name) < 0:
+        for name in ("least", "actmax_top", "alternatives_top", "actmax_steps"):
+            if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}.")
 
 
@@ -142,10 +147,9 @@ class Site:
     def folder(self, stage: str) -> Path:
         return self.out / "data" / f"{stage}-{self.keys[stage]}"
 
-    def bar(self, total: int, description: str) -> Any:
-        from tqdm.auto import tqdm
-
-        return tqdm(total=total, desc=description, unit="", disable=not self.progress or self.rank != 0, leave=True)
+    def bar(self, total: int, stage: str) -> Progress:
+        """The progress of one stage (silent on ranks other than 0)."""
+        return Progress(f"explore {stage}", total, enabled=self.progress and self.rank == 0)
 
     def mine(self, items: Sequence[Any]) -> list[Any]:
         """The part of ``items`` this process works on under torchrun (all of them otherwise)."""
@@ -177,7 +181,7 @@ class Site:
                 result = _append(result, part)
                 if self.rank == 0:
                     cache.write_tensors(path, result.to_state())
-                bar.update(len(files))
+                bar.done(f"{len(files)} photos", len(files))
         if result is None or not result.images:
             reasons = "; ".join(f"{Path(source).name}: {reason}" for source, reason in self.unreadable[:3])
             raise ImageLoadError(f"None of the {len(self.files)} photos could be read ({reasons}).")
@@ -203,7 +207,7 @@ class Site:
             for start in range(0, len(mine), self.settings.batch_size):
                 batch = mine[start : start + self.settings.batch_size]
                 self._explain_images(batch, [ids[file] for file in batch], folder)
-                bar.update(len(batch) * self.world)
+                bar.done(f"{len(batch)} photos", len(batch) * self.world)
         _barrier()
         for file in files:
             record = cache.read_json(folder / ids[file] / "record.json")
@@ -261,21 +265,24 @@ class Site:
     # ------------------------------------------------------------------------------------------ actmax
 
     def actmax_channels(self, layer: str) -> list[int]:
-        """The channels of ``layer`` that fire hardest over the data (mean of per-image maxima)."""
-        strength = self.scan_result[layer].image_max.mean
-        return strength.topk(min(self.settings.actmax_top, strength.numel())).indices.tolist()
+        """The channels of ``layer`` that get activation maximization, those firing hardest (mean of per-image
+        maxima over the data) first."""
+        order = self.scan_result[layer].image_max.mean.argsort(descending=True, stable=True).tolist()
+        return order if self.settings.actmax_top is None else order[: self.settings.actmax_top]
 
     def actmax_path(self, layer: str, channel: int, copy: int) -> Path:
         return self.folder("actmax") / safe_name(layer) / f"{channel}_{copy}.png"
 
     def run_actmax(self) -> None:
-        """Activation-maximization images (and alternatives with other seeds) for the top channels of each layer."""
+        """Activation-maximization images of the chosen channels, and alternatives (other seeds) for the
+        channels of each layer that fire hardest."""
         settings = self.settings
-        jobs = [  # (layer, copy, channels still missing)
-            (layer, copy, [c for c in self.actmax_channels(layer) if not self.actmax_path(layer, c, copy).is_file()])
-            for layer in self.layers
-            for copy in range(settings.actmax_copies)
-        ]
+        jobs = []  # (layer, copy, channels still missing)
+        for layer in self.layers:
+            chosen = self.actmax_channels(layer)
+            for copy in range(settings.actmax_copies):
+                channels = chosen if copy == 0 else chosen[: settings.alternatives_top]
+                jobs.append((layer, copy, [c for c in channels if not self.actmax_path(layer, c, copy).is_file()]))
         chunks = [(layer, copy, missing[i : i + 8]) for layer, copy, missing in jobs for i in range(0, len(missing), 8)]
         with self.bar(sum(len(channels) for *_, channels in chunks), "actmax") as bar:
             for layer, copy, channels in self.mine(chunks):
@@ -292,7 +299,7 @@ class Site:
                 )
                 for channel, image in zip(channels, result.images):
                     cache.write_picture(self.actmax_path(layer, channel, copy), _pixels(image))
-                bar.update(len(channels) * self.world)
+                bar.done(f"{layer} {len(channels)} channels", len(channels) * self.world)
         _barrier()
 
     # ------------------------------------------------------------------------------------------ channels
@@ -322,7 +329,7 @@ class Site:
         with self.bar(len(todo), "channels") as bar:
             for group in self.mine([group for group in groups if group]):
                 self._channel_examples(group)
-                bar.update(len(group) * self.world)
+                bar.done(f"{group[0][0]} {len(group)} channels", len(group) * self.world)
         _barrier()
         return {
             (layer, channel): cache.read_json(self.channel_folder(layer, channel) / "record.json") or {}

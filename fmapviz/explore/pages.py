@@ -221,7 +221,7 @@ class Pages:
             + "</div>"
             if actmax[0] is not None
             else f'<p class="note">Only the {site.settings.actmax_top} channels of each layer that fire hardest '
-            "get activation maximization (--actmax-top).</p>"
+            "get activation maximization (--actmax-top N or all).</p>"
         )
         folder = site.channel_folder(layer, channel)
         crops = "".join(
