@@ -16,6 +16,7 @@ itself, so no parameter gradient is computed), and captum's IG and SmoothGrad wi
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import warnings
 
@@ -23,10 +24,11 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from captum.attr import IntegratedGradients, LayerGradCam, NoiseTunnel, Saliency
-from common import markdown_table, setup, time_interleaved, write_section
+from common import SHARED, markdown_table, setup, time_interleaved, write_section
 
 import fmapviz
 from fmapviz.capture import model_guard
+from fmapviz.inputs import default_transform
 
 warnings.filterwarnings("ignore")
 
@@ -190,6 +192,76 @@ def torchcam_peer(kind: str, model, layer: str, x, classes, **settings):
     return run
 
 
+def masked_group(batch: int) -> dict[str, dict]:
+    """Score-CAM and Ablation-CAM on mobilenet_v2 (real weights when cached), each with its peers' batch setting.
+
+    Batch 1: 224 px, features.18 (1280 channels, 1280 masked forwards per image); batch 16: 112 px,
+    features.14 (160 channels), so the peers finish. Also checks the outputs are equal.
+    """
+    try:
+        model = fmapviz.load_model("mobilenet_v2", weights="IMAGENET1K_V1").model
+        weights = "IMAGENET1K_V1"
+    except fmapviz.FmapvizError:
+        model, weights = torchvision.models.mobilenet_v2(weights=None).eval(), "random weights"
+    side, layer = (224, "features.18") if batch == 1 else (112, "features.14")
+    photos = sorted((SHARED / "imagenet-samples").glob("*.JPEG"))[:batch]
+    if len(photos) == batch:
+        transform = default_transform(side, resize=side)
+        x = fmapviz.load_image([str(p) for p in photos], transform).tensor
+    else:
+        x = torch.randn(batch, 3, side, side)
+    with torch.no_grad():
+        classes = model(x).argmax(1)
+    module = model.get_submodule(layer)
+    channels = _channels(model, layer, x)
+
+    def ours(method: str, **options):
+        return lambda: fmapviz.saliency(model, x, method, target=classes, layers=layer, **options)
+
+    equal = _max_difference(
+        fmapviz.saliency(model, x, "scorecam", target=classes, layers=layer, batch_size=16).maps[:, 0],
+        _grad_cam_maps("ScoreCAM", model, module, x, classes),
+    )
+    title = f"masked forwards: mobilenet_v2 ({weights}), {side} px, {layer} ({channels} channels)"
+    EQUALITY[title] = equal
+    return {
+        title: {
+            "fmapviz scorecam (batch_size=16)": ours("scorecam", batch_size=16),
+            "pytorch-grad-cam ScoreCAM (its batch 16)": grad_cam_peer("ScoreCAM", model, module, x, classes),
+            "torchcam ScoreCAM (its batch 32) + upsample": torchcam_peer("ScoreCAM", model, layer, x, classes),
+            "fmapviz scorecam top=64 (no peer has a budget)": ours("scorecam", batch_size=16, top=64),
+            "fmapviz ablationcam (batch_size=32)": ours("ablationcam", batch_size=32),
+            "pytorch-grad-cam AblationCAM (its batch 32)": grad_cam_peer("AblationCAM", model, module, x, classes),
+        }
+    }
+
+
+EQUALITY: dict[str, float] = {}  # masked group -> max |fmapviz - pytorch-grad-cam| of normalized Score-CAM maps
+
+
+def _channels(model, layer: str, x: torch.Tensor) -> int:
+    return fmapviz.feature_maps(model, x[:1], [layer])[layer].shape[1]
+
+
+def _grad_cam_maps(kind: str, model, module, x, classes) -> torch.Tensor:
+    import pytorch_grad_cam
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    with getattr(pytorch_grad_cam, kind)(model=model, target_layers=[module]) as cam:
+        return torch.from_numpy(cam(input_tensor=x, targets=[ClassifierOutputTarget(int(c)) for c in classes]))
+
+
+def _max_difference(ours: torch.Tensor, theirs: torch.Tensor) -> float:
+    """Max |a - b| of each image's map scaled to [0, 1] (the peers' own normalization)."""
+
+    def scaled(maps: torch.Tensor) -> torch.Tensor:
+        flat = maps.flatten(1).double()
+        low = flat.amin(1, keepdim=True)
+        return (flat - low) / (flat.amax(1, keepdim=True) - low + 1e-7)
+
+    return float((scaled(ours) - scaled(theirs)).abs().max())
+
+
 def bench_new(batch: int, only: tuple[str, ...] = ("CAMs", "masked", "captum")) -> tuple[list[list[object]], list[str]]:
     """The issue-15 methods against pytorch-grad-cam, torchcam and direct captum calls, interleaved."""
     import captum.attr as attr
@@ -231,25 +303,14 @@ def bench_new(batch: int, only: tuple[str, ...] = ("CAMs", "masked", "captum")) 
             "pytorch-grad-cam GradCAM aug_smooth": grad_cam_peer("GradCAM", model, layer4, x, classes, aug_smooth=True),
             "fmapviz fullgrad": ours("fullgrad"),
             "pytorch-grad-cam FullGrad": grad_cam_peer("FullGrad", model, layer4, x, classes),
-            "fmapviz smoothgrad_campp (4 samples)": ours("smoothgrad_campp"),
+            f"fmapviz smoothgrad_campp (4 samples, chunks of {batch} rows like torchcam)": ours(
+                "smoothgrad_campp", batch_size=batch
+            ),
             "torchcam SmoothGradCAMpp (4 samples) + upsample": torchcam_peer(
                 "SmoothGradCAMpp", model, "layer4", x, classes
             ),
         },
-        f"masked forwards, {masked_side} px, layer4 (512 channels)": {
-            "fmapviz scorecam (batch_size=32)": ours("scorecam", small, small_classes, batch_size=32),
-            "pytorch-grad-cam ScoreCAM (its batch 16)": grad_cam_peer("ScoreCAM", model, layer4, small, small_classes),
-            "torchcam ScoreCAM (its batch 32) + upsample": torchcam_peer(
-                "ScoreCAM", model, "layer4", small, small_classes
-            ),
-            "fmapviz scorecam top=64 (no peer has a budget)": ours(
-                "scorecam", small, small_classes, batch_size=32, top=64
-            ),
-            "fmapviz ablationcam (batch_size=32)": ours("ablationcam", small, small_classes, batch_size=32),
-            "pytorch-grad-cam AblationCAM (its batch 32)": grad_cam_peer(
-                "AblationCAM", model, layer4, small, small_classes
-            ),
-        },
+        **masked_group(batch),
     }
     patch = 16
     mask = patch_mask(masked_side, masked_side, patch)
@@ -294,7 +355,7 @@ def bench_new(batch: int, only: tuple[str, ...] = ("CAMs", "masked", "captum")) 
     for group, methods in groups.items():
         if not any(group.startswith(wanted) for wanted in only):
             continue
-        rounds, warmup = (1, 0) if batch > 1 or group.startswith("masked") else (3, 1)
+        rounds, warmup = (3, 0) if group.startswith("masked") else (3, 1)
         times = time_interleaved(methods, rounds=rounds, warmup=warmup)
         print(group, times, flush=True)
         rows.append([f"**{group}**", "", ""])
@@ -307,6 +368,11 @@ def bench_new(batch: int, only: tuple[str, ...] = ("CAMs", "masked", "captum")) 
                 notes.append(f"Score-CAM top=64 takes {seconds / peer:.2f}x pytorch-grad-cam's full ScoreCAM.")
             rows.append([name, f"{seconds:.3f}", ratio])
         notes.append(f"{group}: median of {rounds} interleaved round(s), {warmup} warm-up.")
+        if group in EQUALITY:
+            notes.append(
+                "Equal output: Score-CAM maps of fmapviz and pytorch-grad-cam, each scaled to [0, 1], differ by "
+                f"at most {EQUALITY[group]:.1e}."
+            )
     return rows, notes
 
 
@@ -326,8 +392,9 @@ def main_new(batches: list[int], only: tuple[str, ...]) -> None:
         "resnet18 (deeplift: mobilenet_v2; torchvision's ResNet reuses its ReLUs, which captum's DeepLift refuses), "
         "random weights, 2 threads, explicit class targets (each image's top class), every method as a user calls "
         "it (hooks set up per call). CAM rows on layer4 include the upsample to the input. The last column is "
-        "fmapviz's time divided by the peer's (below 1: fmapviz is faster). The machine was shared with other "
-        "jobs; rows of one group were interleaved so load hits them alike."
+        "fmapviz's time divided by the peer's (below 1: fmapviz is faster). The masked-forward rows use "
+        "mobilenet_v2 on ImageNet photos (see the group title). Rows of one group are interleaved so load hits "
+        f"them alike; load average at the start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores."
     )
     write_section(
         "saliency_methods",

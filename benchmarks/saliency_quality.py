@@ -39,7 +39,7 @@ LAYER = "features.18"
 EXPENSIVE = {
     "integrated_gradients": {"steps": 16},
     "smoothgrad": {"samples": 10},
-    "scorecam": {"top": 64},
+    "scorecam": {},
     "smoothgrad_campp": {},
     "occlusion": {"patch": 32, "stride": 32},
     "feature_ablation": {"patch": 32},

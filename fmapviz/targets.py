@@ -50,6 +50,8 @@ class BoxScoreTarget:
         labels: ``(M,)`` class labels of ``boxes`` (or a list, one tensor per image).
         iou_threshold: the smallest IoU at which a detection counts as the same object.
         add_iou: add the IoU of each matching detection to its score.
+        per_box: one score per reference box, ``(N, M)``, so one call gives one map per box from one
+            forward pass (every image needs the same number of boxes); else one score per image, the sum.
 
     Raises:
         ValueError: (when called) no detection in any image matches a reference box; lower the
@@ -67,13 +69,20 @@ class BoxScoreTarget:
     """
 
     raw_output: ClassVar[bool] = True
-    label = "box score"
 
-    def __init__(self, boxes: BoxesLike, labels: BoxesLike, iou_threshold: float = 0.5, add_iou: bool = False) -> None:
+    def __init__(
+        self,
+        boxes: BoxesLike,
+        labels: BoxesLike,
+        iou_threshold: float = 0.5,
+        add_iou: bool = False,
+        per_box: bool = False,
+    ) -> None:
         if not 0 <= iou_threshold <= 1:
             raise ValueError(f"iou_threshold must be in [0, 1], got {iou_threshold}.")
         self.boxes, self.labels = boxes, labels
-        self.iou_threshold, self.add_iou = iou_threshold, add_iou
+        self.iou_threshold, self.add_iou, self.per_box = iou_threshold, add_iou, per_box
+        self.label = "box scores" if per_box else "box score"
 
     def __call__(self, output: Any) -> torch.Tensor:
         from torchvision.ops import box_iou
@@ -95,12 +104,17 @@ class BoxScoreTarget:
             match = (ious >= self.iou_threshold) & (reference_labels[:, None] == found["labels"][None, :])
             matched += int(match.sum())
             per_match = found["scores"][None, :] + (ious if self.add_iou else 0)
-            scores.append((per_match * match).sum())
+            scores.append((per_match * match).sum(1))  # (M,): each reference box's matches
         if matched == 0:
             raise ValueError(
                 f"No detection matches the reference boxes (same label, IoU >= {self.iou_threshold}). Lower the "
                 "model's box_score_thresh (e.g. model.roi_heads.score_thresh = 0.0) or iou_threshold."
             )
+        if not self.per_box:
+            return torch.stack([score.sum() for score in scores])
+        if len({score.shape[0] for score in scores}) > 1:
+            counts = [score.shape[0] for score in scores]
+            raise ValueError(f"per_box=True needs the same number of boxes for every image; got {counts}.")
         return torch.stack(scores)
 
 

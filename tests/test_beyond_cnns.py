@@ -300,6 +300,44 @@ def test_gradcam_with_box_score_target_on_the_fpn_backbone(detector, photo224):
     assert_same_state(before, model_state(detector))
 
 
+def test_per_box_target_gives_one_map_per_box_from_one_forward(detector, photo224):
+    with torch.no_grad():
+        found = detector(photo224)[0]
+    boxes, labels = found["boxes"][:3], found["labels"][:3]
+    forwards = []
+    handle = detector.backbone.register_forward_hook(lambda *args: forwards.append(1))
+    try:
+        together = fmapviz.saliency(
+            detector, photo224, "gradcam", target=BoxScoreTarget(boxes, labels, per_box=True), layers="backbone"
+        )
+    finally:
+        handle.remove()
+    assert len(forwards) == 1 and together.maps.shape == (1, 3, 224, 224)
+    for box in range(3):
+        alone = BoxScoreTarget(boxes[box : box + 1], labels[box : box + 1])
+        single = fmapviz.saliency(detector, photo224, "gradcam", target=alone, layers="backbone")
+        torch.testing.assert_close(together.maps[:, box], single.maps[:, 0], rtol=1e-5, atol=1e-6)
+    assert hook_count(detector) == 0
+
+
+def test_callable_targets_with_several_columns_work_for_captum_methods_too():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5))
+    x = torch.randn(2, 3, 12, 12)
+
+    def two_logits(output: torch.Tensor) -> torch.Tensor:
+        return output[:, [1, 3]]
+
+    for method in ("gradient", "integrated_gradients", "occlusion"):
+        options = {"patch": 4} if method == "occlusion" else {}
+        both = fmapviz.saliency(model, x, method, target=two_logits, **options)
+        classes = fmapviz.saliency(model, x, method, target=[[1, 3]], **options)
+        assert both.maps.shape == (2, 2, 12, 12), method
+        torch.testing.assert_close(both.maps, classes.maps, rtol=1e-5, atol=1e-6, msg=method)
+    with pytest.raises(ValueError, match=r"shape \(2,\), or K scores per image"):
+        fmapviz.saliency(model, x, "gradient", target=lambda output: output[:, :2, None])
+
+
 def test_automatic_layer_for_a_detector_is_the_backbone(detector, photo224):
     with torch.no_grad():
         found = detector(photo224)[0]

@@ -411,3 +411,40 @@ def test_cli_lists_every_method_with_its_description_and_suggests_the_closest(ca
         assert line.split()[0] == name and line.endswith(entry.description)
     assert main(["saliency", "resnet18", "cat.png", "--method", "scorcam"]) == 2
     assert "unknown saliency method 'scorcam'; closest: scorecam" in capsys.readouterr().err
+
+
+@real_weights
+def test_grad_cam_plus_plus_differs_from_each_peer_only_by_its_written_definition(mobilenet, photos):
+    """Grad-CAM++ (Chattopadhay et al., 2018, eq. 19): alpha = g² / (2g² + sum(A) g³), w = sum(alpha relu(g)).
+
+    fmapviz divides exactly. pytorch-grad-cam adds 1e-6 to the denominator, which matters where it is
+    near zero: at features.7 of mobilenet_v2 (a linear bottleneck, so sum(A) can be negative) some
+    positions with g > 0 have 2 + sum(A) g <= 0. torchcam's alpha is g² (its in-place division acts on
+    a boolean-masked copy). Each peer is reproduced to 1e-4 by fmapviz's formula with its variant.
+    """
+    from torchcam.methods import GradCAMpp
+
+    model, layer = mobilenet.model, "features.7"
+    classes = [int(c) for c in model(photos).topk(10, 1).indices[:, 9]]
+    with fmapviz.capture(model, layer, keep_grad=True) as maps:
+        scores = model(photos)
+    activation = maps[layer]
+    grad = torch.autograd.grad(scores.gather(1, torch.tensor(classes)[:, None]).sum(), activation)[0]
+    activation = activation.detach()
+
+    def cam(alpha: torch.Tensor) -> torch.Tensor:
+        weights = (alpha * grad.clamp(min=0)).sum((2, 3), keepdim=True)
+        low = (weights * activation).sum(1).clamp(min=0)[:, None]
+        return normalized(F.interpolate(low, size=photos.shape[-2:], mode="bilinear", align_corners=False)[:, 0])
+
+    denominator = 2 * grad.pow(2) + activation.sum((2, 3), keepdim=True) * grad.pow(3)
+    paper = cam(grad.pow(2) / torch.where(denominator != 0, denominator, torch.ones_like(denominator)))
+    assert (ours(model, photos, "gradcam++", layer, classes) - paper).abs().max() <= TOLERANCE
+    assert ((denominator <= 0) & (grad > 0)).any()  # where the epsilon changes alpha most
+    with_epsilon = cam(torch.where(grad != 0, grad.pow(2) / (denominator + 1e-6), torch.zeros_like(grad)))
+    peer = normalized(grad_cam_peer("GradCAMPlusPlus", model, layer, photos, classes))
+    assert (peer - with_epsilon).abs().max() <= TOLERANCE
+    with GradCAMpp(model, layer) as extractor:
+        torchcam_map = extractor(classes, model(photos))[0]
+    torchcam_map = F.interpolate(torchcam_map[:, None], size=photos.shape[-2:], mode="bilinear", align_corners=False)
+    assert (normalized(torchcam_map[:, 0]) - cam(grad.pow(2))).abs().max() <= TOLERANCE

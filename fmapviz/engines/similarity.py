@@ -117,19 +117,20 @@ class StreamingCKA:
         shifted = {name: (value.double() - self.shifts[name]).to(dtype) for name, value in values.items()}
         for name, value in shifted.items():
             self._add(self.sums, name, value.sum(dim=0, dtype=torch.float64))
-            self._add(self.squares, name, (value.T @ value).double())
+            self._add(self.squares, name, value.T @ value)
         for a, partners in self.partners.items():
             right = torch.cat([shifted[b] for b in partners], dim=1)
-            self._add(self.cross, a, (shifted[a].T @ right).double())
+            self._add(self.cross, a, shifted[a].T @ right)
         self.count += len(next(iter(values.values())))
         return self
 
     @staticmethod
     def _add(store: dict[str, torch.Tensor], name: str, value: torch.Tensor) -> None:
+        """Add ``value`` into the float64 sum ``store[name]`` in place (no float64 copy of each product)."""
         if name in store:
-            store[name] += value
+            store[name].add_(value)
         else:
-            store[name] = value
+            store[name] = value.double()
 
     def _centred(self, a: str, b: str, raw: torch.Tensor) -> torch.Tensor:
         """Co-moment around the means from sums around the shifts: raw − (Σa)(Σb)ᵀ / n."""

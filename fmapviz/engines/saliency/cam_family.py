@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...capture import call_number, layer_keys, module_name
+from ..inference import channels_last, inference_copy
 from .pipeline import Job, upsampled_maps
 from .result import Attribution
 
@@ -299,14 +301,35 @@ def reduce_channels(weighted: torch.Tensor, job: Job) -> torch.Tensor:
     return eigen_projection(weighted) if "eigen" in (job.options.get("smooth") or "") else weighted.sum(1)
 
 
-def _scorer(job: Job) -> Scorer:
-    """Score ``(B, K)`` target columns of an expanded batch (no gradient), rows mapped to images for class targets."""
+def _scorer(job: Job, folded: bool = False) -> Scorer:
+    """Score ``(B, K)`` target columns of an expanded batch (no gradient), rows mapped to images for class targets.
+
+    ``folded``: score on :func:`~fmapviz.engines.inference.inference_copy` of the model with
+    channels-last batches (the same scores to float rounding, several times faster), for output
+    targets (a unit target's layer is read by a hook on the model itself). A model that cannot
+    take channels-last batches (a ``view`` of a conv output) is then given contiguous ones.
+    """
+    scoring = job
+    if folded and job.target.unit is None:
+        job.class_indices()  # top-k classes are chosen by the model itself
+        scoring = replace(job, model=inference_copy(job.model))
+    layout = [channels_last if folded else _as_is]
 
     def run(inputs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        _, _, scores = job.forward_scores(inputs, rows=rows)
+        try:
+            _, _, scores = scoring.forward_scores(layout[0](inputs), rows=rows)
+        except RuntimeError:
+            if layout[0] is _as_is:
+                raise
+            layout[0] = _as_is
+            return run(inputs, rows)
         return torch.stack(scores, 1)
 
     return run
+
+
+def _as_is(x: torch.Tensor) -> torch.Tensor:
+    return x
 
 
 def _layer_activations(job: Job) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -334,7 +357,7 @@ def _weighted_maps(job: Job, activation: torch.Tensor, weights: torch.Tensor) ->
 def score_cam(job: Job) -> Attribution:
     """Score-CAM (Wang et al., 2020): channels weighted by the score of the input masked by each channel."""
     activations, _ = _layer_activations(job)
-    run = _scorer(job)
+    run = _scorer(job, folded=True)
     maps = {
         key: _weighted_maps(
             job, activation, score_cam_weights(job.x, activation, run, job.batch_size, job.options["top"])

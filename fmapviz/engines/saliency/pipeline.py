@@ -89,7 +89,7 @@ class Job:
         return self.indices
 
     def score_function(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """A captum ``forward_func``: logits for class targets, one score per row otherwise."""
+        """A captum ``forward_func``: logits for class targets, else one score (or a callable's K) per row."""
         unit = self.target.unit
         if unit is not None:
 
@@ -104,10 +104,26 @@ class Job:
             return lambda inputs: check_scores(score(self.output(self.model(inputs))), inputs.shape[0])
         return lambda inputs: output_tensor(self.model(inputs))
 
-    def per_target(self, attribute: Callable[[torch.Tensor | None], Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Call ``attribute(class_column_or_None)`` per target column; stack (N, K, ...) results (and deltas)."""
+    def score_columns(self) -> int:
+        """How many scores per image a callable target gives (one gradient-free forward), else 1."""
+        if self.target.score is None:
+            return 1
+        with torch.no_grad():
+            scores = check_scores(self.target.score(self.output(self.model(self.x))), self.x.shape[0])
+        return 1 if scores.dim() == 1 else scores.shape[1]
+
+    def per_target(self, attribute: Callable[[Any], Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Call ``attribute(column)`` per target column; stack (N, K, ...) results (and deltas).
+
+        ``column`` is captum's ``target``: a ``(N,)`` class column, a column index of a callable
+        target's ``(N, K)`` scores, or None (one score per image).
+        """
         indices = self.class_indices()
-        columns = [None] if indices is None else [indices[:, k] for k in range(indices.shape[1])]
+        if indices is not None:
+            columns: list[Any] = [indices[:, k] for k in range(indices.shape[1])]
+        else:
+            count = self.score_columns()
+            columns = [None] if count == 1 else list(range(count))
         results = [attribute(column) for column in columns]
         if isinstance(results[0], tuple):
             attributions = torch.stack([r[0] for r in results], 1)

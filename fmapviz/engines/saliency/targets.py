@@ -3,7 +3,8 @@
 Targets (the ``target`` argument, explained here once for every function that takes one):
 
 * ``"top"``: the highest-scoring class of each image; ``"top:3"``: the three best, one map each.
-* an ``int``: that class index for every image; a list or 1-D tensor of ints: one class per image.
+* an ``int``: that class index for every image; a list or 1-D tensor of ints: one class per image;
+  a 2-D ``(1, K)`` or ``(N, K)`` tensor or nested list: K classes per image, K maps from one forward.
 * a ``str``: a class name, looked up case-insensitively in ``categories`` (e.g.
   ``LoadedModel.categories``) with :func:`fmapviz.vocabulary.class_index`; a miss lists the closest.
 * a **unit** (:mod:`fmapviz.vocabulary`): ``"features.10[17]"`` or ``fmapviz.Unit("features.10", 17)``
@@ -11,8 +12,8 @@ Targets (the ``target`` argument, explained here once for every function that ta
   feature map; ``"features.10[17,7,7]"`` is the neuron at row 7, column 7, ``"features.10[17,center]"``
   the one in the middle of the map. A module that runs more than once is read at its last call unless
   the layer names one (``"layer4.1.relu#1[5]"``), as everywhere a layer is named.
-* a callable ``fn(output) -> (N,) tensor``: any score computed from the model output (the output
-  passes through :func:`fmapviz.outputs.output_tensor` first, unless the callable has
+* a callable ``fn(output) -> (N,) or (N, K) tensor``: any score (or K scores, one map each) computed
+  from the model output (the output passes through :func:`fmapviz.outputs.output_tensor` first, unless the callable has
   ``raw_output = True``: then it gets the model's output as returned, e.g. a detection model's list
   of dicts). :mod:`fmapviz.targets` has ready-made ones: ``BoxScoreTarget`` for detection models and
   ``MaskTarget`` for segmentation models. Methods that run expanded batches (SmoothGrad samples,
@@ -41,7 +42,7 @@ class Target:
     """A parsed target: class indices (fixed or top-k), a score function, or a unit of a layer."""
 
     label: str
-    classes: torch.Tensor | None = None  # (1, 1) or (N, 1) fixed class indices
+    classes: torch.Tensor | None = None  # (1, K) or (N, K) fixed class indices
     top: int = 0
     score: Callable[[Any], torch.Tensor] | None = None
     unit: Unit | None = None
@@ -70,7 +71,7 @@ class Target:
         return classes
 
     def expanded_classes(self, batch: int, device: torch.device) -> torch.Tensor:
-        """``(N, 1)`` fixed class indices for a batch of ``batch`` images."""
+        """``(N, K)`` fixed class indices for a batch of ``batch`` images."""
         if self.classes.shape[0] not in (1, batch):
             raise ValueError(f"Got {self.classes.shape[0]} per-image class targets for a batch of {batch} images.")
         return self.classes.to(device).expand(batch, -1)
@@ -82,7 +83,7 @@ class Target:
         if self.unit is not None:
             return [unit_score(maps, self.unit)]
         if self.score is not None:
-            return [check_scores(self.score(output), rows)]
+            return score_columns(check_scores(self.score(output), rows))
         return [output.gather(1, indices[:, k : k + 1]).squeeze(1) for k in range(indices.shape[1])]
 
 
@@ -113,11 +114,24 @@ def unit_score(maps: Mapping[str, torch.Tensor], unit: Unit) -> torch.Tensor:
 
 
 def check_scores(scores: torch.Tensor, rows: int) -> torch.Tensor:
-    """``scores`` if it is one score per row, else a ValueError saying the shape expected."""
-    if not isinstance(scores, torch.Tensor) or scores.shape != (rows,):
+    """``scores`` if it is one score per row ``(rows,)`` or K per row ``(rows, K)``, else a ValueError saying so."""
+    if (
+        not isinstance(scores, torch.Tensor)
+        or scores.dim() not in (1, 2)
+        or scores.shape[0] != rows
+        or scores.numel() == 0
+    ):
         shape = tuple(scores.shape) if isinstance(scores, torch.Tensor) else type(scores).__name__
-        raise ValueError(f"A callable target must return one score per image, shape ({rows},); got {shape}.")
+        raise ValueError(
+            f"A callable target must return one score per image, shape ({rows},), or K scores per image "
+            f"(one map each), shape ({rows}, K); got {shape}."
+        )
     return scores
+
+
+def score_columns(scores: torch.Tensor) -> list[torch.Tensor]:
+    """The ``(rows,)`` target columns of checked scores: one, or K of a ``(rows, K)`` callable's output."""
+    return [scores] if scores.dim() == 1 else list(scores.unbind(1))
 
 
 TARGET_FORMS = (
@@ -154,8 +168,10 @@ def parse_target(target: TargetSpec, categories: Sequence[str] | None = None) ->
             f"target=({target[0]!r}, {target[1]}) is the old form of a unit; write '{target[0]}[{target[1]}]'."
         )
     if isinstance(target, (list, torch.Tensor)):
-        classes = torch.as_tensor(target, dtype=torch.long).reshape(-1, 1)
-        return Target(label="per-image classes", classes=classes)
+        classes = torch.as_tensor(target, dtype=torch.long)
+        if classes.dim() == 2:  # (1, K) for every image or (N, K): K maps per image from one forward
+            return Target(label="classes", classes=classes)
+        return Target(label="per-image classes", classes=classes.reshape(-1, 1))
     if callable(target):
         label = getattr(target, "label", None) or getattr(target, "__name__", type(target).__name__)
         return Target(label=label, score=target, raw=bool(getattr(target, "raw_output", False)))
