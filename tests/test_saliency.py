@@ -210,7 +210,9 @@ def test_per_image_and_callable_targets(tiny_cnn):
     by_callable = saliency(tiny_cnn, x, "gradient", target=lambda out: out[torch.arange(2), torch.tensor([1, 3])])
     torch.testing.assert_close(per_image.maps, by_callable.maps)
     with pytest.raises(ValueError, match="one score per image"):
-        saliency(tiny_cnn, x, "gradient", target=lambda out: out)
+        saliency(tiny_cnn, x, "gradient", target=lambda out: out[:1, 0])  # one row for two images
+    every_logit = saliency(tiny_cnn, x, "gradient", target=lambda out: out)  # (N, 4): one map per column
+    assert every_logit.maps.shape[:2] == (2, 4)
 
 
 def test_unit_target_is_gradient_of_channel_mean(tiny_cnn):
