@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .capture import model_guard
+from .engines.inference import fast_forward
 from .outputs import output_tensor
 
 NEIGHBOUR_WEIGHTS = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]])
@@ -49,11 +50,12 @@ def _maps_and_classes(maps: Any, target: Any, batch: int) -> tuple[torch.Tensor,
 
 
 def _class_scores(
-    model: nn.Module, x: torch.Tensor, classes: torch.Tensor, score: str, batch_size: int
+    forward: nn.Module, x: torch.Tensor, classes: torch.Tensor, score: str, batch_size: int
 ) -> torch.Tensor:
+    """Each row's class score (logit or probability), the model run through ``forward`` in batches."""
     rows = []
     for first in range(0, x.shape[0], batch_size):
-        output = output_tensor(model(x[first : first + batch_size]))
+        output = output_tensor(forward(x[first : first + batch_size]))
         output = output.softmax(1) if score == "probability" else output
         rows.append(output.gather(1, classes[first : first + batch_size, None])[:, 0])
     return torch.cat(rows)
@@ -209,7 +211,8 @@ def road(
     levels = torch.tensor([1 - f for f in fractions], device=x.device, dtype=torch.float32)
     curves = {}
     with torch.no_grad(), model_guard(model):
-        baseline = _class_scores(model, x, classes, score, batch_size)
+        forward = fast_forward(model)
+        baseline = _class_scores(forward, x, classes, score, batch_size)
         for order, signed in (("morf", maps), ("lerf", -maps)):
             flat = signed.flatten(1)
             thresholds = torch.quantile(flat, levels, dim=1).T  # (N, P)
@@ -222,7 +225,7 @@ def road(
                 jitter = torch.randn(filled.shape, generator=generator, device=x.device, dtype=x.dtype) * noise
                 filled = filled + jitter * removed.reshape(-1, 1, *x.shape[-2:])
             rows = classes.repeat_interleave(len(fractions))
-            curves[order] = _class_scores(model, filled, rows, score, batch_size).reshape(x.shape[0], -1)
+            curves[order] = _class_scores(forward, filled, rows, score, batch_size).reshape(x.shape[0], -1)
     morf, lerf = curves["morf"], curves["lerf"]
     return RoadResult(torch.tensor(list(fractions)), morf, lerf, (lerf.mean(1) - morf.mean(1)) / 2, baseline)
 
@@ -283,8 +286,9 @@ def average_drop_increase(
     low = maps.flatten(1).amin(1)[:, None, None]
     scaled = (maps - low) / (maps.flatten(1).amax(1)[:, None, None] - low + 1e-8)
     with torch.no_grad(), model_guard(model):
-        probability = _class_scores(model, x, classes, "probability", batch_size)
-        masked = _class_scores(model, scaled[:, None].to(x.dtype) * x, classes, "probability", batch_size)
+        forward = fast_forward(model)
+        probability = _class_scores(forward, x, classes, "probability", batch_size)
+        masked = _class_scores(forward, scaled[:, None].to(x.dtype) * x, classes, "probability", batch_size)
     return ConfidenceChange(
         (probability - masked).clamp(min=0) / probability, masked > probability, probability, masked
     )

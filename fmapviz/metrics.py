@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from .capture import LayerSelector, model_guard, resolve_layers
+from .engines.inference import fast_forward
 from .engines.saliency import SaliencyResult, View, make_baseline, saliency
 from .outputs import output_tensor
 
@@ -97,12 +98,13 @@ def _perturbation_curve(
     rank.scatter_(1, order, torch.arange(pixels, device=x.device).expand_as(order))
     scores = torch.empty(x.shape[0], steps + 1, device=x.device)
     with torch.no_grad(), model_guard(model):
+        forward = fast_forward(model)
         for image in range(x.shape[0]):
             changed = (rank[image][None] < counts[:, None]).reshape(steps + 1, 1, *x.shape[-2:]).to(x.dtype)
             start, end = (x[image], reference[image]) if mode == "deletion" else (reference[image], x[image])
             for first in range(0, steps + 1, batch_size):
                 mask = changed[first : first + batch_size]
-                probabilities = output_tensor(model(start * (1 - mask) + end * mask)).softmax(1)
+                probabilities = output_tensor(forward(start * (1 - mask) + end * mask)).softmax(1)
                 scores[image, first : first + batch_size] = probabilities[:, classes[image]]
     fractions = counts.to(scores.dtype) / pixels
     name = baseline if isinstance(baseline, str) else "tensor"

@@ -90,3 +90,26 @@ def test_the_copy_is_reused_until_the_weights_change():
         model.layer1[0].bn1.running_mean.fill_(0.5)  # a buffer changes what folding gives
         assert inference_copy(model) is not changed
         torch.testing.assert_close(inference_copy(model)(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_a_flag_the_forward_reads_makes_a_new_copy():
+    model = with_running_statistics(Branchy())
+    model.scale = 1.0
+    original_forward = Branchy.forward
+
+    def forward(self, x):
+        return original_forward(self, x) * self.scale
+
+    model.forward = forward.__get__(model)
+    first = inference_copy(model)
+    model.scale = 3.0
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        torch.testing.assert_close(inference_copy(model)(x), model(x), rtol=1e-5, atol=1e-5)
+    assert inference_copy(model) is not first
+
+
+def test_an_untraceable_model_without_foldable_pairs_is_not_copied():
+    model = Branchy().eval()
+    model.stem = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
+    assert inference_copy(model) is model

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...capture import call_number, layer_keys, module_name
-from ..inference import channels_last, inference_copy
+from ..inference import fast_forward
 from .pipeline import Job, upsampled_maps
 from .result import Attribution
 
@@ -301,35 +301,23 @@ def reduce_channels(weighted: torch.Tensor, job: Job) -> torch.Tensor:
     return eigen_projection(weighted) if "eigen" in (job.options.get("smooth") or "") else weighted.sum(1)
 
 
-def _scorer(job: Job, folded: bool = False) -> Scorer:
+def _scorer(job: Job, fast: bool = False) -> Scorer:
     """Score ``(B, K)`` target columns of an expanded batch (no gradient), rows mapped to images for class targets.
 
-    ``folded``: score on :func:`~fmapviz.engines.inference.inference_copy` of the model with
-    channels-last batches (the same scores to float rounding, several times faster), for output
-    targets (a unit target's layer is read by a hook on the model itself). A model that cannot
-    take channels-last batches (a ``view`` of a conv output) is then given contiguous ones.
+    ``fast``: score on :func:`~fmapviz.engines.inference.fast_forward` of the model (the same scores
+    to float rounding, several times faster), for output targets (a unit target's layer is read by
+    a hook on the model itself).
     """
     scoring = job
-    if folded and job.target.unit is None:
+    if fast and job.target.unit is None:
         job.class_indices()  # top-k classes are chosen by the model itself
-        scoring = replace(job, model=inference_copy(job.model))
-    layout = [channels_last if folded else _as_is]
+        scoring = replace(job, model=fast_forward(job.model))
 
     def run(inputs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        try:
-            _, _, scores = scoring.forward_scores(layout[0](inputs), rows=rows)
-        except RuntimeError:
-            if layout[0] is _as_is:
-                raise
-            layout[0] = _as_is
-            return run(inputs, rows)
+        _, _, scores = scoring.forward_scores(inputs, rows=rows)
         return torch.stack(scores, 1)
 
     return run
-
-
-def _as_is(x: torch.Tensor) -> torch.Tensor:
-    return x
 
 
 def _layer_activations(job: Job) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -357,7 +345,7 @@ def _weighted_maps(job: Job, activation: torch.Tensor, weights: torch.Tensor) ->
 def score_cam(job: Job) -> Attribution:
     """Score-CAM (Wang et al., 2020): channels weighted by the score of the input masked by each channel."""
     activations, _ = _layer_activations(job)
-    run = _scorer(job, folded=True)
+    run = _scorer(job, fast=True)
     maps = {
         key: _weighted_maps(
             job, activation, score_cam_weights(job.x, activation, run, job.batch_size, job.options["top"])
