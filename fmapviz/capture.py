@@ -44,6 +44,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import re
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -664,9 +665,14 @@ def model_guard(model: nn.Module, *, train: bool = False, freeze: bool = True) -
         >>> net.training, net.fc.weight.requires_grad
         (True, True)
     """
+    outer = _GUARDED.get(model)
+    if outer is not None and (train, freeze) in ((False, False), outer) and not train and not model.training:
+        yield model  # already in eval mode under an outer guard, which restores everything on its exit
+        return
     modes = [(module, module.training) for module in model.modules()]
     flags = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
     buffers = [(buffer, buffer.detach().clone()) for buffer in model.buffers()] if train else []
+    _GUARDED[model] = (train, freeze)
     try:
         model.train(train)
         if freeze:
@@ -674,6 +680,10 @@ def model_guard(model: nn.Module, *, train: bool = False, freeze: bool = True) -
                 parameter.requires_grad_(False)
         yield model
     finally:
+        if outer is None:
+            _GUARDED.pop(model, None)
+        else:
+            _GUARDED[model] = outer
         for module, training in modes:
             module.training = training
         for parameter, requires_grad in flags:
@@ -681,3 +691,8 @@ def model_guard(model: nn.Module, *, train: bool = False, freeze: bool = True) -
         with torch.no_grad():
             for buffer, saved in buffers:
                 buffer.copy_(saved)
+
+
+_GUARDED: weakref.WeakKeyDictionary[nn.Module, tuple[bool, bool]] = weakref.WeakKeyDictionary()
+"""Models inside a :func:`model_guard` and its (train, freeze): an inner eval-mode guard of the same model
+(engines call one another) then only checks the mode instead of walking every module and parameter again."""

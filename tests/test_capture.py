@@ -399,3 +399,20 @@ def test_keep_grad_starts_the_graph_at_the_first_layer_when_nothing_upstream_nee
     assert torch.equal(maps.grads["features.2"], grad_deep)
     assert maps.grads["features.0"].shape == (1, 8, 8, 8) and maps.grads["features.0"].abs().sum() > 0
     assert x.grad is None
+
+
+def test_nested_model_guards_restore_each_level():
+    from fmapviz.capture import model_guard
+
+    model = TinyCNN().train()
+    weight = model.features[0].weight
+    with model_guard(model, freeze=False):
+        assert not model.training and weight.requires_grad
+        with model_guard(model):  # freezing under a guard that does not freeze: a full guard
+            assert not model.training and not weight.requires_grad
+            with model_guard(model):  # the same guard again: nothing to change
+                assert not model.training and not weight.requires_grad
+            assert not model.training and not weight.requires_grad
+        assert not model.training and weight.requires_grad
+        model.features[0].train()  # a change inside the outer guard is undone by it, not by the inner ones
+    assert model.training and all(module.training for module in model.modules()) and weight.requires_grad
