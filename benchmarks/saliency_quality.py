@@ -50,6 +50,7 @@ EXPENSIVE = {
 # randomized together per step, top first
 CASCADE = ["classifier.1", ["features.1[4-8]"], ["features.[7-9]", "features.1[0-3]"]]
 ROAD_FRACTIONS = [0.2, 0.5, 0.8]  # reset from the command line
+UNSUPPORTED: dict[str, str] = {}  # method -> why it cannot run on mobilenet_v2 (said under the table)
 SIMILAR = 0.5  # mean Spearman correlation after the last cascade step above which a method "stays similar"
 
 
@@ -113,7 +114,8 @@ def quality_rows(loaded, x, classes, subset: int, steps: int, chunk: int = 8) ->
                 ).items():
                     scores.setdefault(name, []).append(values.cpu())
         except ValueError as error:  # a method captum cannot run on this model (LRP and ReLU6)
-            rows.append([method, 0, "—", "—", "—", "—", "—", str(error).split(";")[0][:60]])
+            rows.append([method, 0, "—", "—", "—", "—", "—", "unsupported"])
+            UNSUPPORTED[method] = str(error).split(";")[0]
             print(rows[-1], flush=True)
             continue
         merged = {name: torch.cat(values) for name, values in scores.items()}
@@ -246,8 +248,8 @@ def main() -> None:
     )
     plot_table(header, rows, RESULTS_DIR / "saliency_quality_table.png", title)
     body = f"""mobilenet_v2 IMAGENET1K_V1, the first {len(x)} photos of ../shared/imagenet-samples, target = true class,
-each method in its default view, CAM methods on {LAYER}. Device: {args.device}; the machine was shared with other jobs,
-so the seconds are upper bounds.
+each method in its default view, CAM methods on {LAYER}. Device: {args.device}; load average {os.getloadavg()[0]:.1f}
+at the end (other jobs on the machine make the seconds upper bounds).
 
 * Deletion / insertion AUC: {args.steps} pixel steps; deletion replaces pixels by true black, insertion starts
   from the blurred image (fmapviz's 'blur' substrate); score = softmax probability. Lower deletion and higher
@@ -268,8 +270,8 @@ so the seconds are upper bounds.
 
 {markdown_table(header, rows)}
 
-Randomization curves: `benchmarks/results/saliency_randomization.png`.
-Total time {time.perf_counter() - started:.0f} s."""
+{"".join(f"{method}: {reason}. " for method, reason in UNSUPPORTED.items())}Randomization curves:
+`benchmarks/results/saliency_randomization.png`. Total time {time.perf_counter() - started:.0f} s."""
     write_section(
         "saliency_quality",
         "Saliency quality, every method (mobilenet_v2, real weights)",
