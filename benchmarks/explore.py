@@ -84,8 +84,8 @@ def main() -> None:
     body = (
         "`fmapviz explore mobilenet_v2 --weights IMAGENET1K_V1 PHOTOS --layers features.7 features.14 -o SITE` "
         f"with the default settings ({settings}): every channel (64 + 160) gets its dataset crops and "
-        "input-gradient map, every photo its prediction, Grad-CAM and explained channels, and the channels "
-        "that get activation maximization are those firing hardest plus those explained most often. "
+        "input-gradient map, every photo its prediction, Grad-CAM and explained channels, and every channel "
+        "an activation-maximization image (the 16 per layer that fire hardest also get 2 alternatives). "
         f"PHOTOS: the {len(samples)} photos of ../shared/imagenet-samples; the re-run adds 10 mirrored photos and "
         f"rewrote {rewritten} of {len(after)} cached data files. Load average before and after: {load:.1f} on "
         f"{os.cpu_count()} cores. CPU time is the process's user + system seconds (both threads); stage seconds "
