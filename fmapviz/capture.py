@@ -665,14 +665,14 @@ def model_guard(model: nn.Module, *, train: bool = False, freeze: bool = True) -
         >>> net.training, net.fc.weight.requires_grad
         (True, True)
     """
-    outer = _GUARDED.get(model)
-    if outer is not None and (train, freeze) in ((False, False), outer) and not train and not model.training:
-        yield model  # already in eval mode under an outer guard, which restores everything on its exit
+    outer_froze = _GUARDED.get(model)
+    if outer_froze is not None and not train and not model.training and (outer_froze or not freeze):
+        yield model  # already in eval mode (and frozen if asked) under an outer guard, which restores it all
         return
     modes = [(module, module.training) for module in model.modules()]
     flags = [(parameter, parameter.requires_grad) for parameter in model.parameters()]
     buffers = [(buffer, buffer.detach().clone()) for buffer in model.buffers()] if train else []
-    _GUARDED[model] = (train, freeze)
+    _GUARDED[model] = freeze
     try:
         model.train(train)
         if freeze:
@@ -680,10 +680,10 @@ def model_guard(model: nn.Module, *, train: bool = False, freeze: bool = True) -
                 parameter.requires_grad_(False)
         yield model
     finally:
-        if outer is None:
+        if outer_froze is None:
             _GUARDED.pop(model, None)
         else:
-            _GUARDED[model] = outer
+            _GUARDED[model] = outer_froze
         for module, training in modes:
             module.training = training
         for parameter, requires_grad in flags:
@@ -693,6 +693,6 @@ def model_guard(model: nn.Module, *, train: bool = False, freeze: bool = True) -
                 buffer.copy_(saved)
 
 
-_GUARDED: weakref.WeakKeyDictionary[nn.Module, tuple[bool, bool]] = weakref.WeakKeyDictionary()
-"""Models inside a :func:`model_guard` and its (train, freeze): an inner eval-mode guard of the same model
-(engines call one another) then only checks the mode instead of walking every module and parameter again."""
+_GUARDED: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
+"""Models inside a :func:`model_guard`, and whether it froze their parameters: an inner eval-mode guard of the
+same model (engines call one another) then only checks the mode instead of walking every module and parameter."""

@@ -83,8 +83,10 @@ def _count_or_all(minimum: int) -> Callable[[str], int | None]:
     def parse(text: str) -> int | None:
         if text.lower() == "all":
             return None
-        if not text.strip().lstrip("-").isdigit():
-            raise _value_error(f"'{text}' is neither a whole number nor all")
+        try:
+            int(text)
+        except ValueError:
+            raise _value_error(f"'{text}' is neither a whole number nor all") from None
         return count(text)
 
     parse.__name__ = "number"

@@ -18,6 +18,15 @@ def execute(name: str, tmp_path) -> nbformat.NotebookNode:
     return notebook
 
 
+def execute_beside_assets(name: str, tmp_path, assets: tuple[str, ...] = ("chelsea.png",)) -> nbformat.NotebookNode:
+    """Run a notebook from ``tmp_path/notebooks`` with the photos it reads in ``../assets``, as in the repository."""
+    (tmp_path / "assets").mkdir()
+    for asset in assets:
+        shutil.copy(ROOT / "assets" / asset, tmp_path / "assets" / asset)
+    (tmp_path / "notebooks").mkdir()
+    return execute(name, tmp_path / "notebooks")
+
+
 def test_notebooks_are_committed_without_outputs():
     for path in (ROOT / "notebooks").glob("*.ipynb"):
         cells = json.loads(path.read_text())["cells"]
@@ -36,10 +45,7 @@ def test_tour_runs(tmp_path):
 @pytest.mark.real_weights
 @pytest.mark.slow
 def test_quickstart_runs_with_real_weights(tmp_path):
-    (tmp_path / "assets").mkdir()
-    shutil.copy(ROOT / "assets" / "chelsea.png", tmp_path / "assets" / "chelsea.png")
-    (tmp_path / "notebooks").mkdir()
-    notebook = execute("quickstart.ipynb", tmp_path / "notebooks")
+    notebook = execute_beside_assets("quickstart.ipynb", tmp_path)
     texts = [output.get("text", "") for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     assert any("Egyptian cat" in text for text in texts)
     assert (tmp_path / "notebooks" / "quickstart-report" / "chelsea.png").is_file()
@@ -49,11 +55,7 @@ def test_quickstart_runs_with_real_weights(tmp_path):
 @pytest.mark.real_weights
 @pytest.mark.slow
 def test_beyond_cnns_runs_with_real_weights(tmp_path):
-    (tmp_path / "assets").mkdir()
-    for name in ("chelsea.png", "coffee.png"):
-        shutil.copy(ROOT / "assets" / name, tmp_path / "assets" / name)
-    (tmp_path / "notebooks").mkdir()
-    notebook = execute("beyond_cnns.ipynb", tmp_path / "notebooks")
+    notebook = execute_beside_assets("beyond_cnns.ipynb", tmp_path, ("chelsea.png", "coffee.png"))
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     texts = "\n".join(output.get("text", "") for output in outputs)
     assert sum("image/png" in output.get("data", {}) for output in outputs) == 7
@@ -66,10 +68,7 @@ def test_beyond_cnns_runs_with_real_weights(tmp_path):
 @pytest.mark.real_weights
 @pytest.mark.slow
 def test_explain_channels_notebook_runs_with_real_weights(tmp_path):
-    (tmp_path / "assets").mkdir()
-    shutil.copy(ROOT / "assets" / "chelsea.png", tmp_path / "assets" / "chelsea.png")
-    (tmp_path / "notebooks").mkdir()
-    notebook = execute("explain_channels.ipynb", tmp_path / "notebooks")
+    notebook = execute_beside_assets("explain_channels.ipynb", tmp_path)
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
     texts = "\n".join(output.get("text", "") for output in outputs)
     assert sum("image/png" in output.get("data", {}) for output in outputs) == 1
