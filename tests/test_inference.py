@@ -7,7 +7,7 @@ import torchvision
 from conftest import assert_same_state, hook_count, model_state
 from torch import nn
 
-from fmapviz.engines.inference import channels_last, inference_copy
+from fmapviz.engines.inference import PackedLayer, channels_last, inference_copy
 
 
 def with_running_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -113,3 +113,71 @@ def test_an_untraceable_model_without_foldable_pairs_is_not_copied():
     model = Branchy().eval()
     model.stem = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU())
     assert inference_copy(model) is model
+
+
+def test_convolutions_run_packed_with_their_clamp_fused_and_give_the_plain_result():
+    model = with_running_statistics(torchvision.models.mobilenet_v2(num_classes=10))
+    fast = inference_copy(model)
+    called = [fast.get_submodule(node.target) for node in fast.graph.nodes if node.op == "call_module"]
+    packed = [module for module in called if isinstance(module, PackedLayer)]
+    assert len(packed) == sum(isinstance(m, nn.Conv2d | nn.Linear) for m in model.modules())
+    assert not any(isinstance(module, nn.ReLU6) for module in called)  # each ReLU6 runs inside its convolution
+    assert sum(p.pointwise == "hardtanh" for p in packed) == sum(isinstance(m, nn.ReLU6) for m in model.modules())
+    x = torch.randn(3, 3, 48, 48, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(fast(x), expected, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(fast(channels_last(x[:1])), expected[:1], rtol=1e-4, atol=1e-4)  # other batch
+    assert all(p.packed_weight is not None for p in packed) == torch.backends.mkldnn.is_available()
+
+
+def test_packed_convolution_falls_back_to_the_plain_one_outside_its_domain():
+    generator = torch.Generator().manual_seed(6)
+    x = torch.randn(2, 4, 9, 9, generator=generator)
+    conv = nn.Conv2d(4, 6, 3, stride=2, padding=1)
+    packed = PackedLayer(conv, nn.ReLU6())
+    expected = torch.clamp(conv(x), 0, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(packed(x), expected, rtol=1e-5, atol=1e-5)
+    grad_path = packed(x.requires_grad_())  # gradients enabled: the plain conv, so autograd works
+    grad_path.sum().backward()
+    torch.testing.assert_close(grad_path, expected, rtol=1e-5, atol=1e-5)
+    assert x.grad is not None and conv.weight.grad is not None
+    same = PackedLayer(nn.Conv2d(4, 6, 3, padding="same"), nn.ReLU())
+    assert not same.packable
+    with torch.no_grad():
+        torch.testing.assert_close(same(x), same.layer(x).relu())
+        conv.double()  # float64: the plain path
+        torch.testing.assert_close(packed(x.double()), torch.clamp(conv(x.double()), 0, 6))
+
+
+def test_packed_linear_serves_any_batch_and_leaves_other_shapes_to_the_plain_layer():
+    generator = torch.Generator().manual_seed(8)
+    linear = nn.Linear(12, 5)
+    packed = PackedLayer(linear, nn.ReLU())
+    with torch.no_grad():
+        for rows in (7, 2, 16):  # the weight is reordered for the first batch and serves the others
+            x = torch.randn(rows, 12, generator=generator)
+            torch.testing.assert_close(packed(x), linear(x).relu(), rtol=1e-5, atol=1e-5)
+        tokens = torch.randn(2, 3, 12, generator=generator)  # 3-D: the plain layer
+        torch.testing.assert_close(packed(tokens), linear(tokens).relu())
+    assert packed.packable and (packed.packed_weight is not None) == torch.backends.mkldnn.is_available()
+
+
+def test_a_convolution_read_twice_keeps_its_clamp_apart():
+    class Residual(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.relu = nn.Conv2d(3, 3, 3, padding=1), nn.ReLU()
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.relu(y) + y
+
+    model = Residual().eval()
+    fast = inference_copy(model)
+    packed = [m for m in fast.modules() if isinstance(m, PackedLayer)]
+    assert len(packed) == 1 and packed[0].pointwise == "none"
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x))

@@ -1,12 +1,16 @@
 """Faster gradient-free forwards for methods that run a model many times on perturbed inputs.
 
 Score-CAM scores one masked input per channel: hundreds of forwards that need no gradient and
-no hook. Two exact rewrites make them several times faster on a CPU:
+no hook. Three exact rewrites make them several times faster on a CPU:
 
 * :func:`inference_copy` folds every ``BatchNorm2d`` (eval mode, running statistics) into the
   ``Conv2d`` that feeds it, with :func:`torch.nn.utils.fusion.fuse_conv_bn_eval`, on a copy found by
   ``torch.fx`` (any architecture it can trace: ResNet, MobileNet, EfficientNet, VGG-BN), else on the
   ``nn.Sequential`` pairs of a deep copy. The user's model is never changed.
+* On a traced copy each convolution and linear layer becomes a :class:`PackedLayer`: on a CPU, one
+  oneDNN call with its weight reordered once and the ReLU / ReLU6 after it fused in (the ops
+  PyTorch's own ``torch.compile`` CPU backend emits), saving a weight reorder and a pass over the
+  output per call.
 * :func:`channels_last` lays a batch out channels-last, which oneDNN's convolutions prefer.
 
 The outputs equal the model's to float rounding (about 1e-5 on ImageNet logits).
@@ -43,7 +47,7 @@ def inference_copy(model: nn.Module) -> nn.Module:
     if cached is not None and cached[0] == fingerprint:
         return cached[1]
     try:
-        folded = _fold_traced(fx.symbolic_trace(model))
+        folded = _pack_layers(_fold_traced(fx.symbolic_trace(model)))
     except Exception:  # fx cannot trace data-dependent control flow (TraceError, TypeError, ...): fold by structure
         folded = _fold_sequential(copy.deepcopy(model)) if _sequential_pairs(model) else model
     _COPIES[model] = (fingerprint, folded)
@@ -164,3 +168,79 @@ def _fold_sequential(model: nn.Module) -> nn.Module:
         module._modules[conv_name] = fuse_conv_bn_eval(module._modules[conv_name], module._modules[norm_name])
         module._modules[norm_name] = nn.Identity()
     return model
+
+
+class PackedLayer(nn.Module):
+    """A ``Conv2d`` or ``Linear`` and the clamp after it (``activation``: ReLU, ReLU6, Hardtanh or None) as one
+    oneDNN call.
+
+    The weight is reordered to oneDNN's layout on the first call and kept (a copy is rebuilt when the
+    model's weights change, see :func:`inference_copy`). Only gradient-free float32 calls on a CPU take
+    that path (and only where PyTorch has oneDNN); any other call, or one oneDNN refuses, runs
+    ``activation(layer(x))`` as the model would.
+    """
+
+    def __init__(self, layer: nn.Conv2d | nn.Linear, activation: nn.Module | None = None) -> None:
+        super().__init__()
+        self.layer = layer
+        self.activation = activation if activation is not None else nn.Identity()
+        self.pointwise, self.scalars = _pointwise_attribute(activation)
+        convolution = isinstance(layer, nn.Conv2d)
+        self.input_dims = 4 if convolution else 2
+        plain_padding = not convolution or (layer.padding_mode == "zeros" and not isinstance(layer.padding, str))
+        self.packable = torch.backends.mkldnn.is_available() and plain_padding
+        self.packed_weight: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        eligible = x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == self.input_dims
+        if self.packable and eligible and not torch.is_grad_enabled():
+            try:
+                return self._packed_call(x)
+            except RuntimeError:  # a layout or size oneDNN does not take: the plain path from now on
+                self.packable = False
+        return self.activation(self.layer(x))
+
+    def _packed_call(self, x: torch.Tensor) -> torch.Tensor:
+        layer, mkldnn = self.layer, torch.ops.mkldnn
+        bias = layer.bias.detach() if layer.bias is not None else None
+        if isinstance(layer, nn.Linear):
+            if self.packed_weight is None:
+                self.packed_weight = mkldnn._reorder_linear_weight(layer.weight.detach(), x.shape[0])
+            return mkldnn._linear_pointwise(x, self.packed_weight, bias, self.pointwise, self.scalars, "")
+        geometry = (list(layer.padding), list(layer.stride), list(layer.dilation), layer.groups)
+        if self.packed_weight is None:
+            self.packed_weight = mkldnn._reorder_convolution_weight(layer.weight.detach(), *geometry, list(x.shape))
+        return mkldnn._convolution_pointwise(x, self.packed_weight, bias, *geometry, self.pointwise, self.scalars, "")
+
+
+def _pointwise_attribute(activation: nn.Module | None) -> tuple[str, list[float]]:
+    """oneDNN's name and scalars for the clamp fused after a layer."""
+    if activation is None:
+        return "none", []
+    if type(activation) is nn.ReLU:
+        return "relu", []
+    if type(activation) in (nn.ReLU6, nn.Hardtanh):
+        return "hardtanh", [float(activation.min_val), float(activation.max_val)]
+    raise ValueError(f"No fused form for {type(activation).__name__}.")
+
+
+def _pack_layers(traced: fx.GraphModule) -> fx.GraphModule:
+    """Call every ``Conv2d`` and ``Linear`` node of a traced graph through a :class:`PackedLayer`, taking in the
+    ReLU, ReLU6 or Hardtanh module that alone reads its output."""
+    modules = dict(traced.named_modules())
+    clamps = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
+    for node in list(traced.graph.nodes):
+        if node.op != "call_module" or type(modules[node.target]) not in (nn.Conv2d, nn.Linear):
+            continue
+        activation = None
+        user = next(iter(node.users)) if len(node.users) == 1 else None
+        if user is not None and user.op == "call_module" and type(modules[user.target]) in clamps:
+            activation = modules[user.target]
+            user.replace_all_uses_with(node)
+            traced.graph.erase_node(user)
+        name = f"packed_{node.name}"
+        traced.add_submodule(name, PackedLayer(modules[node.target], activation))
+        node.target = name
+    traced.graph.lint()
+    traced.recompile()
+    return traced

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...capture import call_number, layer_keys, module_name
-from ..inference import fast_forward
+from ..inference import channels_last, fast_forward
 from .pipeline import Job, upsampled_maps
 from .result import Attribution
 
@@ -116,6 +116,7 @@ def score_cam_weights(
     chosen = _chosen_channels(activation, top)
     constant = (flat.amax(2) == flat.amin(2)) & chosen
     jobs = (chosen & ~constant).nonzero()  # (J, 2): image, channel
+    inputs = channels_last(x)  # the masked batches then come out in the layout the scorer runs fastest on
     parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # (images, channels, (B, K) scores)
     with torch.no_grad():
         for first in range(0, len(jobs), batch_size):
@@ -125,7 +126,7 @@ def score_cam_weights(
             )
             low = masks.amin((2, 3), keepdim=True)
             masks = (masks - low) / (masks.amax((2, 3), keepdim=True) - low + 1e-8)
-            parts.append((rows, chans, run(x[rows] * masks, rows)))
+            parts.append((rows, chans, run(inputs[rows] * masks, rows)))
         images = constant.any(1).nonzero().flatten()
         if len(images):  # every constant channel's mask is all zeros: one forward per image
             zero_scores = run(torch.zeros_like(x[images]), images)
