@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -33,17 +34,19 @@ def setup(threads: int = 2, seed: int = 0) -> None:
 def time_interleaved(methods: dict[str, Callable[[], object]], rounds: int = 7, warmup: int = 1) -> dict[str, float]:
     """Median seconds per method, timed round-robin so machine drift hits every method alike.
 
-    Each round starts one method later than the last, so no method always runs right after
-    the same neighbour (one that frees a lot of memory, say).
+    Each round runs the methods in a new (seeded) random order, so no method always runs right after
+    the same neighbour: what a neighbour leaves behind (freed memory the next call must fault in again,
+    a cold cache) then lands on every method alike instead of on one.
     """
     for _ in range(warmup):
         for method in methods.values():
             method()
     samples: dict[str, list[float]] = {name: [] for name in methods}
-    names = list(methods)
-    for round_index in range(rounds):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
+    order = random.Random(0)
+    for _ in range(rounds):
+        names = list(methods)
+        order.shuffle(names)
+        for name in names:
             start = time.perf_counter()
             methods[name]()
             samples[name].append(time.perf_counter() - start)

@@ -355,7 +355,7 @@ def bench_new(batch: int, only: tuple[str, ...] = ("CAMs", "masked", "captum")) 
     for group, methods in groups.items():
         if not any(group.startswith(wanted) for wanted in only):
             continue
-        rounds, warmup = (3, 0) if group.startswith("masked") else (3, 1)
+        rounds, warmup = (3, 0) if group.startswith("masked") else (9, 1)
         times = time_interleaved(methods, rounds=rounds, warmup=warmup)
         print(group, times, flush=True)
         rows.append([f"**{group}**", "", ""])

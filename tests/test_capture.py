@@ -416,3 +416,25 @@ def test_nested_model_guards_restore_each_level():
         assert not model.training and weight.requires_grad
         model.features[0].train()  # a change inside the outer guard is undone by it, not by the inner ones
     assert model.training and all(module.training for module in model.modules()) and weight.requires_grad
+
+
+def test_model_guard_restores_mixed_modes_frozen_and_tied_parameters():
+    from fmapviz.capture import _modules_and_parameters, model_guard
+
+    model = TinyCNN().train()
+    model.features[2].eval()  # a user's half-frozen fine-tune: one conv in eval mode, its weight frozen
+    model.features[2].weight.requires_grad_(False)
+    model.tied = model.features[0]  # the same module (and parameters) under a second name
+    modules, parameters = _modules_and_parameters(model)
+    assert [id(m) for m in modules] == [id(m) for m in model.modules()]
+    assert [id(p) for p in parameters] == [id(p) for p in model.parameters()]
+    before = model_state(model)
+    with model_guard(model):
+        assert not any(m.training for m in model.modules()) and not any(p.requires_grad for p in model.parameters())
+        model.features[3].train()  # a change made inside the guard is undone too
+        model.features[0].bias.requires_grad_(True)
+    assert_same_state(before, model_state(model))
+    assert model.training and not model.features[2].training and not model.features[2].weight.requires_grad
+    with model_guard(model.eval()):  # already in eval mode: nothing to switch, still restored exactly
+        model.features[0].train()
+    assert not any(m.training for m in model.modules())
