@@ -28,6 +28,7 @@ from common import SHARED, markdown_table, setup, time_interleaved, write_sectio
 
 import fmapviz
 from fmapviz.capture import model_guard
+from fmapviz.engines.inference import fast_forward
 from fmapviz.inputs import default_transform
 
 warnings.filterwarnings("ignore")
@@ -164,8 +165,9 @@ def bench_model(name: str, rounds: int = 7, slow_rounds: int = 2) -> tuple[list[
     return rows, notes
 
 
-def grad_cam_peer(kind: str, model, module, x, classes, **call):
-    """A pytorch-grad-cam call as a user writes it: construct (hooks), call with explicit class targets."""
+def grad_cam_peer(kind: str, model, module, x, classes, batch_size: int | None = None, **call):
+    """A pytorch-grad-cam call as a user writes it: construct (hooks), call with explicit class targets.
+    ``batch_size``: the rows per forward of ScoreCAM / AblationCAM (its attribute; default 16 / 32)."""
     import pytorch_grad_cam
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -174,6 +176,8 @@ def grad_cam_peer(kind: str, model, module, x, classes, **call):
 
     def run() -> None:
         with getattr(pytorch_grad_cam, kind)(model=model, target_layers=layers) as cam:
+            if batch_size is not None:
+                cam.batch_size = batch_size
             cam(input_tensor=x, targets=targets, **call)
 
     return run
@@ -222,12 +226,18 @@ def masked_group(batch: int) -> dict[str, dict]:
         fmapviz.saliency(model, x, "scorecam", target=classes, layers=layer, batch_size=16).maps[:, 0],
         _grad_cam_maps("ScoreCAM", model, module, x, classes),
     )
+    slice_rows = fast_forward(model).rows_per_slice(x[:1].expand(16, -1, -1, -1))
     title = f"masked forwards: mobilenet_v2 ({weights}), {side} px, {layer} ({channels} channels)"
     EQUALITY[title] = equal
+    at_slice_rows = {}  # fmapviz's forward runs 16 rows in slices (SLICE_BYTES): the peer at that batch too
+    if slice_rows < 16:
+        name = f"pytorch-grad-cam ScoreCAM (batch {slice_rows}: the rows per forward of fmapviz's slices)"
+        at_slice_rows[name] = grad_cam_peer("ScoreCAM", model, module, x, classes, batch_size=slice_rows)
     return {
         title: {
             "fmapviz scorecam (batch_size=16)": ours("scorecam", batch_size=16),
             "pytorch-grad-cam ScoreCAM (its batch 16)": grad_cam_peer("ScoreCAM", model, module, x, classes),
+            **at_slice_rows,
             "torchcam ScoreCAM (its batch 32) + upsample": torchcam_peer("ScoreCAM", model, layer, x, classes),
             "fmapviz scorecam top=64 (no peer has a budget)": ours("scorecam", batch_size=16, top=64),
             "fmapviz ablationcam (batch_size=32)": ours("ablationcam", batch_size=32),

@@ -7,7 +7,8 @@ import torchvision
 from conftest import assert_same_state, hook_count, model_state
 from torch import nn
 
-from fmapviz.engines.inference import PackedLayer, channels_last, inference_copy
+from fmapviz.engines import inference
+from fmapviz.engines.inference import PackedLayer, channels_last, fast_forward, inference_copy
 
 
 def with_running_statistics(model: nn.Module, seed: int = 0) -> nn.Module:
@@ -181,3 +182,39 @@ def test_a_convolution_read_twice_keeps_its_clamp_apart():
     x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(7))
     with torch.no_grad():
         torch.testing.assert_close(fast(x), model(x))
+
+
+def test_fast_forward_runs_big_batches_in_slices_under_the_byte_budget(monkeypatch):
+    layers = [nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 5)]
+    model = nn.Sequential(*layers).eval()
+    x = torch.randn(10, 3, 16, 16, generator=torch.Generator().manual_seed(9))
+    row_bytes = 8 * 16 * 16 * 4  # the conv's output for one row is the largest tensor
+    monkeypatch.setattr(inference, "SLICE_BYTES", 3 * row_bytes)
+    fast = fast_forward(model)
+    calls = []
+    fast.copy.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape[0]))
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-5, atol=1e-5)
+    assert fast.row_bytes == {((3, 16, 16), torch.float32, x.device): row_bytes}
+    assert calls == [3, 3, 3, 1]  # ceil(10 / 3) rows per slice over ceil(10 * row / budget) = 4 slices
+    monkeypatch.setattr(inference, "SLICE_BYTES", 1 << 30)
+    calls.clear()
+    with torch.no_grad():
+        fast(x)
+    assert calls == [10]
+
+
+def test_fast_forward_keeps_batches_whole_when_slices_could_not_be_joined():
+    class TwoHeads(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return {"mean": y.mean((2, 3)), "max": y.amax((2, 3))}
+
+    fast = fast_forward(TwoHeads().eval())
+    x = torch.randn(4, 3, 64, 64)
+    assert fast.rows_per_slice(x) == 4  # a dict output: one forward for the whole batch
+    assert fast_forward(Branchy().eval()).rows_per_slice(x) == 4  # untraced: the model as it is

@@ -12,6 +12,8 @@ no hook. Three exact rewrites make them several times faster on a CPU:
   PyTorch's own ``torch.compile`` CPU backend emits), saving a weight reorder and a pass over the
   output per call.
 * :func:`channels_last` lays a batch out channels-last, which oneDNN's convolutions prefer.
+* :class:`FastForward` runs a batch in slices small enough (:data:`SLICE_BYTES`) that the allocator reuses
+  memory instead of mapping and page-faulting it in afresh on every forward.
 
 The outputs equal the model's to float rounding (about 1e-5 on ImageNet logits).
 """
@@ -72,22 +74,75 @@ def _plain_attributes(module: nn.Module) -> tuple:
     return tuple(sorted((k, v) for k, v in vars(module).items() if not k.startswith("_") and isinstance(v, plain)))
 
 
+SLICE_BYTES = 24 << 20
+"""On a CPU a traced copy runs a batch in slices whose largest intermediate tensor stays under this many bytes.
+glibc serves smaller blocks from heap memory it reuses; blocks above its mmap threshold (at most 32 MB) are
+mapped fresh from the OS and page-faulted in on every forward: half the time of a 16-image 224 px
+mobilenet_v2 batch, whose 77 MB tensors run as 4 slices of 4 rows instead."""
+
+
 class FastForward(nn.Module):
-    """Gradient-free forwards of a model: its :func:`inference_copy` fed channels-last batches, or contiguous
-    ones once a batch fails that way (a model that calls ``view`` on a convolution's output)."""
+    """Gradient-free forwards of a model: its :func:`inference_copy` fed channels-last batches (contiguous
+    ones once a batch fails that way: a model that calls ``view`` on a convolution's output), in slices of
+    rows whose intermediate tensors stay under :data:`SLICE_BYTES`."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.copy = inference_copy(model)
         self.layout = channels_last
+        self.row_bytes: dict[tuple, int | None] = {}  # the largest intermediate tensor of one row, by row shape
 
     def forward(self, x: torch.Tensor) -> Any:
+        rows = self.rows_per_slice(x)
+        if rows >= x.shape[0]:
+            return self._run(x)
+        return torch.cat([self._run(part) for part in x.split(rows)])
+
+    def _run(self, x: torch.Tensor) -> Any:
         if self.layout is channels_last:
             try:
                 return self.copy(channels_last(x))
             except RuntimeError:
                 self.layout = _as_is
         return self.copy(x)
+
+    def rows_per_slice(self, x: torch.Tensor) -> int:
+        """Rows per slice: the batch over as few slices as the budget allows; the whole batch off the CPU, for
+        untraced copies, or for outputs that are not one tensor."""
+        if not isinstance(self.copy, fx.GraphModule) or x.dim() != 4 or x.shape[0] == 1 or x.device.type != "cpu":
+            return x.shape[0]
+        key = (tuple(x.shape[1:]), x.dtype, x.device)
+        if key not in self.row_bytes:
+            self.row_bytes[key] = _largest_intermediate_bytes(self.copy, self.layout(x[:1]))
+        per_row = self.row_bytes[key]
+        if per_row is None:
+            return x.shape[0]
+        slices = max(1, -(-x.shape[0] * per_row // SLICE_BYTES))
+        return -(-x.shape[0] // slices)
+
+
+class _LargestIntermediate(fx.Interpreter):
+    """Runs a traced graph, keeping the size in bytes of the largest tensor any node gives."""
+
+    largest = 0
+
+    def run_node(self, node: fx.Node) -> Any:
+        result = super().run_node(node)
+        if isinstance(result, torch.Tensor):
+            self.largest = max(self.largest, result.numel() * result.element_size())
+        return result
+
+
+def _largest_intermediate_bytes(traced: fx.GraphModule, row: torch.Tensor) -> int | None:
+    """The largest intermediate tensor of one forward of ``row`` (one input row), in bytes; None when the
+    output is not one tensor of rows (slices could not be joined) or the forward fails."""
+    interpreter = _LargestIntermediate(traced)
+    try:
+        with torch.no_grad():
+            output = interpreter.run(row)
+    except RuntimeError:
+        return None
+    return interpreter.largest if isinstance(output, torch.Tensor) and output.shape[:1] == (1,) else None
 
 
 def fast_forward(model: nn.Module) -> FastForward:
