@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -31,8 +32,11 @@ def setup(threads: int = 2, seed: int = 0) -> None:
     torch.manual_seed(seed)
 
 
-def time_interleaved(methods: dict[str, Callable[[], object]], rounds: int = 7, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per method, timed round-robin so machine drift hits every method alike.
+def interleaved_samples(
+    methods: dict[str, Callable[[], object]], rounds: int = 7, warmup: int = 1
+) -> dict[str, list[tuple[float, int]]]:
+    """(seconds, page faults) of every timed call of each method, timed round-robin so machine drift hits
+    every method alike.
 
     Each round runs the methods in a new (seeded) random order, so no method always runs right after
     the same neighbour: what a neighbour leaves behind (freed memory the next call must fault in again,
@@ -41,16 +45,23 @@ def time_interleaved(methods: dict[str, Callable[[], object]], rounds: int = 7, 
     for _ in range(warmup):
         for method in methods.values():
             method()
-    samples: dict[str, list[float]] = {name: [] for name in methods}
+    samples: dict[str, list[tuple[float, int]]] = {name: [] for name in methods}
     order = random.Random(0)
     for _ in range(rounds):
         names = list(methods)
         order.shuffle(names)
         for name in names:
-            start = time.perf_counter()
+            faults, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
             methods[name]()
-            samples[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in samples.items()}
+            seconds = time.perf_counter() - start
+            samples[name].append((seconds, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults))
+    return samples
+
+
+def time_interleaved(methods: dict[str, Callable[[], object]], rounds: int = 7, warmup: int = 1) -> dict[str, float]:
+    """Median seconds per method over :func:`interleaved_samples`."""
+    samples = interleaved_samples(methods, rounds, warmup)
+    return {name: statistics.median(seconds for seconds, _ in values) for name, values in samples.items()}
 
 
 def peak_rss_delta_mb(code: str, setup_code: str = "", report: str = "None", repeats: int = 3) -> tuple[float, object]:

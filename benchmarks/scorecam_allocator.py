@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import resource
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from common import markdown_table, write_section
+from common import interleaved_samples, markdown_table, write_section
 
 FIXED = {"MALLOC_MMAP_THRESHOLD_": "4294967296", "MALLOC_TRIM_THRESHOLD_": "4294967296"}
 ROUNDS = 2
@@ -37,18 +34,8 @@ def child(batch: int) -> None:
     title, rows = next(iter(saliency.masked_group(batch).items()))
     chosen = {name: run for name, run in rows.items() if "ScoreCAM" in name and "torchcam" not in name}
     chosen = {"fmapviz scorecam (batch_size=16)": rows["fmapviz scorecam (batch_size=16)"], **chosen}
-    seconds: dict[str, list[float]] = {name: [] for name in chosen}
-    faults: dict[str, list[int]] = {name: [] for name in chosen}
-    order = random.Random(0)
-    for _ in range(ROUNDS):
-        names = list(chosen)
-        order.shuffle(names)
-        for name in names:
-            before, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
-            chosen[name]()
-            seconds[name].append(time.perf_counter() - start)
-            faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-    medians = {name: [statistics.median(seconds[name]), statistics.median(faults[name])] for name in chosen}
+    samples = interleaved_samples(chosen, rounds=ROUNDS, warmup=0)
+    medians = {name: [statistics.median(column) for column in zip(*values)] for name, values in samples.items()}
     print(json.dumps({"title": title, "rows": medians}))
 
 
