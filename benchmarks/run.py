@@ -18,6 +18,7 @@ ORDER = [
     "saliency",
     "saliency_equivalence",
     "saliency_methods",  # written by saliency.py --new
+    "scorecam_allocator",
     "saliency_quality",
     "actmax",
     "actmax_quality",

@@ -27,6 +27,7 @@ from torch import nn
 
 from .capture import model_guard
 from .engines.inference import fast_forward
+from .engines.saliency.baselines import seeded
 from .outputs import output_tensor
 
 NEIGHBOUR_WEIGHTS = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]])
@@ -383,6 +384,5 @@ def sensitivity(
                 return (_per_channel(explain(inputs[0], target), inputs[0]),)
             return _per_channel(explain(inputs, target), inputs)
 
-    with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
-        torch.manual_seed(seed)
+    with seeded(seed, x.device):
         return sensitivity_max(attributions, x, perturb_radius=radius, n_perturb_samples=samples, target=classes)

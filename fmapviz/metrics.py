@@ -31,6 +31,7 @@ from torch import nn
 from .capture import LayerSelector, model_guard, resolve_layers
 from .engines.inference import fast_forward
 from .engines.saliency import SaliencyResult, View, make_baseline, saliency
+from .engines.saliency.baselines import seeded
 from .outputs import output_tensor
 
 
@@ -287,9 +288,7 @@ def randomization_check(
     randomized = copy.deepcopy(model)
     names: list[str] = []
     correlations = []
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
+    with seeded(seed, x.device):
         for step in steps:
             selected = resolve_layers(randomized, step)
             for name in selected:

@@ -283,6 +283,9 @@ def test_smoothgrad_is_seeded_and_leaves_global_rng_alone(tiny_cnn):
     torch.testing.assert_close(first, saliency(tiny_cnn, x, "smoothgrad", target=1, samples=6, seed=3).maps)
     assert not torch.allclose(first, saliency(tiny_cnn, x, "smoothgrad", target=1, samples=6, seed=4).maps)
     assert not torch.allclose(first, saliency(tiny_cnn, x, "gradient", target=1).maps)
+    shap = saliency(tiny_cnn, x, "gradient_shap", target=1, seed=3).maps  # captum draws from the global RNG
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.testing.assert_close(shap, saliency(tiny_cnn, x, "gradient_shap", target=1, seed=3).maps)
 
 
 def test_bad_arguments_raise_clear_errors(tiny_cnn):

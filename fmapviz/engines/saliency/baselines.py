@@ -65,8 +65,14 @@ def make_baseline(
 
 @contextmanager
 def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch's RNG for code that does not take a generator (captum), restoring the caller's state."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    """Seed torch's RNG for ``device`` for code that does not take a generator (captum), restoring the caller's
+    state on exit. For a CPU only the CPU generator is touched: ``torch.manual_seed`` would also reseed every
+    CUDA device (left unrestored), and costs ~0.7 ms a call while CUDA is not initialized."""
+    if device.type == "cpu":
+        with torch.random.fork_rng(devices=[]):
+            torch.default_generator.manual_seed(seed)
+            yield
+        return
+    with torch.random.fork_rng(devices=[device], device_type=device.type):
         torch.manual_seed(seed)
         yield
