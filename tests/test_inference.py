@@ -214,7 +214,15 @@ def test_fast_forward_keeps_batches_whole_when_slices_could_not_be_joined():
             y = self.conv(x)
             return {"mean": y.mean((2, 3)), "max": y.amax((2, 3))}
 
-    fast = fast_forward(TwoHeads().eval())
+    class BatchMean(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            return self.conv(x).mean((0, 2, 3))[None]  # one row whatever the batch: slicing would change it
+
     x = torch.randn(4, 3, 64, 64)
-    assert fast.rows_per_slice(x) == 4  # a dict output: one forward for the whole batch
+    assert fast_forward(TwoHeads().eval()).rows_per_slice(x) == 4  # a dict output: one forward for the batch
+    assert fast_forward(BatchMean().eval()).rows_per_slice(x) == 4
     assert fast_forward(Branchy().eval()).rows_per_slice(x) == 4  # untraced: the model as it is

@@ -113,7 +113,7 @@ class FastForward(nn.Module):
             return x.shape[0]
         key = (tuple(x.shape[1:]), x.dtype, x.device)
         if key not in self.row_bytes:
-            self.row_bytes[key] = _largest_intermediate_bytes(self.copy, self.layout(x[:1]))
+            self.row_bytes[key] = _largest_intermediate_bytes(self.copy, self.layout(x[:2]))
         per_row = self.row_bytes[key]
         if per_row is None:
             return x.shape[0]
@@ -133,16 +133,17 @@ class _LargestIntermediate(fx.Interpreter):
         return result
 
 
-def _largest_intermediate_bytes(traced: fx.GraphModule, row: torch.Tensor) -> int | None:
-    """The largest intermediate tensor of one forward of ``row`` (one input row), in bytes; None when the
-    output is not one tensor of rows (slices could not be joined) or the forward fails."""
+def _largest_intermediate_bytes(traced: fx.GraphModule, rows: torch.Tensor) -> int | None:
+    """Bytes per input row of the largest intermediate tensor of one forward of ``rows`` (two rows); None when
+    the output is not one tensor with a row per input row (slices could not be joined) or the forward fails."""
     interpreter = _LargestIntermediate(traced)
     try:
         with torch.no_grad():
-            output = interpreter.run(row)
+            output = interpreter.run(rows)
     except RuntimeError:
         return None
-    return interpreter.largest if isinstance(output, torch.Tensor) and output.shape[:1] == (1,) else None
+    per_row = isinstance(output, torch.Tensor) and output.dim() > 0 and output.shape[0] == rows.shape[0]
+    return -(-interpreter.largest // rows.shape[0]) if per_row else None
 
 
 def fast_forward(model: nn.Module) -> FastForward:
