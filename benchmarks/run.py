@@ -3,6 +3,9 @@
 python benchmarks/run.py                 # every benchmark
 python benchmarks/run.py capture plot    # only these; other sections are kept
 python benchmarks/run.py --join          # only rebuild RESULTS.md from benchmarks/results/
+
+RESULTS.md is only ever joined from benchmarks/results/: notes on reading a run go at the end of that run's
+results/<name>.md, so a join keeps them and a rerun of the script replaces them with its own run.
 """
 
 from __future__ import annotations
