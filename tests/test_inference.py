@@ -165,6 +165,19 @@ def test_packed_linear_serves_any_batch_and_leaves_other_shapes_to_the_plain_lay
     assert packed.packable and (packed.packed_weight is not None) == torch.backends.mkldnn.is_available()
 
 
+def test_packed_layer_falls_back_for_good_when_its_oneDNN_op_is_missing(monkeypatch):
+    def missing_op(self, x):
+        raise AttributeError("'_OpNamespace' 'mkldnn' object has no attribute '_convolution_pointwise'")
+
+    monkeypatch.setattr(PackedLayer, "_packed_call", missing_op)  # as on a PyTorch without these private ops
+    conv = nn.Conv2d(3, 4, 3)
+    packed = PackedLayer(conv, nn.ReLU())
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(10))
+    with torch.no_grad():
+        torch.testing.assert_close(packed(x), conv(x).relu())
+    assert not packed.packable
+
+
 def test_a_convolution_read_twice_keeps_its_clamp_apart():
     class Residual(nn.Module):
         def __init__(self) -> None:

@@ -252,8 +252,8 @@ class PackedLayer(nn.Module):
         if self.packable and eligible and not torch.is_grad_enabled():
             try:
                 return self._packed_call(x)
-            except RuntimeError:  # a layout or size oneDNN does not take: the plain path from now on
-                self.packable = False
+            except (RuntimeError, AttributeError, NotImplementedError):
+                self.packable = False  # a shape oneDNN refuses, or a private op this PyTorch lacks: plain from now on
         return self.activation(self.layer(x))
 
     def _packed_call(self, x: torch.Tensor) -> torch.Tensor:
