@@ -18,7 +18,7 @@ from common import markdown_table, peak_rss_delta_mb, setup, time_interleaved, w
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fmapviz  # noqa: E402
-from fmapviz.capture import _storage_key, resolve_layers  # noqa: E402
+from fmapviz.hooks import _storage_key, resolve_layers  # noqa: E402
 
 LAYERS = {
     "resnet50": (["layer1", "layer2", "layer3", "layer4"], ["layer1.0", "layer2.0", "layer3.0", "layer4.0"]),

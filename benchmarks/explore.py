@@ -23,8 +23,8 @@ from pathlib import Path
 from common import SHARED, markdown_table, write_section
 from PIL import Image, ImageOps
 
-from fmapviz.explore import ExploreSettings
-from fmapviz.explore.cache import MARKER
+from fmapviz.explorer import ExploreSettings
+from fmapviz.explorer.cache import MARKER
 
 ROOT = Path(__file__).resolve().parents[1]
 

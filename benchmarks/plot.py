@@ -26,7 +26,7 @@ from torchvision.utils import make_grid, save_image  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fmapviz  # noqa: E402
 from benchmarks.common import markdown_table, setup, time_interleaved, write_section  # noqa: E402
-from fmapviz.engines.direct import upsample  # noqa: E402
+from fmapviz.engines.channels import upsample  # noqa: E402
 
 LIKE_TORCHVISION = "torchvision make_grid + save_image (gray, one range) *same work*"
 LIKE_FMAPVIZ = "fmapviz show_maps(annotate=False, cmap='gray') *same work*"

@@ -21,7 +21,7 @@ from common import markdown_table, setup, time_interleaved, write_section
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import fmapviz  # noqa: E402
-from fmapviz.report import ReportSpec, hierarchy_layers  # noqa: E402
+from fmapviz.pages.report import ReportSpec, hierarchy_layers  # noqa: E402
 
 
 def computations(loaded: fmapviz.models.LoadedModel, image: fmapviz.inputs.LoadedImage, spec: ReportSpec) -> None:
@@ -36,8 +36,8 @@ def computations(loaded: fmapviz.models.LoadedModel, image: fmapviz.inputs.Loade
     for method in spec.methods:
         maps.append(fmapviz.saliency(model, x, method, target=target, seed=spec.seed).maps[:, 0])
     for saliency_map in maps:
-        fmapviz.metrics.deletion(model, x, saliency_map, target=target, steps=spec.metric_steps)
-        fmapviz.metrics.insertion(model, x, saliency_map, target=target, steps=spec.metric_steps)
+        fmapviz.evaluate.deletion(model, x, saliency_map, target=target, steps=spec.metric_steps)
+        fmapviz.evaluate.insertion(model, x, saliency_map, target=target, steps=spec.metric_steps)
 
 
 def main() -> None:

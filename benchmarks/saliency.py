@@ -27,8 +27,8 @@ from captum.attr import IntegratedGradients, LayerGradCam, NoiseTunnel, Saliency
 from common import SHARED, markdown_table, setup, time_interleaved, write_section
 
 import fmapviz
-from fmapviz.capture import model_guard
 from fmapviz.engines.inference import fast_forward
+from fmapviz.hooks import model_guard
 from fmapviz.inputs import default_transform
 
 warnings.filterwarnings("ignore")

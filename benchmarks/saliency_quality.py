@@ -30,7 +30,7 @@ import torch
 from common import RESULTS_DIR, SHARED, markdown_table, setup, write_section
 
 import fmapviz
-from fmapviz import faithfulness
+from fmapviz.engines.evaluate import faithfulness
 from fmapviz.engines.saliency import METHODS, make_baseline
 
 SHARED = Path(os.environ.get("FMAPVIZ_SHARED", SHARED))
@@ -76,8 +76,8 @@ def score_maps(loaded, images, maps, targets, steps: int, black: torch.Tensor) -
     road = faithfulness.road(model, images, maps, targets, fractions=ROAD_FRACTIONS, iterations=30)
     change = faithfulness.average_drop_increase(model, images, maps, targets)
     return {
-        "deletion": fmapviz.metrics.deletion(model, images, maps, targets, steps=steps, baseline=black).auc,
-        "insertion": fmapviz.metrics.insertion(model, images, maps, targets, steps=steps).auc,
+        "deletion": fmapviz.evaluate.deletion(model, images, maps, targets, steps=steps, baseline=black).auc,
+        "insertion": fmapviz.evaluate.insertion(model, images, maps, targets, steps=steps).auc,
         "road": road.score,
         "drop": change.drop,
         "increase": change.increase.float(),
@@ -136,11 +136,11 @@ def quality_rows(loaded, x, classes, subset: int, steps: int, chunk: int = 8) ->
     return rows, summaries
 
 
-def randomization(loaded, x, classes) -> dict[str, fmapviz.metrics.RandomizationResult | str]:
-    checks: dict[str, fmapviz.metrics.RandomizationResult | str] = {}
+def randomization(loaded, x, classes) -> dict[str, fmapviz.engines.evaluate.metrics.RandomizationResult | str]:
+    checks: dict[str, fmapviz.engines.evaluate.metrics.RandomizationResult | str] = {}
     for method in METHODS:
         try:
-            checks[method] = fmapviz.metrics.randomization_check(
+            checks[method] = fmapviz.evaluate.randomization_check(
                 loaded.model, x, method, target=classes, blocks=CASCADE, **method_options(method, loaded)
             )
             print(method, checks[method].correlations.mean(1).tolist(), flush=True)

@@ -20,8 +20,8 @@ import torchvision
 from common import markdown_table, setup, time_interleaved, write_section
 
 import fmapviz
-from fmapviz.capture import model_guard
 from fmapviz.engines.saliency import LayerSearchCache
+from fmapviz.hooks import model_guard
 
 warnings.filterwarnings("ignore")
 

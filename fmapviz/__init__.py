@@ -1,7 +1,7 @@
 """fmapviz: see what a convolutional network sees.
 
 The names here are the ones a notebook calls; everything else lives in its submodule
-(``fmapviz.capture.Capture``, ``fmapviz.engines.actmax.ActMaxResult``, ``fmapviz.models.LoadedModel``).
+(``fmapviz.hooks.Capture``, ``fmapviz.engines.actmax.ActMaxResult``, ``fmapviz.models.LoadedModel``).
 Layers of the package: capture → engines → views → report / CLI.
 
 ``import fmapviz`` is cheap: torch and the engines load on the first use of a name (PEP 562),
@@ -12,34 +12,31 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import sys
-import types
 from typing import Any
 
 __version__ = "0.1.0"
 
-# Public name -> the submodule that defines it (None: the name is a submodule itself). A new public
-# name is one line here.
+# Public name -> the submodule that defines it. A new public name is one line here.
 _API: dict[str, str | None] = {  # what a notebook calls: this is __all__
     "load_model": "models",
     "load_image": "inputs",
     "denormalize": "inputs",
     "summary": "layers",
-    "capture": "capture",
-    "feature_maps": "capture",
-    "model_guard": "capture",
-    "channel_stats": "engines.direct",
+    "capture": "hooks",
+    "feature_maps": "hooks",
+    "model_guard": "hooks",
+    "channel_stats": "engines.channels",
     "saliency": "engines.saliency",
     "explain_channels": "engines.explain",
     "deep_feature_factorization": "engines.dff",
-    "explore": "explore",
+    "explore": "explorer",
     "maximize": "engines.actmax",
     "objectives": "engines.actmax",
-    "report": "report",
-    "ReportSpec": "report",
+    "report": "pages.report",
+    "ReportSpec": "pages.report",
     "scan": "engines.scan",
     "load_scan": "engines.scan",
-    "channel_page": "channel_page",
+    "channel_page": "pages.channel",
     "show_maps": "views",
     "show_hierarchy": "views",
     "show_channel_stats": "views",
@@ -50,15 +47,15 @@ _API: dict[str, str | None] = {  # what a notebook calls: this is __all__
     "show_channel_page": "views",
     "show_dead_channels": "views",
     "Unit": "vocabulary",
-    "metrics": None,
-    "faithfulness": None,
-    "targets": None,
+    "evaluate": "engines.evaluate",  # the module of deletion, insertion, road, randomization_check …
+    "BoxScoreTarget": "engines.saliency.region_targets",
+    "MaskTarget": "engines.saliency.region_targets",
     "FmapvizError": "errors",
     "ImageLoadError": "errors",
     "LayerNotFoundError": "errors",
     "ModelLoadError": "errors",
-    "compare": "compare",
-    "compare_checkpoints": "compare",
+    "compare": "engines.compare",
+    "compare_checkpoints": "engines.compare",
     "init_report": "engines.training",
     "show_cka": "views",
     "show_side_by_side": "views",
@@ -73,15 +70,17 @@ _TYPES: dict[str, str] = {  # results people check with isinstance; reachable, n
     "LoadedImage": "inputs",
     "ScanResult": "engines.scan",
 }
+_MODULES: dict[str, str] = {"evaluate": "engines.evaluate"}  # public names that are modules
 _EXPORTS = {**_API, **_TYPES}
 
 __all__ = list(_API)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        module = importlib.import_module(f"{__name__}.{_EXPORTS[name] or name}")
-        value = getattr(module, name) if _EXPORTS[name] else module
+    if name in _MODULES:
+        value = importlib.import_module(f"{__name__}.{_MODULES[name]}")
+    elif name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
     elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
         value = importlib.import_module(f"{__name__}.{name}")  # fmapviz.inputs without importing it first
     else:
@@ -92,16 +91,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS})
-
-
-class _Package(types.ModuleType):
-    """Importing a submodule sets it as an attribute of its package; a function of the same name
-    (``fmapviz.capture``, ``fmapviz.report``, ``fmapviz.scan``, ``fmapviz.explore`` …) keeps its place."""
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(value, types.ModuleType) and _EXPORTS.get(name):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

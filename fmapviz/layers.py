@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .capture import LayerSelectors, capture, model_guard, module_name
+from .hooks import LayerSelectors, capture, model_guard, module_name
 from .inputs import model_device
 
 Pair = tuple[float, float]

@@ -26,7 +26,7 @@ import torchvision
 from torch import nn
 
 import fmapviz
-from fmapviz.targets import BoxScoreTarget, MaskTarget
+from fmapviz import BoxScoreTarget, MaskTarget
 
 # random-weight MobileNetV3 backbones (detection, segmentation) produce denormal floats: ~50x slower on CPU
 torch.set_flush_denormal(True)

@@ -18,8 +18,8 @@ from torch import nn
 
 import fmapviz
 from fmapviz.engines.saliency import LayerSearchCache
+from fmapviz.engines.saliency.region_targets import BoxScoreTarget, MaskTarget
 from fmapviz.plot.maps import channel_grid
-from fmapviz.targets import BoxScoreTarget, MaskTarget
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -12,10 +12,10 @@ from torch import nn
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 import fmapviz
-from fmapviz.capture import layer_keys, resolve_layers
 from fmapviz.errors import LayerNotFoundError
+from fmapviz.hooks import layer_keys, resolve_layers
 
-capture_module = importlib.import_module("fmapviz.capture")
+capture_module = importlib.import_module("fmapviz.hooks")
 
 
 @pytest.fixture
@@ -402,7 +402,7 @@ def test_keep_grad_starts_the_graph_at_the_first_layer_when_nothing_upstream_nee
 
 
 def test_nested_model_guards_restore_each_level():
-    from fmapviz.capture import model_guard
+    from fmapviz.hooks import model_guard
 
     model = TinyCNN().train()
     weight = model.features[0].weight
@@ -419,7 +419,7 @@ def test_nested_model_guards_restore_each_level():
 
 
 def test_model_guard_restores_mixed_modes_frozen_and_tied_parameters():
-    from fmapviz.capture import _modules_and_parameters, model_guard
+    from fmapviz.hooks import _modules_and_parameters, model_guard
 
     model = TinyCNN().train()
     model.features[2].eval()  # a user's half-frozen fine-tune: one conv in eval mode, its weight frozen

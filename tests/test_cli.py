@@ -43,7 +43,7 @@ def photo(tmp_path: Path) -> Path:
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "fmapviz.cli", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+        [sys.executable, "-m", "fmapviz", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
     )
 
 
@@ -205,9 +205,16 @@ def test_help_states_every_default():
                 assert "default" in action.help, (name, action.option_strings)
 
 
-def test_python_m_scan_is_fmapviz_scan_and_honours_size(tiny_model, tmp_path):
+def test_python_m_fmapviz_scan_is_fmapviz_scan_and_honours_size(tiny_model, tmp_path, monkeypatch):
+    import runpy
+
     import fmapviz
-    from fmapviz.scan import main as alias
+
+    def alias(argv):
+        monkeypatch.setattr(sys, "argv", ["fmapviz", "scan", *argv])
+        with pytest.raises(SystemExit) as exit_code:
+            runpy.run_module("fmapviz", run_name="__main__")
+        return exit_code.value.code
 
     data = tmp_path / "data" / "nested"
     data.mkdir(parents=True)

@@ -10,7 +10,7 @@ from conftest import TinyCNN, assert_same_state, hook_count, model_state
 from torch import nn
 from torch.nn.utils import prune
 
-from fmapviz.compare import CompareError, block_layers, compare, compare_checkpoints
+from fmapviz.engines.compare import CompareError, block_layers, compare, compare_checkpoints
 from fmapviz.engines.similarity import linear_cka, pooled_features
 from fmapviz.errors import ModelLoadError
 from fmapviz.views.compare import show_checkpoints, show_cka, show_compare_health, show_disagreements, show_side_by_side

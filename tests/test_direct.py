@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 import fmapviz
-from fmapviz.engines.direct import (
+from fmapviz.engines.channels import (
     RANKINGS,
     channel_scores,
     compute_channel_stats,

@@ -1,6 +1,6 @@
 """The documentation covers the public API, and every public name's example runs.
 
-Public names are ``fmapviz.__all__``, with each module in it (``fmapviz.metrics``, ``fmapviz.targets``,
+Public names are ``fmapviz.__all__``, with each module in it (``fmapviz.evaluate``, ``fmapviz.objectives``)
 ``fmapviz.objectives``) expanded into its own public names. A public name fails here when the API
 reference (``docs/reference/*.rst``) has no entry for it or its docstring shows no ``>>>`` example; a
 reference entry fails when it names nothing importable, so a rename makes a stale page fail in

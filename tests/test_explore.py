@@ -13,9 +13,9 @@ from PIL import Image
 import fmapviz
 from fmapviz.cli import main
 from fmapviz.engines.scan import ScanResult
-from fmapviz.explore import ExploreSettings
-from fmapviz.explore.build import Site
-from fmapviz.explore.cache import read_tensors
+from fmapviz.explorer import ExploreSettings
+from fmapviz.explorer.build import Site
+from fmapviz.explorer.cache import read_tensors
 from fmapviz.inputs import default_transform
 from fmapviz.models import LoadedModel
 
@@ -226,7 +226,7 @@ def test_torchrun_two_processes_build_the_same_site_as_one(tmp_path):
     make_photos(tmp_path / "photos", 5)
     options = ["--layers", "0", "2", "--size", "32", "--actmax-top", "2", "--actmax-steps", "2", "--quiet"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    command += ["-m", "fmapviz.explore", spec, str(tmp_path / "photos"), "-o", str(tmp_path / "two"), *options]
+    command += ["-m", "fmapviz", "explore", spec, str(tmp_path / "photos"), "-o", str(tmp_path / "two"), *options]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}
     run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]

@@ -16,7 +16,7 @@ from conftest import ASSETS, ROOT, real_weights
 from test_explore import build_site
 
 import fmapviz
-from fmapviz.explore import ExploreSettings
+from fmapviz.explorer import ExploreSettings
 
 pytestmark = pytest.mark.skipif(why_no_browser() is not None, reason=str(why_no_browser()))
 SCREENSHOTS = ROOT / "tests" / "output" / "explorer"

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import TinyCNN, assert_same_state, hook_count, model_state
 
-from fmapviz import faithfulness
+from fmapviz.engines.evaluate import faithfulness
 from fmapviz.engines.saliency import saliency
 
 

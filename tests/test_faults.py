@@ -37,7 +37,7 @@ def spec(factory: str) -> str:
 def cli(*args: str, **popen: object) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.Popen(
-        [sys.executable, "-m", "fmapviz.cli", *args], env=env, text=True,
+        [sys.executable, "-m", "fmapviz", *args], env=env, text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen,
     )  # fmt: skip
 
@@ -328,7 +328,8 @@ def test_grayscale_scan_and_channel_page_and_scan_progress_lines(photos, tmp_pat
 
 
 def test_python_m_fmapviz_scan_does_not_overwrite_a_scan(photos, tmp_path, capsys):
-    from fmapviz.scan import main as scan_main
+    def scan_main(argv):
+        return main(["scan", *argv])
 
     out = tmp_path / "scan"
     args = [spec("dict_out"), str(photos), "--layer", "features.0", "-o", str(out)]

@@ -19,21 +19,26 @@ PACKAGE = Path(fmapviz.__file__).parent
 
 # (modules whose name starts with ..., what they must never import)
 RULES = [
-    ("fmapviz.engines", ("fmapviz.views", "fmapviz.plot", "fmapviz.report", "fmapviz.cli")),
+    (
+        "fmapviz.hooks",
+        ("fmapviz.engines", "fmapviz.plot", "fmapviz.views", "fmapviz.pages", "fmapviz.explorer", "fmapviz.cli"),
+    ),
+    ("fmapviz.engines", ("fmapviz.plot", "fmapviz.views", "fmapviz.pages", "fmapviz.explorer", "fmapviz.cli")),
     (
         "fmapviz.plot",
         (
+            "fmapviz.hooks",
             "fmapviz.engines",
-            "fmapviz.capture",
             "fmapviz.models",
             "fmapviz.views",
-            "fmapviz.report",
-            "fmapviz.scan",
+            "fmapviz.pages",
+            "fmapviz.explorer",
             "fmapviz.cli",
         ),
-    ),  # fmt: skip
-    ("fmapviz.views", ("fmapviz.report", "fmapviz.cli")),
-    ("fmapviz.capture", ("fmapviz.engines", "fmapviz.views", "fmapviz.plot", "fmapviz.report", "fmapviz.cli")),
+    ),
+    ("fmapviz.views", ("fmapviz.pages", "fmapviz.explorer", "fmapviz.cli")),
+    ("fmapviz.pages", ("fmapviz.cli",)),
+    ("fmapviz.explorer", ("fmapviz.cli",)),
 ]
 
 

@@ -7,7 +7,8 @@ import torch
 from conftest import TinyCNN, assert_same_state, hook_count, model_state
 from test_saliency import PatternNet, pattern_image
 
-from fmapviz import metrics, saliency
+from fmapviz import saliency
+from fmapviz.engines.evaluate import metrics
 
 
 def pattern_mask() -> torch.Tensor:

@@ -29,23 +29,21 @@ def test_import_fmapviz_and_vocabulary_do_not_import_torch():
 
 def test_every_name_in_all_resolves():
     assert len(set(fmapviz.__all__)) == len(fmapviz.__all__)
-    for name in [*fmapviz.__all__, "ScanResult", "LoadedModel", "LoadedImage", "FmapvizError", "metrics"]:
+    for name in [*fmapviz.__all__, "ScanResult", "LoadedModel", "LoadedImage", "FmapvizError", "evaluate"]:
         assert getattr(fmapviz, name) is not None, name
     assert {"load_model", "load_image", "capture", "feature_maps", "saliency", "maximize", "report", "scan"} <= set(
         fmapviz.__all__
     )
 
 
-def test_functions_keep_their_names_after_their_modules_are_imported():
-    import fmapviz.capture
-    import fmapviz.channel_page
-    import fmapviz.report
-    import fmapviz.scan  # the `python -m fmapviz.scan` alias module
-    from fmapviz.engines.scan import scan
+def test_no_public_function_shadows_a_submodule():
+    import pkgutil
 
-    assert fmapviz.scan is scan and callable(fmapviz.capture) and callable(fmapviz.report)
-    assert callable(fmapviz.channel_page) and fmapviz.ScanResult.__name__ == "ScanResult"
-    assert sys.modules["fmapviz.scan"].main.__module__ == "fmapviz.scan"
+    submodules = {info.name for info in pkgutil.iter_modules(fmapviz.__path__)}
+    functions = {name for name in fmapviz.__all__ if callable(getattr(fmapviz, name))}
+    assert not functions & submodules, functions & submodules
+    assert callable(fmapviz.capture) and callable(fmapviz.report) and callable(fmapviz.scan)
+    assert fmapviz.evaluate.__name__ == "fmapviz.engines.evaluate" and callable(fmapviz.evaluate.deletion)
 
 
 def test_unknown_name_says_so():

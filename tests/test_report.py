@@ -18,8 +18,8 @@ from PIL import Image
 
 import fmapviz
 from fmapviz.cli import main
+from fmapviz.pages.report import PANEL_PIXELS, ReportSpec
 from fmapviz.plot.page import MARGIN
-from fmapviz.report import PANEL_PIXELS, ReportSpec
 
 LAYERS = ("features.1", "features.3")
 QUICK = ReportSpec(layers=LAYERS, top=3, gradcam_layers=1, methods=("gradient",), metric_steps=2)

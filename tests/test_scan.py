@@ -255,7 +255,7 @@ def test_torchrun_two_processes_give_the_same_result_as_one(tmp_path, image_fold
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
-    command += ["-m", "fmapviz.scan", spec, str(image_folder), "--layer", "1", "--layer", "2"]
+    command += ["-m", "fmapviz", "scan", spec, str(image_folder), "--layer", "1", "--layer", "2"]
     command += ["-o", str(out), "--weights", "none", "--size", str(SIZE), "--topk", "4", "--batch-size", "3"]
     run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]

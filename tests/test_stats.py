@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fmapviz.stats import RunningChannelStats
+from fmapviz.engines.channels.statistics import RunningChannelStats
 
 
 def _direct(maps: torch.Tensor) -> dict[str, torch.Tensor]:

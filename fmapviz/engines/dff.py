@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..capture import capture, model_guard, resolve_layers
+from ..hooks import capture, model_guard, resolve_layers
 
 
 @dataclass

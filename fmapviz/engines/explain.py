@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..capture import LayerSelectors, capture, layer_keys, model_guard, resolve_layers
+from ..hooks import LayerSelectors, capture, layer_keys, model_guard, resolve_layers
 from ..outputs import output_tensor
 from ..vocabulary import class_index
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..capture import LayerSelectors, capture, model_guard
+from ..hooks import LayerSelectors, capture, model_guard
 
 ACTIVATIONS = (
     nn.ReLU,

@@ -15,7 +15,7 @@ try:
 except ImportError:
     raise ImportError("fmapviz.integrations.lightning needs Lightning: pip install 'fmapviz[lightning]'") from None
 
-from ..capture import Capture, LayerSelectors, capture
+from ..hooks import Capture, LayerSelectors, capture
 from .tensorboard import write_layers
 
 

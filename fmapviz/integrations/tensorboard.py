@@ -7,7 +7,7 @@ during that forward (hooks live only inside the ``with`` block) and writes, per 
 * ``fmapviz/maps/<layer>``: a grid of the first image's top channels (by mean), scaled per layer;
 * ``fmapviz/activations/<layer>``: a histogram of every activation value of the batch;
 * ``fmapviz/dead_fraction/<layer>``, ``fmapviz/weak_fraction/<layer>``, ``fmapviz/mean/<layer>``:
-  channel health of the batch (see :class:`~fmapviz.engines.direct.ChannelStats`).
+  channel health of the batch (see :class:`~fmapviz.engines.channels.ChannelStats`).
 
 On other steps ``watch`` does nothing and registers nothing. :meth:`FeatureMapLogger.log` runs an
 extra forward on a fixed batch (no gradients, eval mode) when you ask for one.
@@ -29,8 +29,8 @@ except ImportError:
 import torch
 from torch import nn
 
-from ..capture import LayerSelectors, capture, feature_maps, model_guard
-from ..engines.direct import compute_channel_stats, normalize_maps, select_channels
+from ..engines.channels import compute_channel_stats, normalize_maps, select_channels
+from ..hooks import LayerSelectors, capture, feature_maps, model_guard
 from ..plot.mosaic import grid
 
 
@@ -74,7 +74,7 @@ class FeatureMapLogger:
         writer: a ``torch.utils.tensorboard.SummaryWriter`` (or anything with ``add_image``,
             ``add_histogram``, ``add_scalar``).
         model: the model being trained.
-        layers: layer selectors (see :mod:`fmapviz.capture`).
+        layers: layer selectors (see :mod:`fmapviz.hooks`).
         every: log on steps divisible by this.
         top: channels per feature-map grid.
         images, histograms, health: what to write.

@@ -1,6 +1,6 @@
 """Feature-map figures: channel mosaics, photo overlays, the layer hierarchy and channel-health plots.
 
-Inputs are already chosen and normalized by :mod:`fmapviz.engines.direct` (values in
+Inputs are already chosen and normalized by :mod:`fmapviz.engines.channels` (values in
 [0, 1], see :mod:`fmapviz.plot.colors` for value ranges); nothing here runs a model.
 """
 
@@ -75,7 +75,7 @@ def channel_grid(
 def overlay_tiles(image: ArrayLike, heat01: ArrayLike, cmap: str | object = "jet", alpha: float = 0.5) -> np.ndarray:
     """Blend each of T maps (T,H,W) in [0,1] over one photo (3,H,W) → uint8 (T,H,W,3).
 
-    The maps must already have the photo's size (``fmapviz.engines.direct.upsample``).
+    The maps must already have the photo's size (``fmapviz.engines.channels.upsample``).
 
     Raises:
         ValueError: sizes differ or alpha is outside [0, 1].
@@ -99,7 +99,7 @@ def channel_stats_figure(stats: Sequence[Any], *, width_inches: float = 9.0) -> 
 
     Args:
         stats: objects with ``layer``, ``max``, ``fraction_positive``, ``dead``, ``weak``,
-            ``weak_ratio`` and ``weak_threshold`` (``fmapviz.engines.direct.ChannelStats``).
+            ``weak_ratio`` and ``weak_threshold`` (``fmapviz.engines.channels.ChannelStats``).
 
     Returns:
         A :class:`Figure`: red lines are dead channels (never positive), orange weak ones,

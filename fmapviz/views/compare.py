@@ -8,8 +8,8 @@ from collections.abc import Mapping
 
 import torch
 
-from ..compare import CheckpointSeries, ModelComparison
-from ..engines.direct import normalize_maps, select_channels, upsample
+from ..engines.channels import normalize_maps, select_channels, upsample
+from ..engines.compare import CheckpointSeries, ModelComparison
 from ..engines.training import InitReport
 from ..inputs import denormalize
 from ..plot.charts import curve_panels, heatmap, histogram_grid, paired_bars

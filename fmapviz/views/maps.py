@@ -1,6 +1,6 @@
 """Feature-map views: channel mosaics, the layer hierarchy and channel health.
 
-They call :mod:`fmapviz.engines.direct` to choose and normalize channels, read layer
+They call :mod:`fmapviz.engines.channels` to choose and normalize channels, read layer
 geometry from :func:`fmapviz.summary`, and hand plain arrays to :mod:`fmapviz.plot`.
 """
 
@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..engines.direct import ChannelStats, RankFunction, as_batch, normalize_maps, select_channels, upsample
+from ..engines.channels import ChannelStats, RankFunction, as_batch, normalize_maps, select_channels, upsample
 from ..inputs import LoadedImage
 from ..layers import LayerInfo
 from ..layers import summary as layer_summary
@@ -76,7 +76,7 @@ def show_maps(
         rank: how ``top``/``bottom`` score channels: ``"mean"``, ``"max"``, ``"std"``, or a
             (C,) score tensor (e.g. Grad-CAM channel weights).
         normalize: ``"layer"`` (one scale, channels comparable), ``"channel"`` (each channel
-            stretched) or ``"global"``; see :mod:`fmapviz.engines.direct`.
+            stretched) or ``"global"``; see :mod:`fmapviz.engines.channels`.
         image: the input photo (``LoadedImage`` or (N,3,H,W) in [0,1]): shown as the first tile,
             and under the maps when ``overlay=True``; maps are resized to its size.
         overlay: blend each map over the photo with ``alpha``.
@@ -195,7 +195,7 @@ def show_hierarchy(
             when missing and ``model`` is given; otherwise the geometry shows "?".
         model: used only to compute ``summary``.
         top: how many channels per layer (the best ``top`` by ``rank``).
-        rank: channel ranking (see :func:`fmapviz.engines.direct.channel_scores`).
+        rank: channel ranking (see :func:`fmapviz.engines.channels.channel_scores`).
         cmap: colormap.
         cell: tile size in pixels.
         clip: percentiles mapped to the ends of the colour scale (default 0.5, 99.5, so a

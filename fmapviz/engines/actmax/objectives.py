@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ...capture import layer_keys
+from ...hooks import layer_keys
 from ...vocabulary import UNIT_FORMS, Unit, class_index, is_unit, parse_unit
 
 INPUT = "@input"

@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...capture import capture, model_guard
 from ...errors import LayerNotFoundError, closest_names
+from ...hooks import capture, model_guard
 from ...inputs import IMAGENET_MEAN, IMAGENET_STD, model_device
 from ...outputs import output_tensor
 from ...vocabulary import Unit, is_unit

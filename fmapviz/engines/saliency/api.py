@@ -8,7 +8,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ...capture import LayerSelectors, model_guard, module_name, resolve_layers
+from ...hooks import LayerSelectors, model_guard, module_name, resolve_layers
 from . import smoothing
 from .layer_search import LayerSearchCache, auto_layer
 from .pipeline import Job
@@ -47,7 +47,7 @@ def saliency(
             index or name, a unit ``"features.10[17]"``, a callable).
         layers: methods that take a layer: one layer selector or a list (one map each, from a
             single forward and backward pass); a reused module named without ``#k`` means its
-            last call (see :mod:`fmapviz.capture`); None picks the last layer with a 4-D output
+            last call (see :mod:`fmapviz.hooks`); None picks the last layer with a 4-D output
             that the target reaches.
         batch_size: rows per chunk for IG steps and SmoothGrad samples; ``"auto"`` picks a size
             that is fast on ``x``'s device.

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...capture import call_number, layer_keys, module_name
+from ...hooks import call_number, layer_keys, module_name
 from ..inference import channels_last, fast_forward
 from .pipeline import Job, upsampled_maps
 from .result import Attribution

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from ...capture import capture, module_name
+from ...hooks import capture, module_name
 from ...tokens import as_spatial, resolve_layout, token_grid
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ def auto_layer(job: Job, until: str | None = None) -> str:
     a non-zero gradient from the (first) target. For torchvision's ``vit_b_16`` this is
     ``encoder.layers.encoder_layer_11.ln_1``: the last block's output reaches the logits only
     through the class token, so its patch maps get no gradient; for a detector with a
-    :class:`fmapviz.targets.BoxScoreTarget` it is ``backbone`` (one map per FPN level, summed).
+    :class:`fmapviz.engines.saliency.region_targets.BoxScoreTarget` it is ``backbone`` (one map per FPN level, summed).
 
     Raises:
         ValueError: the model has no layer with a 4-D output.

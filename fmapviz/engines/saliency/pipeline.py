@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...capture import capture, layer_keys, module_name
+from ...hooks import capture, layer_keys, module_name
 from ...outputs import output_tensor
 from .layer_search import LayerSearch, LayerSearchCache, candidates_before
 from .targets import Target, check_scores, unit_score

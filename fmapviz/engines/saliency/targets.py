@@ -15,8 +15,8 @@ Targets (the ``target`` argument, explained here once for every function that ta
 * a callable ``fn(output) -> (N,) or (N, K) tensor``: any score (or K scores, one map each) computed
   from the model output (the output passes through :func:`fmapviz.outputs.output_tensor` first, unless the callable has
   ``raw_output = True``: then it gets the model's output as returned, e.g. a detection model's list
-  of dicts). :mod:`fmapviz.targets` has ready-made ones: ``BoxScoreTarget`` for detection models and
-  ``MaskTarget`` for segmentation models. Methods that run expanded batches (SmoothGrad samples,
+  of dicts). Ready-made ones: :class:`~fmapviz.BoxScoreTarget` for detection models and
+  :class:`~fmapviz.MaskTarget` for segmentation models. Methods that run expanded batches (SmoothGrad samples,
   IG steps) call it with those rows.
 
 Class targets are scored on the raw output (logits), not on softmax probabilities.
@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from ...capture import layer_keys
+from ...hooks import layer_keys
 from ...vocabulary import Unit, class_index, is_unit, parse_unit
 
 TargetSpec = Any  # see the module docstring

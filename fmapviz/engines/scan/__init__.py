@@ -3,7 +3,7 @@
 One streaming pass keeps, per channel of every selected layer (:mod:`.reduce`):
 
 * exact running statistics of every activation value (count, mean, std, max, min,
-  fraction positive; :class:`~fmapviz.stats.RunningChannelStats`);
+  fraction positive; :class:`~fmapviz.engines.channels.statistics.RunningChannelStats`);
 * the same statistics of each image's maximum (``image_max``), which rank channels by
   how strongly they fire (see :meth:`ScanResult.dead_channels`);
 * a fixed-bin histogram of each image's maximum (bins :data:`HISTOGRAM_EDGES`, the same
@@ -16,7 +16,7 @@ DataLoader or Dataset, by their dataset index (:mod:`.data`); crops are read bac
 (:meth:`ScanResult.examples`, :mod:`.result`). Shards (``shard=(i, n)``: every n-th image
 from i) merge exactly (:meth:`ScanResult.merge`). Under ``torchrun`` the scan shards by rank
 and gathers the shards (:mod:`.driver`), so
-``torchrun --nproc-per-node 2 -m fmapviz.scan MODEL DATA --layer L -o out/`` runs two
+``torchrun --nproc-per-node 2 -m fmapviz scan MODEL DATA --layer L -o out/`` runs two
 processes and writes one merged result.
 """
 

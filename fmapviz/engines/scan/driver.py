@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ...capture import LayerSelectors, capture, model_guard, resolve_layers
+from ...hooks import LayerSelectors, capture, model_guard, resolve_layers
 from ...inputs import default_transform, model_device, normalization
 from ...layers import layer_geometry
 from ...models import LoadedModel
@@ -44,7 +44,7 @@ def scan(
             mean and std are then used). Its mode and parameters are restored afterwards.
         data: a folder of images (searched recursively), a list of image paths, a Dataset or a
             DataLoader (in order, ``shuffle=False``) yielding image tensors or (image, label) pairs.
-        layers: layer selectors (see :mod:`fmapviz.capture`); outputs must be (N,C,H,W) or (N,C).
+        layers: layer selectors (see :mod:`fmapviz.hooks`); outputs must be (N,C,H,W) or (N,C).
         topk: how many top images to keep per channel.
         batch_size, num_workers: for reading image files (a DataLoader keeps its own).
         device: where to run (default: the model's device); the model is not moved.

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ...stats import RunningChannelStats
+from ..channels.statistics import RunningChannelStats
 
 _DECADES = 10.0 ** torch.linspace(-3, 4, 85, dtype=torch.float64)
 HISTOGRAM_EDGES = torch.cat([-_DECADES.flip(0), torch.zeros(1, dtype=torch.float64), _DECADES])

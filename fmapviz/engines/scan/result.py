@@ -17,7 +17,7 @@ from ...errors import FmapvizError
 from ...files import atomic_path, write_json
 from ...inputs import IMAGENET_MEAN, IMAGENET_STD, batch_images, default_transform, denormalize, read_image_file
 from ...layers import Geometry
-from ..direct import ChannelStats, stats_from_running
+from ..channels import ChannelStats, stats_from_running
 from .reduce import HISTOGRAM_EDGES, LayerScan, RunningChannelStats
 
 FORMAT_VERSION = 1
@@ -120,7 +120,7 @@ class ScanResult:
     def dead_channels(self, weak_ratio: float = 0.1) -> dict[str, ChannelStats]:
         """Channels that never fire and channels that fire far less than their layer's median, by layer.
 
-        The definitions are those of :class:`~fmapviz.engines.direct.ChannelStats`, over every
+        The definitions are those of :class:`~fmapviz.engines.channels.ChannelStats`, over every
         image and position scanned: dead means ``max <= 0``; weak means alive with
         ``max < weak_ratio`` × the median max of the layer's live channels.
 

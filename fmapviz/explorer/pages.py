@@ -44,7 +44,7 @@ def page(title: str, body: str, root: str, crumbs: Iterable[tuple[str, str | Non
 
 
 class Pages:
-    """Writes every page of a built :class:`~fmapviz.explore.build.Site`."""
+    """Writes every page of a built :class:`~fmapviz.explorer.build.Site`."""
 
     def __init__(self, site: Site, channels: dict[tuple[str, int], dict]) -> None:
         self.site, self.out, self.result, self.channels = site, site.out, site.scan_result, channels

@@ -28,20 +28,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import metrics
-from .capture import feature_maps, model_guard
-from .engines.actmax import maximize
-from .engines.direct import channel_stats
-from .engines.saliency import METHODS, saliency
-from .errors import FmapvizError
-from .files import FolderLock, refuse_inputs, save_figure, writable_folder, write_json, write_text
-from .inputs import LoadedImage, load_image
-from .layers import LayerInfo, summary
-from .models import LoadedModel, load_model
-from .outputs import output_tensor
-from .plot.page import compose_page, header_figure
-from .progress import Progress
-from .views import show_channel_stats, show_gallery, show_hierarchy, show_saliency
+from ..engines.actmax import maximize
+from ..engines.channels import channel_stats
+from ..engines.evaluate import metrics
+from ..engines.saliency import METHODS, saliency
+from ..errors import FmapvizError
+from ..files import FolderLock, refuse_inputs, save_figure, writable_folder, write_json, write_text
+from ..hooks import feature_maps, model_guard
+from ..inputs import LoadedImage, load_image
+from ..layers import LayerInfo, summary
+from ..models import LoadedModel, load_model
+from ..outputs import output_tensor
+from ..plot.page import compose_page, header_figure
+from ..progress import Progress
+from ..views import show_channel_stats, show_gallery, show_hierarchy, show_saliency
 
 
 @dataclass(frozen=True)
@@ -403,7 +403,7 @@ def _manifest(
     import captum
     import torchvision
 
-    from . import __version__
+    from .. import __version__
 
     return {
         "model": loaded.name,

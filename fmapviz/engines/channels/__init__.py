@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..capture import LayerSelectors, capture, model_guard
-from ..inputs import LoadedImage, batch_images, list_images, load_image, model_device
-from ..stats import RunningChannelStats
-from ..vocabulary import parse_channels
+from ...hooks import LayerSelectors, capture, model_guard
+from ...inputs import LoadedImage, batch_images, list_images, load_image, model_device
+from ...vocabulary import parse_channels
+from .statistics import RunningChannelStats
 
 RankFunction = Callable[[torch.Tensor], torch.Tensor]
 
@@ -363,7 +363,7 @@ def _short_list(values: list[int], limit: int = 12) -> str:
 
 
 def stats_from_running(running: RunningChannelStats, layer: str | None = None, weak_ratio: float = 0.1) -> ChannelStats:
-    """A :class:`ChannelStats` from streamed :class:`~fmapviz.stats.RunningChannelStats`."""
+    """A :class:`ChannelStats` from streamed :class:`~fmapviz.engines.channels.statistics.RunningChannelStats`."""
     if not weak_ratio >= 0:
         raise ValueError(f"weak_ratio must be >= 0, got {weak_ratio}.")
     return ChannelStats(
@@ -402,14 +402,14 @@ def stream_channel_stats(
 ) -> dict[str, ChannelStats]:
     """Channel statistics of ``layers`` over many batches, in O(channels) memory.
 
-    Each layer's output is folded into a :class:`~fmapviz.stats.RunningChannelStats`
+    Each layer's output is folded into a :class:`~fmapviz.engines.channels.statistics.RunningChannelStats`
     inside the forward pass (capture's ``reduce=``), so no whole layer is kept.
 
     Args:
         model: the network; left exactly as it was (mode, flags, parameters, no hooks).
         batches: an iterable of (N,3,H,W) tensors, (tensor, label) pairs or dicts with
             an ``"image"`` tensor, e.g. a DataLoader.
-        layers: layer selectors (see :mod:`fmapviz.capture`).
+        layers: layer selectors (see :mod:`fmapviz.hooks`).
         weak_ratio: see :class:`ChannelStats`.
         device: where to run; default the model's parameters' device.
 
@@ -477,7 +477,7 @@ def channel_stats(
 
     A channel is dead when it is never positive, weak when its max is below
     ``weak_ratio`` × the median channel max of its layer (see
-    :class:`~fmapviz.engines.direct.ChannelStats`).
+    :class:`~fmapviz.engines.channels.ChannelStats`).
 
     Args:
         data: maps ((N,C,H,W) tensor or dict of them) when ``model`` is None; otherwise

@@ -2,7 +2,7 @@
 
 :func:`compare` runs both models over ``data`` once, batch by batch. Inside each forward pass
 (capture's ``reduce=``) every chosen layer's maps are folded into per-channel statistics
-(:class:`~fmapviz.stats.RunningChannelStats`: dead and weak channels) and average-pooled into
+(:class:`~fmapviz.engines.channels.statistics.RunningChannelStats`: dead and weak channels) and average-pooled into
 features for linear CKA (:class:`~fmapviz.engines.similarity.StreamingCKA`), so memory does
 not grow with the number of images. The models' top-1 predictions are compared per image.
 
@@ -24,13 +24,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .capture import LayerSelectors, capture, feature_maps, model_guard, resolve_layers
-from .engines.direct import ChannelStats, stats_from_running
-from .engines.similarity import StreamingCKA, pooled_features
-from .errors import FmapvizError, ModelLoadError
-from .inputs import default_transform, is_glob, list_images, model_device, read_image_file
-from .models import LoadedModel, load_checkpoint, load_model
-from .stats import RunningChannelStats
+from ...errors import FmapvizError, ModelLoadError
+from ...hooks import LayerSelectors, capture, feature_maps, model_guard, resolve_layers
+from ...inputs import default_transform, is_glob, list_images, model_device, read_image_file
+from ...models import LoadedModel, load_checkpoint, load_model
+from ..channels import ChannelStats, stats_from_running
+from ..channels.statistics import RunningChannelStats
+from ..similarity import StreamingCKA, pooled_features
 
 _SKIPPED = (nn.Dropout, nn.Identity, nn.Flatten, nn.ReLU, nn.ReLU6, nn.GELU, nn.SiLU, nn.Hardswish, nn.Sigmoid)
 _SKIPPED += (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Tanh, nn.LeakyReLU)
@@ -71,7 +71,7 @@ class ModelComparison:
         names: the two models' names.
         layers_a, layers_b: the compared layers (capture keys), shallow to deep.
         cka: (len(layers_a), len(layers_b)) float64 linear CKA over every image.
-        stats_a, stats_b: layer → :class:`~fmapviz.engines.direct.ChannelStats` (dead/weak channels).
+        stats_a, stats_b: layer → :class:`~fmapviz.engines.channels.ChannelStats` (dead/weak channels).
         pairs: every layer of A with its counterpart in B (same name, else the best CKA match).
         matched: up to 4 of ``pairs`` spread over depth, shown side by side.
         predictions_a, predictions_b: (N,) top-1 class per image, or None when outputs are not (N, K) logits.
@@ -278,7 +278,7 @@ def compare(
             LoadedModel's transform, else ImageNet 224 px).
         batch_size: images per forward pass (files and tensors).
         grid: spatial pooling before CKA (see :mod:`fmapviz.engines.similarity`).
-        weak_ratio: threshold for weak channels (see :class:`~fmapviz.engines.direct.ChannelStats`).
+        weak_ratio: threshold for weak channels (see :class:`~fmapviz.engines.channels.ChannelStats`).
         names: labels of the two models (default their LoadedModel names, else "A" and "B").
 
     Returns:

@@ -4,7 +4,7 @@
 * :mod:`.pages` turns the cache into HTML; :mod:`.cache` holds the atomic writes and cache keys;
 * ``assets/`` holds the stylesheet and the small script the pages use (no network, no server).
 
-Under ``torchrun``, ``torchrun --nproc-per-node 2 -m fmapviz.explore MODEL DATA --layers L -o site/``
+Under ``torchrun``, ``torchrun --nproc-per-node 2 -m fmapviz explore MODEL DATA --layers L -o site/``
 splits the work across processes (the scan shards as :func:`fmapviz.scan` does).
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 from torch import nn
 
-from ..capture import LayerSelectors
 from ..files import FolderLock, write_json
+from ..hooks import LayerSelectors
 from ..inputs import default_transform
 from ..models import LoadedModel
 from .build import ExploreSettings, Site, list_photos, spatial_layers
@@ -66,7 +66,7 @@ def explore(
         FmapvizError: a layer without spatial maps, or ``out`` is not a site folder (and not ``force``).
 
     Example:
-        >>> from fmapviz.explore import ExploreSettings
+        >>> from fmapviz.explorer import ExploreSettings
         >>> quick = ExploreSettings(topk=2, crops=2, least=1, explain_top=1, actmax_top=1, actmax_copies=1,
         ...                         actmax_steps=8, actmax_size=64)  # a tiny site; the defaults show much more
         >>> loaded = fmapviz.load_model("mobilenet_v2", weights="IMAGENET1K_V1")

@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..capture import feature_maps, resolve_layers
 from ..engines.actmax import maximize
 from ..engines.explain import ATTRIBUTIONS, explain_channels, unit_gradients
 from ..engines.saliency import saliency
 from ..engines.scan import ScanResult, receptive_window, scan
 from ..errors import FmapvizError, ImageLoadError
 from ..files import write_json
+from ..hooks import feature_maps, resolve_layers
 from ..inputs import denormalize, list_images, read_image_file
 from ..layers import summary
 from ..models import LoadedModel

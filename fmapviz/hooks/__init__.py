@@ -53,9 +53,9 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .errors import LayerNotFoundError, closest_names
-from .outputs import OutputPicker, first_tensor, output_tensor
-from .tokens import LAYOUTS, as_spatial, from_spatial, resolve_layout
+from ..errors import LayerNotFoundError, closest_names
+from ..outputs import OutputPicker, first_tensor, output_tensor
+from ..tokens import LAYOUTS, as_spatial, from_spatial, resolve_layout
 
 LayerSelector = str | type | nn.Module
 LayerSelectors = LayerSelector | Sequence[LayerSelector]
@@ -119,7 +119,7 @@ def call_number(key: str) -> int:
 
 
 def layer_keys(keys: Iterable[str], layer: str) -> list[str]:
-    """The capture keys that hold ``layer``'s map, by the reused-module rule (see :mod:`fmapviz.capture`).
+    """The capture keys that hold ``layer``'s map, by the reused-module rule (see :mod:`fmapviz.hooks`).
 
     ``layer`` may name a call (``"relu#2"``, or ``"relu#1"`` for the first) or a level
     (``"backbone:0"``); a module named without ``#k`` gives its last call. A layer that returns
@@ -556,7 +556,7 @@ def capture(
 
     Args:
         model: any ``nn.Module``; it is not modified.
-        layers: layer selectors (see :mod:`fmapviz.capture`).
+        layers: layer selectors (see :mod:`fmapviz.hooks`).
         device: move each captured map there (e.g. ``"cpu"`` to free GPU memory).
         dtype: cast each captured map (``torch.float16`` halves memory).
         keep_grad: keep maps attached to the autograd graph and record their
@@ -616,7 +616,7 @@ def feature_maps(
     Args:
         model: any ``nn.Module``; it is not modified.
         x: the model input tensor, batch first (``load_image(...).tensor``).
-        layers: layer selectors (see :mod:`fmapviz.capture`).
+        layers: layer selectors (see :mod:`fmapviz.hooks`).
         device, dtype, pick, layout, train: as in :func:`capture` (eval mode unless ``train``).
         stop_early: skip the layers after the last selected one (default True); every call of a
             module that runs more than once is still returned (see :func:`capture`).

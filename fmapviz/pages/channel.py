@@ -9,11 +9,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .engines.actmax import maximize
-from .engines.scan import ScanResult
-from .models import LoadedModel
-from .progress import Progress
-from .views.scan import show_channel_page
+from ..engines.actmax import maximize
+from ..engines.scan import ScanResult
+from ..models import LoadedModel
+from ..progress import Progress
+from ..views.scan import show_channel_page
 
 
 def channel_page(

@@ -28,11 +28,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .capture import LayerSelector, model_guard, resolve_layers
-from .engines.inference import fast_forward
-from .engines.saliency import SaliencyResult, View, make_baseline, saliency
-from .engines.saliency.baselines import seeded
-from .outputs import output_tensor
+from ...hooks import LayerSelector, model_guard, resolve_layers
+from ...outputs import output_tensor
+from ..inference import fast_forward
+from ..saliency import SaliencyResult, View, make_baseline, saliency
+from ..saliency.baselines import seeded
 
 
 @dataclass
@@ -47,7 +47,7 @@ class PerturbationCurve:
         baseline: the substrate's name (``"blur"``, ``"rise_blur"``, ``"black"``, ...; ``"tensor"`` for a tensor).
 
     Example:
-        >>> curve = fmapviz.metrics.deletion(model, x, fmapviz.saliency(model, x, "gradcam"), steps=10)
+        >>> curve = fmapviz.evaluate.deletion(model, x, fmapviz.saliency(model, x, "gradcam"), steps=10)
         >>> curve.mode, tuple(curve.scores.shape), round(float(curve.fractions[1]), 2)
         ('deletion', (1, 11), 0.1)
     """
@@ -141,7 +141,7 @@ def deletion(
 
     Example:
         >>> result = fmapviz.saliency(model, x, "gradcam")
-        >>> round(float(fmapviz.metrics.deletion(model, x, result, steps=10).auc), 2)
+        >>> round(float(fmapviz.evaluate.deletion(model, x, result, steps=10).auc), 2)
         0.43
     """
     return _perturbation_curve("deletion", model, x, maps, target, steps, baseline, batch_size)
@@ -164,7 +164,7 @@ def insertion(
 
     Example:
         >>> result = fmapviz.saliency(model, x, "gradcam")
-        >>> round(float(fmapviz.metrics.insertion(model, x, result, steps=10).auc), 2)
+        >>> round(float(fmapviz.evaluate.insertion(model, x, result, steps=10).auc), 2)
         0.56
     """
     return _perturbation_curve("insertion", model, x, maps, target, steps, baseline, batch_size)
@@ -175,7 +175,7 @@ def spearman(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
 
     Example:
         >>> first, second = torch.tensor([[1.0, 2, 3], [1, 2, 3]]), torch.tensor([[10.0, 20, 30], [3, 2, 1]])
-        >>> ranks = fmapviz.metrics.spearman(first, second)
+        >>> ranks = fmapviz.evaluate.spearman(first, second)
         >>> ranks.round(decimals=6).tolist()
         [1.0, -1.0]
     """
@@ -199,7 +199,7 @@ def cascade_blocks(model: nn.Module) -> list[str]:
     """Blocks in definition order: children owning parameters, with ``Sequential``/``ModuleList`` opened.
 
     Example:
-        >>> blocks = fmapviz.metrics.cascade_blocks(model)  # mobilenet_v2
+        >>> blocks = fmapviz.evaluate.cascade_blocks(model)  # mobilenet_v2
         >>> blocks[:3], blocks[-1]
         (['features.0.0', 'features.0.1', 'features.1'], 'classifier.1')
     """
@@ -230,7 +230,7 @@ class RandomizationResult:
         reset_running_stats: whether BatchNorm running statistics were reset too.
 
     Example:
-        >>> check = fmapviz.metrics.randomization_check(model, x, "gradcam", blocks=["classifier.1", "features.18"])
+        >>> check = fmapviz.evaluate.randomization_check(model, x, "gradcam", blocks=["classifier.1", "features.18"])
         >>> check.blocks, tuple(check.correlations.shape)
         (['classifier.1', 'features.18'], (2, 1))
     """
@@ -276,7 +276,7 @@ def randomization_check(
         A :class:`RandomizationResult` with one correlation per block and image.
 
     Example:
-        >>> check = fmapviz.metrics.randomization_check(model, x, "gradcam", blocks=["classifier.1", "features.18"])
+        >>> check = fmapviz.evaluate.randomization_check(model, x, "gradcam", blocks=["classifier.1", "features.18"])
         >>> bool(check.correlations[-1, 0] < 0.5)  # Grad-CAM changes once the top blocks are random
         True
     """

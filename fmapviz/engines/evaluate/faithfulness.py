@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .capture import model_guard
-from .engines.inference import fast_forward
-from .engines.saliency.baselines import seeded
-from .outputs import output_tensor
+from ...hooks import model_guard
+from ...outputs import output_tensor
+from ..inference import fast_forward
+from ..saliency.baselines import seeded
 
 NEIGHBOUR_WEIGHTS = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]])
 """ROAD's imputation: each removed pixel is this weighted mean of its 8 neighbours (Rong et al., 2022)."""
@@ -147,7 +147,7 @@ class RoadResult:
 
     Example:
         >>> cam = fmapviz.saliency(model, x, "gradcam", target=281)
-        >>> curves = fmapviz.faithfulness.road(model, x, cam, fractions=(0.5,))
+        >>> curves = fmapviz.evaluate.road(model, x, cam, fractions=(0.5,))
         >>> tuple(curves.morf.shape), tuple(curves.score.shape)
         ((1, 1), (1,))
     """
@@ -200,7 +200,7 @@ def road(
 
     Example:
         >>> result = fmapviz.saliency(model, x, "gradcam", target=281)
-        >>> fmapviz.faithfulness.road(model, x, result, fractions=(0.5,)).score.shape
+        >>> fmapviz.evaluate.road(model, x, result, fractions=(0.5,)).score.shape
         torch.Size([1])
     """
     maps, classes = _maps_and_classes(maps, target, x.shape[0])
@@ -242,7 +242,7 @@ class ConfidenceChange:
         probability, masked_probability: ``(N,)`` the two probabilities.
 
     Example:
-        >>> change = fmapviz.faithfulness.average_drop_increase(model, x, fmapviz.saliency(model, x, "gradcam"))
+        >>> change = fmapviz.evaluate.average_drop_increase(model, x, fmapviz.saliency(model, x, "gradcam"))
         >>> tuple(change.drop.shape), change.increase.dtype
         ((1,), torch.bool)
     """
@@ -277,7 +277,7 @@ def average_drop_increase(
         ``increase.float().mean()`` the Increase in Confidence.
 
     Example:
-        >>> change = fmapviz.faithfulness.average_drop_increase(model, x, fmapviz.saliency(model, x, "gradcam"))
+        >>> change = fmapviz.evaluate.average_drop_increase(model, x, fmapviz.saliency(model, x, "gradcam"))
         >>> 0.0 <= float(change.drop.mean()) <= 1.0
         True
     """
@@ -321,7 +321,7 @@ def infidelity(
 
     Example:
         >>> cam = fmapviz.saliency(model, x, "gradcam")
-        >>> fmapviz.faithfulness.infidelity(model, x, cam, samples=4).shape
+        >>> fmapviz.evaluate.infidelity(model, x, cam, samples=4).shape
         torch.Size([1])
     """
     from captum.metrics import infidelity as captum_infidelity
@@ -371,7 +371,7 @@ def sensitivity(
     Example:
         >>> def explain(inputs, classes):
         ...     return fmapviz.saliency(model, inputs, "gradcam", target=classes).maps[:, 0]
-        >>> fmapviz.faithfulness.sensitivity(explain, x, target=281, samples=2).shape
+        >>> fmapviz.evaluate.sensitivity(explain, x, target=281, samples=2).shape
         torch.Size([1])
     """
     from captum.metrics import sensitivity_max

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .progress import interrupts_are_kept
+from ..progress import interrupts_are_kept
 
 
 class UsageError(Exception):
@@ -546,7 +546,7 @@ def run_actmax(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     import fmapviz
-    from fmapviz.report import ReportSpec
+    from fmapviz.pages.report import ReportSpec
 
     loaded = _model(args)
     image = _images(args, loaded)
@@ -620,7 +620,8 @@ def run_channel(args: argparse.Namespace) -> int:
 
 def run_explore(args: argparse.Namespace) -> int:
     import fmapviz
-    from fmapviz.explore import ExploreSettings
+    from fmapviz.engines.scan import torchrun_group
+    from fmapviz.explorer import ExploreSettings
 
     settings = ExploreSettings(
         crops=args.crops,
@@ -634,10 +635,11 @@ def run_explore(args: argparse.Namespace) -> int:
         seed=args.seed,
         batch_size=args.batch_size,
     )
-    loaded = _model(args)
-    index = fmapviz.explore(
-        loaded, args.data, args.layers, args.out, settings=settings, force=args.force, progress=not args.quiet
-    )
+    with torchrun_group(args.device) as (_, device):  # under torchrun the processes share the work
+        loaded = _model(args, device)
+        index = fmapviz.explore(
+            loaded, args.data, args.layers, args.out, settings=settings, force=args.force, progress=not args.quiet
+        )
     _say(args, f"wrote {index}")
     return 0
 
@@ -753,7 +755,7 @@ COMMANDS: dict[str, Command] = {
         _scan_options,
         run_scan,
         "fmapviz scan mobilenet_v2 --weights IMAGENET1K_V1 photos/ --layer features.7 features.14 -o scan/\n"
-        "  torchrun --nproc-per-node 2 -m fmapviz.scan mobilenet_v2 --weights IMAGENET1K_V1 photos/ "
+        "  torchrun --nproc-per-node 2 -m fmapviz scan mobilenet_v2 --weights IMAGENET1K_V1 photos/ "
         "--layer features.7 -o scan/",
     ),
     "channel": Command(
@@ -768,7 +770,7 @@ COMMANDS: dict[str, Command] = {
         _explore_options,
         run_explore,
         "fmapviz explore mobilenet_v2 --weights IMAGENET1K_V1 photos/ --layers features.7 features.14 -o site/\n"
-        "  torchrun --nproc-per-node 2 -m fmapviz.explore resnet18 --weights IMAGENET1K_V1 photos/ --layers layer3 "
+        "  torchrun --nproc-per-node 2 -m fmapviz explore resnet18 --weights IMAGENET1K_V1 photos/ --layers layer3 "
         "layer4 -o site/",
     ),
     "compare": Command(
