@@ -18,7 +18,8 @@ from common import markdown_table, peak_rss_delta_mb, setup, time_interleaved, w
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import fmapviz  # noqa: E402
-from fmapviz.hooks import _storage_key, resolve_layers  # noqa: E402
+from fmapviz.hooks import resolve_layers  # noqa: E402
+from fmapviz.hooks.copy_guard import storage_key  # noqa: E402
 
 LAYERS = {
     "resnet50": (["layer1", "layer2", "layer3", "layer4"], ["layer1.0", "layer2.0", "layer3.0", "layer4.0"]),
@@ -30,7 +31,7 @@ LAYERS = {
 
 
 def captured_mb(maps: dict[str, torch.Tensor]) -> float:
-    storages = {_storage_key(t): t.untyped_storage().nbytes() for t in maps.values()}
+    storages = {storage_key(t): t.untyped_storage().nbytes() for t in maps.values()}
     return sum(storages.values()) / 2**20
 
 

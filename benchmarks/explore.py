@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run(photos: Path, site: Path) -> tuple[float, float]:
     """(wall-clock seconds, CPU seconds) of one command-line run."""
-    command = [sys.executable, "-m", "fmapviz.cli", "explore", "mobilenet_v2", "--weights", "IMAGENET1K_V1"]
+    command = [sys.executable, "-m", "fmapviz", "explore", "mobilenet_v2", "--weights", "IMAGENET1K_V1"]
     command += [str(photos), "--layers", "features.7", "features.14", "-o", str(site), "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
     start, cpu = time.perf_counter(), _children_cpu()

@@ -276,7 +276,7 @@ def bench_new(batch: int, only: tuple[str, ...] = ("CAMs", "masked", "captum")) 
     """The issue-15 methods against pytorch-grad-cam, torchcam and direct captum calls, interleaved."""
     import captum.attr as attr
 
-    from fmapviz.engines.saliency.captum_methods import patch_mask
+    from fmapviz.engines.saliency.methods.perturbation import patch_mask
 
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None).eval()

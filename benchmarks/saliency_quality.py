@@ -30,7 +30,6 @@ import torch
 from common import RESULTS_DIR, SHARED, markdown_table, setup, write_section
 
 import fmapviz
-from fmapviz.engines.evaluate import faithfulness
 from fmapviz.engines.saliency import METHODS, make_baseline
 
 SHARED = Path(os.environ.get("FMAPVIZ_SHARED", SHARED))
@@ -73,8 +72,8 @@ def method_options(method: str, loaded: fmapviz.models.LoadedModel) -> dict:
 
 def score_maps(loaded, images, maps, targets, steps: int, black: torch.Tensor) -> dict[str, torch.Tensor]:
     model = loaded.model
-    road = faithfulness.road(model, images, maps, targets, fractions=ROAD_FRACTIONS, iterations=30)
-    change = faithfulness.average_drop_increase(model, images, maps, targets)
+    road = fmapviz.evaluate.road(model, images, maps, targets, fractions=ROAD_FRACTIONS, iterations=30)
+    change = fmapviz.evaluate.average_drop_increase(model, images, maps, targets)
     return {
         "deletion": fmapviz.evaluate.deletion(model, images, maps, targets, steps=steps, baseline=black).auc,
         "insertion": fmapviz.evaluate.insertion(model, images, maps, targets, steps=steps).auc,
@@ -136,8 +135,8 @@ def quality_rows(loaded, x, classes, subset: int, steps: int, chunk: int = 8) ->
     return rows, summaries
 
 
-def randomization(loaded, x, classes) -> dict[str, fmapviz.engines.evaluate.metrics.RandomizationResult | str]:
-    checks: dict[str, fmapviz.engines.evaluate.metrics.RandomizationResult | str] = {}
+def randomization(loaded, x, classes) -> dict[str, fmapviz.evaluate.RandomizationResult | str]:
+    checks: dict[str, fmapviz.evaluate.RandomizationResult | str] = {}
     for method in METHODS:
         try:
             checks[method] = fmapviz.evaluate.randomization_check(

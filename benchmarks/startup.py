@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 ROUNDS = 7
 COMMANDS = {
     "python -c pass (interpreter alone)": ["-c", "pass"],
-    "fmapviz --help": ["-m", "fmapviz.cli", "--help"],
-    "fmapviz scan --help": ["-m", "fmapviz.cli", "scan", "--help"],
+    "fmapviz --help": ["-m", "fmapviz", "--help"],
+    "fmapviz scan --help": ["-m", "fmapviz", "scan", "--help"],
     "fmapviz maps … --channels top:0 (usage error, exit 2)": [
-        *("-m", "fmapviz.cli", "maps", "net.py:build", "cat.png", "--layer", "0", "--channels", "top:0"),
+        *("-m", "fmapviz", "maps", "net.py:build", "cat.png", "--layer", "0", "--channels", "top:0"),
     ],
     'python -c "import fmapviz"': ["-c", "import fmapviz"],
     'python -c "import torch, torchvision"': ["-c", "import torch, torchvision"],

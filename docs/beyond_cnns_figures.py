@@ -18,7 +18,7 @@ from torch import nn
 from torchvision.utils import draw_bounding_boxes
 
 import fmapviz
-from fmapviz.engines.saliency.region_targets import BoxScoreTarget, MaskTarget
+from fmapviz.engines.saliency.targets import BoxScoreTarget, MaskTarget
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).resolve().parent / "img"

@@ -1,12 +1,16 @@
 """Everything that goes into a model, in one place.
 
 * :func:`list_images`: the image files of paths, folders (``recursive=`` for sub-folders) and globs.
+* :func:`read_image_file`: one image file as an RGB picture (EXIF applied, decompression bombs refused).
 * :func:`load_image`: files, folders, globs, PIL images, numpy arrays and tensors into a
-  model-ready batch plus a display image aligned with it pixel for pixel.
+  model-ready batch plus a display image aligned with it pixel for pixel;
+  :func:`transform_images` and :func:`stack_images` make and check such a batch.
 * :class:`Preprocess`, :func:`default_transform`: ImageNet-style
   preprocessing (RGB or grayscale) from public ``torchvision.transforms.v2`` calls;
   :func:`normalization` reads the mean and std inside any transform;
   :func:`model_device` says where a model's inputs must go.
+
+Many images in batches (tensors, Datasets, DataLoaders, folders read a batch at a time): :mod:`fmapviz.data`.
 """
 
 from __future__ import annotations
@@ -55,11 +59,8 @@ def list_images(data: PathSource, *, recursive: bool = False) -> list[str]:
         >>> fmapviz.inputs.list_images("photos/", recursive=True)[:2]
         ['photos/cats/1.jpg', 'photos/cats/2.jpg']
     """
-    items = [data] if isinstance(data, (str, os.PathLike)) else list(data)
-    if not items:
-        raise ImageLoadError("The list of images is empty; pass at least one file, folder or glob.")
     files: list[str] = []
-    for item in items:
+    for item in path_list(data, ImageLoadError("The list of images is empty; pass at least one file, folder or glob.")):
         path = Path(item)
         if path.is_dir():
             found = path.rglob("*") if recursive else path.iterdir()
@@ -78,6 +79,18 @@ def list_images(data: PathSource, *, recursive: bool = False) -> list[str]:
             listed = [str(path)]
         files += listed
     return files
+
+
+def path_list(data: PathSource, empty: Exception) -> list[str | os.PathLike]:
+    """``data`` as a list of paths (one path is a list of one).
+
+    Raises:
+        The ``empty`` exception: the list is empty.
+    """
+    items = [data] if isinstance(data, (str, os.PathLike)) else list(data)
+    if not items:
+        raise empty
+    return items
 
 
 def is_glob(item: object) -> bool:
@@ -163,27 +176,6 @@ def normalization(
     return tuple(mean if mean is not None else found_mean), tuple(std if std is not None else found_std)
 
 
-def batch_images(item: Any) -> torch.Tensor:
-    """The image tensor in a dataset item or batch: the item itself, the first element of a tuple or
-    list, or the ``image``/``images``/``pixel_values``/``input``/``x`` entry of a dict.
-
-    Raises:
-        TypeError: no tensor is found; the message says what to yield.
-    """
-    if isinstance(item, torch.Tensor):
-        return item
-    if isinstance(item, (tuple, list)) and item and isinstance(item[0], torch.Tensor):
-        return item[0]
-    if isinstance(item, dict):
-        for key in ("image", "images", "pixel_values", "input", "x"):
-            if isinstance(item.get(key), torch.Tensor):
-                return item[key]
-    raise TypeError(
-        f"Cannot find the image tensor in a data item or batch of type {type(item).__name__}: yield a tensor, "
-        "an (image, label) tuple or a dict with an 'image' key."
-    )
-
-
 def model_device(model: nn.Module) -> torch.device:
     """The device of the model's first parameter (or buffer); CPU for a model without either."""
     tensor = next(model.parameters(), None)
@@ -244,21 +236,39 @@ def load_image(
     mean, std = normalization(transform, mean, std)
     items = _as_list(src)
     pictures = [(name, picture) for item in items for name, picture in _expand(item, recursive)]
+    batch = transform_images(pictures, transform)
+    display = denormalize(batch, mean, std).expand(-1, 3, -1, -1)
+    return LoadedImage(batch, display.contiguous(), [name for name, _ in pictures])
+
+
+def transform_images(pictures: Sequence[tuple[str, Any]], transform: Callable[[Any], torch.Tensor]) -> torch.Tensor:
+    """The (N,C,H,W) batch ``transform`` makes of named pictures (``(name, PIL image)`` pairs).
+
+    Raises:
+        ImageLoadError: the transform gives no (C,H,W) tensor (naming the picture), or tensors of different sizes.
+    """
     tensors = []
     for name, picture in pictures:
         tensor = transform(picture)
         if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3:
             raise ImageLoadError(f"The transform turned '{name}' into {type(tensor).__name__}, not a (C,H,W) tensor.")
         tensors.append(tensor)
+    return stack_images(tensors)
+
+
+def stack_images(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(C,H,W) images of one size as one (N,C,H,W) batch.
+
+    Raises:
+        ImageLoadError: the images have different sizes (the message lists them).
+    """
     shapes = {tuple(t.shape) for t in tensors}
     if len(shapes) > 1:
         raise ImageLoadError(
             f"Images have different sizes after the transform ({sorted(shapes)}). "
             "Use a transform that crops to one size."
         )
-    batch = torch.stack(tensors)
-    display = denormalize(batch, mean, std).expand(-1, 3, -1, -1)
-    return LoadedImage(batch, display.contiguous(), [name for name, _ in pictures])
+    return torch.stack(list(tensors))
 
 
 def denormalize(tensor: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

@@ -8,18 +8,22 @@ receptive field grows by ``d(k−1)·jump`` and the jump (cumulative stride) is
 multiplied by ``s``. ``start`` is the input coordinate of the centre of output
 pixel (0, 0); output pixel (i, j) sees the input window centred at
 ``start + (i, j)·stride`` with side ``receptive_field``.
+
+Ops are followed with a PyTorch dispatch mode. With private PyTorch APIs switched off
+(:mod:`fmapviz._torch_internals`), forward hooks read each module's own settings instead: the same
+numbers, except that pooling done by functional code in a ``forward`` (no module) is not seen.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from ._torch_internals import TorchDispatchMode, dispatch_modes_enabled
 from .hooks import LayerSelectors, capture, model_guard, module_name
 from .inputs import model_device
 
@@ -161,7 +165,7 @@ def _traced(
 ) -> dict[str, Any]:
     """Run one forward pass on zeros; ``record(name, output, geometry)`` for each selected layer."""
     x = torch.zeros(tuple(input_size), device=model_device(model))
-    tracker = _GeometryTracker()
+    tracker = _GeometryTracker() if dispatch_modes_enabled() else _ModuleGeometryTracker(model)
     tracker.geometry[id(x)] = Geometry()
     tracker.alive.append(x)
 
@@ -189,12 +193,58 @@ class _GeometryTracker(TorchDispatchMode):
         known = [self.geometry[id(t)] for t in inputs if id(t) in self.geometry]
         if not known or not inputs:
             return result
-        incoming = max(known, key=lambda g: g.receptive_field[0] * g.receptive_field[1])
-        geometry = _after(func, args, inputs[0], incoming)
+        geometry = _after(func, args, inputs[0], max(known, key=_area))
         for output in _tensors(result if isinstance(result, (tuple, list)) else (result,)):
             self.geometry[id(output)] = geometry
             self.alive.append(output)
         return result
+
+
+class _ModuleGeometryTracker:
+    """:class:`_GeometryTracker` from forward hooks: each leaf module's settings turn its input's geometry into
+    its output's. A tensor made by functional code between modules (``x + block(x)``) takes the geometry
+    given last, which is its widest input's (the branch's) as the op-level tracker would find."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.geometry: dict[int, Geometry] = {}
+        self.alive: list[torch.Tensor] = []
+        self.last: Geometry | None = None
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+
+    def __enter__(self) -> _ModuleGeometryTracker:
+        # prepend: run before capture's hook on the same module, which reads the geometry
+        self.handles = [module.register_forward_hook(self._after, prepend=True) for module in self.model.modules()]
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+    def _after(self, module: nn.Module, args: tuple, output: Any) -> None:
+        values = list(output.values()) if isinstance(output, Mapping) else output  # a dict of maps (FPN levels)
+        outputs = _tensors(values if isinstance(values, (tuple, list)) else (values,))
+        if next(module.children(), None) is None:
+            inputs = _tensors(args)
+            known = [self.geometry[id(t)] for t in inputs if id(t) in self.geometry]
+            incoming = max(known, key=_area) if known else self.last
+            if incoming is None or not inputs:
+                return
+            geometry = _module_after(module, inputs[0], incoming)
+        else:  # a container: only what its own code made is new
+            geometry = self.last
+            outputs = [t for t in outputs if id(t) not in self.geometry]
+            if geometry is None:
+                return
+        for tensor in outputs:
+            self.geometry[id(tensor)] = geometry
+            self.alive.append(tensor)
+        self.last = geometry
+
+
+def _area(geometry: Geometry) -> float:
+    return geometry.receptive_field[0] * geometry.receptive_field[1]
 
 
 def _tensors(values: Sequence[Any]) -> list[torch.Tensor]:
@@ -232,13 +282,38 @@ def _after(func: Any, args: tuple, source: torch.Tensor, incoming: Geometry) -> 
         out_size = _pair(args[1], 1) if name.startswith(("_adaptive", "adaptive")) else (1, 1)
         if name in ("mean", "amax", "sum") and not _reduces_space(args):
             return incoming
-        in_size = source.shape[2:]
-        kernel = tuple(-(-in_size[a] // max(out_size[a], 1)) for a in range(2))
-        stride = tuple(max(in_size[a] // max(out_size[a], 1), 1) for a in range(2))
-        return incoming.through(kernel, stride, (0, 0))
+        return _adaptive(incoming, source.shape[2:], out_size)
     if name.startswith("upsample") and source.ndim == 4:
         return incoming  # finer sampling of the same receptive field; stride is not divided here
     return incoming
+
+
+def _module_after(module: nn.Module, source: torch.Tensor, incoming: Geometry) -> Geometry:
+    """What :func:`_after` finds for the ops of ``module``, from the module's own settings."""
+    if isinstance(module, nn.Conv2d):
+        padding = module.padding
+        if module.padding_mode != "zeros" or padding == "valid":  # padded by a separate op before the convolution
+            padding = (0, 0)
+        elif padding == "same":
+            padding = tuple(d * (k - 1) // 2 for k, d in zip(module.kernel_size, module.dilation))
+        return incoming.through(module.kernel_size, module.stride, padding, module.dilation)
+    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+        kernel = _pair(module.kernel_size, 1)
+        stride = _pair(module.stride, 0)
+        dilation = _pair(module.dilation, 1) if isinstance(module, nn.MaxPool2d) else (1, 1)
+        return incoming.through(kernel, kernel if stride == (0, 0) else stride, _pair(module.padding, 0), dilation)
+    if isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)) and source.ndim == 4:
+        out_size = _pair(module.output_size, 1)
+        out_size = tuple(source.shape[2 + a] if out_size[a] is None else out_size[a] for a in range(2))
+        return _adaptive(incoming, source.shape[2:], out_size)
+    return incoming
+
+
+def _adaptive(incoming: Geometry, in_size: Sequence[int], out_size: Pair) -> Geometry:
+    """The geometry after pooling ``in_size`` down to ``out_size`` (adaptive pooling; global when 1×1)."""
+    kernel = tuple(-(-in_size[a] // max(out_size[a], 1)) for a in range(2))
+    stride = tuple(max(in_size[a] // max(out_size[a], 1), 1) for a in range(2))
+    return incoming.through(kernel, stride, (0, 0))
 
 
 def _reduces_space(args: tuple) -> bool:

@@ -1,4 +1,4 @@
-"""load_model: torchvision models and weights, user factories, checkpoints, TorchScript."""
+"""load_model: torchvision names and weights, timm and Hugging Face names, user factories, checkpoints."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import torchvision
 from torch import nn
 
 from .errors import ModelLoadError, closest_names
+from .hubs import is_hub_spec, load_hub_model
 from .inputs import IMAGENET_MEAN, IMAGENET_STD, Preprocess, default_transform, model_device, normalization
 from .outputs import select_output
 
@@ -34,8 +35,9 @@ class LoadedModel:
 
     ``mean``/``std`` have one value per input channel (one: a grayscale model). ``size`` is the
     (H, W) the transform produces when the model needs a size of its own (user models found to
-    reject 224, or ``size=`` given), else None; ``fixed_size`` says the model runs at no other
-    size (activation maximization then resizes its padded images back to ``size``).
+    reject 224, ``size=`` given, the library's size for timm and Hugging Face models), else None;
+    ``fixed_size`` says the model runs at no other size (activation maximization then resizes its
+    padded images back to ``size``).
     ``checkpoint`` and ``checkpoint_sha256`` record the file loaded with ``checkpoint=``.
     """
 
@@ -103,7 +105,7 @@ def as_size(size: int | Sequence[int] | None) -> tuple[int, int] | None:
 
 def load_model(
     spec: str | nn.Module,
-    weights: str | None = "DEFAULT",
+    weights: str | bool | None = "DEFAULT",
     checkpoint: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     *,
@@ -116,22 +118,26 @@ def load_model(
     """Load a model with its preprocessing transform and class names.
 
     Args:
-        spec: a torchvision model name (``"mobilenet_v2"``), a user factory
+        spec: a torchvision model name (``"mobilenet_v2"``), a timm model ``"timm:NAME[.TAG]"``
+            (``pip install 'fmapviz[timm]'``), a Hugging Face image classifier ``"hf:ORG/REPO"`` or
+            ``"hf:FOLDER"`` (``pip install 'fmapviz[hf]'``; see :mod:`fmapviz.hubs`), a user factory
             ``"path/to/file.py:factory"`` or ``"package.module:factory"``, or an ``nn.Module``.
             TorchScript archives and ``torch.export`` programs are refused: fmapviz reads layers
             through module hooks, which compiled graphs do not run; pass the Python model
             (factory plus ``checkpoint=`` of its state dict) instead.
         weights: for torchvision names, ``"DEFAULT"``, an enum name such as
-            ``"IMAGENET1K_V1"``, or None for random weights. Ignored otherwise.
+            ``"IMAGENET1K_V1"``, or None for random weights; for ``timm:`` and ``hf:`` models
+            ``"DEFAULT"`` (or True) or None (or False). Ignored otherwise.
         checkpoint: a state dict file loaded into the model (``module.`` prefixes from
             DataParallel and ``_orig_mod.`` from torch.compile are stripped).
         device: where to put the model (default: leave it where it is).
         trust_checkpoint: unpickle arbitrary objects from ``checkpoint``; only for files you trust.
             A fully pickled model is read with the factory file's folder on ``sys.path``.
         mean, std: the model's input normalization, one value each (a grayscale model) or three
-            (RGB); default: the weights' own, else ImageNet's.
-        size: input size, ``64`` or ``(H, W)``; default: the weights' own, else 224 when the model
-            runs on 224, else the first size it runs on among :data:`PROBE_SIZES`.
+            (RGB); default: the weights' (or hub library's) own, else ImageNet's.
+        size: input size, ``64`` or ``(H, W)``; default: the weights' (or hub library's) own, else
+            224 when the model runs on 224, else the first size it runs on among :data:`PROBE_SIZES`.
+            Given ``size``, ``mean`` or ``std``, the transform is the ImageNet-style one with them.
         output: the key (or attribute) of the model output to explain when it returns a dict or
             object; default: see :func:`fmapviz.outputs.output_tensor`.
 
@@ -140,7 +146,8 @@ def load_model(
 
     Raises:
         ModelLoadError: unknown name or weights, weights neither cached nor downloadable
-            (the message names the file and where to put it), unreadable or mismatched checkpoint,
+            (the message names the file and where to put it), a missing timm or transformers
+            install (the message names the ``pip install``), unreadable or mismatched checkpoint,
             a compiled model, a user model that runs on no probed size (or not on ``size``).
         ValueError: ``mean``/``std`` or ``size`` out of range.
 
@@ -156,9 +163,13 @@ def load_model(
     weights_name = None
     factory_folder = None
     torchvision_model = False
+    hub = None
     if isinstance(spec, nn.Module):
         _refuse_compiled(spec, type(spec).__name__)
         model, name = spec, type(spec).__name__
+    elif is_hub_spec(spec):
+        hub, name = load_hub_model(spec, weights), spec
+        model, transform, categories, weights_name = hub.model, hub.transform, hub.categories, hub.weights
     elif ":" in spec and not Path(spec).is_file():
         model, name = _from_factory(spec), spec
         target = spec.rpartition(":")[0]
@@ -181,17 +192,24 @@ def load_model(
     model.eval()
     mean, std = normalization(transform, mean, std)
     fixed = False
-    if not torchvision_model:
+    library_size = hub.transform.size if hub is not None else None
+    if hub is not None:
+        fixed = hub.fixed_size
+        if fixed is None:  # the library does not say: a fixed-size model fails on a larger input
+            fixed = _runs(model, len(mean), (library_size[0] + 32, library_size[1] + 32)) is not None
+    elif not torchvision_model:
         wanted_size, fixed = _probe_size(model, name, len(mean), wanted_size)
     if output is not None:
         model = select_output(model, output)
         with torch.no_grad():  # a wrong key fails here, naming the keys there are
-            model(torch.zeros(1, len(mean), *(wanted_size or (224, 224)), device=model_device(model)))
+            model(torch.zeros(1, len(mean), *(wanted_size or library_size or (224, 224)), device=model_device(model)))
     if wanted_size is not None or len(mean) == 1 or tuple(getattr(transform, "mean", ())) != mean:
-        crop = wanted_size or (224, 224)
-        ratio = 256 / 224 if torchvision_model else 1.0  # torchvision presets resize with a margin, then crop
+        crop = wanted_size or library_size or (224, 224)
+        # torchvision's ImageNet presets resize with a margin, then crop; so does the stand-in for a hub's own
+        ratio = 256 / 224 if torchvision_model or hub is not None else 1.0
         transform = Preprocess(crop, round(max(crop) * ratio), mean, std)
-    loaded = LoadedModel(model, transform, categories, name, weights_name, mean, std, wanted_size, fixed)
+    size = wanted_size or library_size
+    loaded = LoadedModel(model, transform, categories, name, weights_name, mean, std, size, fixed)
     if checkpoint is not None:
         loaded.checkpoint, loaded.checkpoint_sha256 = str(checkpoint), checkpoint_sha256
     return loaded

@@ -18,7 +18,7 @@ from torch import nn
 
 import fmapviz
 from fmapviz.engines.saliency import LayerSearchCache
-from fmapviz.engines.saliency.region_targets import BoxScoreTarget, MaskTarget
+from fmapviz.engines.saliency.targets import BoxScoreTarget, MaskTarget
 from fmapviz.plot.maps import channel_grid
 
 

@@ -15,7 +15,7 @@ import fmapviz
 from fmapviz.errors import LayerNotFoundError
 from fmapviz.hooks import layer_keys, resolve_layers
 
-capture_module = importlib.import_module("fmapviz.hooks")
+capture_module = importlib.import_module("fmapviz.hooks.recording")
 
 
 @pytest.fixture
@@ -368,7 +368,7 @@ def test_tuple_and_dict_outputs_give_their_first_tensor_or_the_picked_one():
 
 def test_resolve_layers_on_a_user_cnn_by_module_instance():
     model = TinyCNN()
-    assert capture_module.resolve_layers(model, model.features[2]) == ["features.2"]
+    assert resolve_layers(model, model.features[2]) == ["features.2"]
 
 
 @real_weights
@@ -419,13 +419,14 @@ def test_nested_model_guards_restore_each_level():
 
 
 def test_model_guard_restores_mixed_modes_frozen_and_tied_parameters():
-    from fmapviz.hooks import _modules_and_parameters, model_guard
+    from fmapviz._torch_internals import modules_and_parameters
+    from fmapviz.hooks import model_guard
 
     model = TinyCNN().train()
     model.features[2].eval()  # a user's half-frozen fine-tune: one conv in eval mode, its weight frozen
     model.features[2].weight.requires_grad_(False)
     model.tied = model.features[0]  # the same module (and parameters) under a second name
-    modules, parameters = _modules_and_parameters(model)
+    modules, parameters = modules_and_parameters(model)
     assert [id(m) for m in modules] == [id(m) for m in model.modules()]
     assert [id(p) for p in parameters] == [id(p) for p in model.parameters()]
     before = model_state(model)

@@ -1,8 +1,9 @@
 """The built documentation site (``make docs`` builds it, then runs this file).
 
-Every internal link and image resolves, nothing is fetched from the network, and headless Chromium
-renders four pages with their images; the screenshots land in ``docs/_build/screenshots/`` for a
-person to look at. Skipped when the site has not been built.
+Every local link and image resolves (and none is a ``file://`` URL), nothing is fetched from the network,
+and headless Chromium renders four pages with their images; the screenshots land in
+``docs/_build/screenshots/`` for a person to look at. Skipped when the site has not been built (except the
+check that the link checker itself catches a dead link).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ SITE = ROOT / "docs" / "_build" / "html"
 SHOTS = ROOT / "docs" / "_build" / "screenshots"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
-pytestmark = pytest.mark.skipif(not (SITE / "index.html").is_file(), reason="docs not built: run `make docs`")
+built = pytest.mark.skipif(not (SITE / "index.html").is_file(), reason="docs not built: run `make docs`")
 
 
 class _Page(HTMLParser):
@@ -37,34 +38,60 @@ class _Page(HTMLParser):
                 self.links.append((tag, value))
 
 
-def _pages() -> dict[Path, _Page]:
+def _pages(site: Path = SITE) -> dict[Path, _Page]:
     pages = {}
-    for path in SITE.rglob("*.html"):
+    for path in site.rglob("*.html"):
         page = _Page()
         page.feed(path.read_text(encoding="utf-8"))
         pages[path] = page
     return pages
 
 
-def test_every_internal_link_and_image_resolves():
-    pages = _pages()
+def broken_links(pages: dict[Path, _Page], site: Path = SITE) -> list[str]:
+    """Every ``href``/``src`` of ``pages`` that is a ``file://`` URL or a local path (``#anchor`` included)
+    that does not resolve, as ``page: <tag> link (why)``."""
     broken = []
     for path, page in pages.items():
         for tag, link in page.links:
             parts = urlsplit(link)
+            if parts.scheme == "file":
+                broken.append(f"{path.relative_to(site)}: <{tag}> {link} (a file:// URL)")
             if parts.scheme or link.startswith("//"):
                 continue
             target = (path.parent / unquote(parts.path)).resolve() if parts.path else path
             if target.is_dir():
                 target = target / "index.html"
             if not target.is_file():
-                broken.append(f"{path.relative_to(SITE)}: <{tag}> {link} (no file)")
+                broken.append(f"{path.relative_to(site)}: <{tag}> {link} (no file)")
             elif parts.fragment and target.suffix == ".html" and unquote(parts.fragment) not in pages[target].ids:
-                broken.append(f"{path.relative_to(SITE)}: <{tag}> {link} (no anchor)")
+                broken.append(f"{path.relative_to(site)}: <{tag}> {link} (no anchor)")
+    return broken
+
+
+@built
+def test_every_local_link_and_image_resolves():
+    pages = _pages()
+    broken = broken_links(pages)
     assert len(pages) > 20
     assert not broken, "\n".join(broken[:40])
 
 
+def test_the_link_checker_catches_dead_and_file_links(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "index.html").write_text('<h1 id="top">a</h1><a href="../b.html#top">b</a>')
+    (tmp_path / "b.html").write_text(
+        '<p id="top"><a href="a/#top">a</a> <a href="a/#gone">gone</a> <img src="missing.png"> <a href="file://">x</a>'
+        ' <a href="https://example.org/x">web</a> <a href="mailto:me@example.org">me</a></p>'
+    )
+    broken = broken_links(_pages(tmp_path), tmp_path)
+    assert broken == [
+        "b.html: <a> a/#gone (no anchor)",
+        "b.html: <img> missing.png (no file)",
+        "b.html: <a> file:// (a file:// URL)",
+    ]
+
+
+@built
 def test_site_loads_nothing_from_the_network():
     remote = re.compile(r"""<(?:script|link|img|iframe)[^>]+(?:src|href)=["'](?:https?:)?//""", re.IGNORECASE)
     fetched = [
@@ -82,6 +109,7 @@ def _first(pattern: str) -> Path:
     return found[0]
 
 
+@built
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromium at {CHROMIUM}")
 def test_screenshots_of_the_site_show_every_image():
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install -e .[docs])")

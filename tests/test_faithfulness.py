@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import TinyCNN, assert_same_state, hook_count, model_state
 
-from fmapviz.engines.evaluate import faithfulness
+from fmapviz import evaluate
 from fmapviz.engines.saliency import saliency
 
 
@@ -26,7 +26,7 @@ def test_linear_imputation_matches_road_reference_solver(side):
     )[:, 0]
     removed = maps >= torch.quantile(maps.flatten(1), 0.4, dim=1)[:, None, None]
     expected = torch.stack([NoisyLinearImputer(noise=0)(images[i], (~removed[i]).float()) for i in range(2)])
-    filled = faithfulness.linear_imputation(images, removed)
+    filled = evaluate.linear_imputation(images, removed)
     assert (filled - expected).abs().max() <= 1e-4
     assert torch.equal(filled[~removed[:, None].expand_as(images)], images[~removed[:, None].expand_as(images)])
 
@@ -35,7 +35,7 @@ def test_linear_imputation_fills_a_hole_in_a_linear_ramp_exactly():
     ramp = torch.linspace(0, 1, 20).expand(1, 3, 20, 20).clone()
     removed = torch.zeros(1, 20, 20, dtype=torch.bool)
     removed[0, 5:15, 5:15] = True
-    assert torch.allclose(faithfulness.linear_imputation(ramp, removed), ramp, atol=1e-5)
+    assert torch.allclose(evaluate.linear_imputation(ramp, removed), ramp, atol=1e-5)
 
 
 def test_road_curves_match_pytorch_grad_cam(images):
@@ -53,7 +53,7 @@ def test_road_curves_match_pytorch_grad_cam(images):
         metric = PerturbationConfidenceMetric(order(percentile, NoisyLinearImputer(noise=0)))
         return metric(images, maps.numpy(), targets, model)
 
-    result = faithfulness.road(
+    result = evaluate.road(
         model, images, maps, [1, 3], fractions=[1 - p / 100 for p in percentiles], noise=0, score="logit"
     )
     morf = numpy.stack([peer(RemoveMostRelevantFirst, p) for p in percentiles], 1)
@@ -68,11 +68,11 @@ def test_road_ranks_a_faithful_map_above_its_inverse_and_is_seeded(images):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 24 * 24, 4)).eval()
     good = saliency(model, images, "input_x_gradient", target=2).maps[:, 0]
-    first = faithfulness.road(model, images, good, 2, seed=1)
-    assert (first.score > faithfulness.road(model, images, -good, 2, seed=1).score).all()
-    assert torch.equal(first.morf, faithfulness.road(model, images, good, 2, seed=1).morf)
+    first = evaluate.road(model, images, good, 2, seed=1)
+    assert (first.score > evaluate.road(model, images, -good, 2, seed=1).score).all()
+    assert torch.equal(first.morf, evaluate.road(model, images, good, 2, seed=1).morf)
     with pytest.raises(ValueError, match="fractions must lie strictly between 0 and 1"):
-        faithfulness.road(model, images, good, 2, fractions=[0.5, 1.0])
+        evaluate.road(model, images, good, 2, fractions=[0.5, 1.0])
 
 
 def test_average_drop_and_increase_match_torchcam(images):
@@ -87,7 +87,7 @@ def test_average_drop_and_increase_match_torchcam(images):
         summary = metric.summary()
         maps = extractor.fuse_cams(extractor([1, 3], model(images)))
     maps = torch.nn.functional.interpolate(maps[:, None], size=(24, 24), mode="bilinear", align_corners=False)[:, 0]
-    change = faithfulness.average_drop_increase(model, images, maps, [1, 3])
+    change = evaluate.average_drop_increase(model, images, maps, [1, 3])
     assert abs(float(change.drop.mean()) - summary["avg_drop"]) <= 1e-4
     assert abs(float(change.increase.float().mean()) - summary["conf_increase"]) <= 1e-4
 
@@ -98,9 +98,9 @@ def test_infidelity_and_sensitivity_through_captum(images):
     before, hooks = model_state(model), hook_count(model)
     exact = (model[1].weight[2].reshape(3, 24, 24) * 1.0).sum(0).expand(2, 24, 24)  # gradient summed over colours
     noisy = exact + torch.randn(2, 24, 24, generator=torch.Generator().manual_seed(3)) * exact.std()
-    assert (faithfulness.infidelity(model, images, exact, 2) < faithfulness.infidelity(model, images, noisy, 2)).all()
-    steady = faithfulness.sensitivity(lambda inputs, target: inputs.sum(1) * 0 + 1, images, 2)
+    assert (evaluate.infidelity(model, images, exact, 2) < evaluate.infidelity(model, images, noisy, 2)).all()
+    steady = evaluate.sensitivity(lambda inputs, target: inputs.sum(1) * 0 + 1, images, 2)
     assert torch.allclose(steady, torch.zeros(2))
-    assert (faithfulness.sensitivity(lambda inputs, target: inputs.sum(1), images, 2) > 0).all()
+    assert (evaluate.sensitivity(lambda inputs, target: inputs.sum(1), images, 2) > 0).all()
     assert_same_state(before, model_state(model))
     assert hook_count(model) == hooks

@@ -103,7 +103,7 @@ def test_eigen_cams_match_pytorch_grad_cam_up_to_the_principal_directions_sign(r
 
 
 def test_eigen_projection_sign_follows_the_plain_map():
-    from fmapviz.engines.saliency.cam_family import eigen_projection
+    from fmapviz.engines.saliency.methods.cam_weights import eigen_projection
 
     torch.manual_seed(0)
     weighted = torch.rand(3, 16, 5, 5) * torch.rand(3, 1, 5, 5)  # channels share one spatial pattern
@@ -122,7 +122,7 @@ def test_score_cam_matches_pytorch_grad_cam_and_shares_constant_channels(resnet)
 
 def test_score_cam_weights_follow_the_paper_with_dead_channels_and_top():
     """Score-CAM (Wang et al., 2020) written out: w_c = softmax_c f(x * s(U(A_c))), s = min-max scaling."""
-    from fmapviz.engines.saliency.cam_family import score_cam_weights
+    from fmapviz.engines.saliency.methods.cam_weights import score_cam_weights
 
     torch.manual_seed(0)
     model = TinyCNN().eval()
@@ -265,7 +265,7 @@ def test_top_budget_scores_fewer_channels_with_a_close_map(resnet):
 def captum_direct(method: str, model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     import captum.attr as attr
 
-    from fmapviz.engines.saliency.captum_methods import patch_mask, weighted_least_squares
+    from fmapviz.engines.saliency.methods.perturbation import patch_mask, weighted_least_squares
 
     patch = max(1, min(x.shape[-2:]) // 14)
     if method == "occlusion":

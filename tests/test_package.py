@@ -27,6 +27,19 @@ def test_import_fmapviz_and_vocabulary_do_not_import_torch():
     assert run.stdout.split() == ["False", "False", "True"]
 
 
+def test_every_view_is_public_and_listing_them_imports_no_torch():
+    probe = "import sys, fmapviz; names = fmapviz.__all__, dir(fmapviz); print('torch' in sys.modules, *names[0])"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    imported, *names = run.stdout.split()
+    import fmapviz.views
+
+    assert imported == "False"
+    assert names == fmapviz.__all__ and len(fmapviz.views.__all__) >= 16
+    assert [name for name in names if name.startswith("show_")] == fmapviz.views.__all__
+    assert all(getattr(fmapviz, name) is getattr(fmapviz.views, name) for name in fmapviz.views.__all__)
+
+
 def test_every_name_in_all_resolves():
     assert len(set(fmapviz.__all__)) == len(fmapviz.__all__)
     for name in [*fmapviz.__all__, "ScanResult", "LoadedModel", "LoadedImage", "FmapvizError", "evaluate"]:

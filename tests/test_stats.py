@@ -1,11 +1,11 @@
-"""RunningChannelStats: exact streaming and merged per-channel statistics."""
+"""RunningChannelStats and RunningLayerStats: exact streaming and merged per-channel statistics."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from fmapviz.engines.channels.statistics import RunningChannelStats
+from fmapviz.engines.channels.statistics import RunningChannelStats, RunningLayerStats
 
 
 def _direct(maps: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -88,3 +88,18 @@ def test_float32_input_is_accumulated_in_float64():
     stats = RunningChannelStats().update(torch.full((1000, 1), 0.1, dtype=torch.float32))
     assert stats.mean.dtype == torch.float64
     assert stats.std.item() < 1e-12
+
+
+def test_pooled_std_is_the_std_of_every_value_of_every_channel():
+    maps = torch.randn(6, 3, 4, 4, dtype=torch.float64) * torch.tensor([1.0, 2.0, 5.0]).view(1, 3, 1, 1)
+    stats = RunningChannelStats().update(maps[:2]).update(maps[2:])
+    torch.testing.assert_close(stats.pooled_std, maps.std(correction=0), rtol=1e-12, atol=0)
+
+
+def test_running_layer_stats_fold_layers_in_order_and_report_their_health():
+    running = RunningLayerStats()
+    running.fold("b", torch.zeros(2, 3, 2, 2))
+    running.fold("a", torch.ones(2, 4))
+    running.fold("b", torch.ones(1, 3, 2, 2))
+    health = running.health()
+    assert list(health) == ["b", "a"] and health["b"].count == 12 and health["a"].dead_channels == []

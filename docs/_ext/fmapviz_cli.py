@@ -1,11 +1,13 @@
 """``.. fmapviz-cli::``: the command-line reference, generated from ``fmapviz.cli.build_parser()``.
 
 A renamed flag, a new subcommand or a changed help text changes the page; nothing is copied by hand.
+Help texts are shown exactly as written: never read as markup, no URL in them made a link.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 
 from docutils import nodes
 from docutils.statemachine import StringList
@@ -18,6 +20,12 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
         if isinstance(action, argparse._SubParsersAction):
             return dict(action.choices)
     return {}
+
+
+def _plain(text: str) -> str:
+    """``text`` as reStructuredText that shows it as written: every mark is escaped, so help text is never
+    read as markup (``*``, backquotes) and no URL in it (``file://``) becomes a link."""
+    return re.sub(r"([^\w\s])", r"\\\1", text)
 
 
 def _literal(text: str, indent: str = "   ") -> list[str]:
@@ -36,7 +44,7 @@ def _option_rows(parser: argparse.ArgumentParser) -> list[str]:
             name = ", ".join(f"``{option}{value}``" for option in action.option_strings)
         else:
             name = f"``{action.metavar or action.dest}``" + (" …" if action.nargs in ("+", "*") else "")
-        meaning = (action.help or "").replace("*", r"\*")
+        meaning = _plain(action.help or "")
         if action.required and action.option_strings:
             meaning += " (required)"
         if action.choices and not isinstance(action, argparse._SubParsersAction):
@@ -52,12 +60,12 @@ class FmapvizCli(SphinxDirective):
         from fmapviz.cli import build_parser
 
         parser = build_parser()
-        lines = [parser.description or "", ""]
+        lines = [_plain(parser.description or ""), ""]
         lines += _literal(parser.format_usage().replace("usage: ", ""))
         for name, sub in _subcommands(parser).items():
             anchor = f"cli-{name}"
             lines += [f".. _{anchor}:", "", f"fmapviz {name}", "-" * (len(name) + 8), ""]
-            lines += [sub.description or "", ""]
+            lines += [_plain(sub.description or ""), ""]
             lines += _literal(sub.format_usage().replace("usage: ", ""))
             lines += _option_rows(sub)
             if sub.epilog:

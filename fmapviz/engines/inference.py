@@ -29,20 +29,31 @@ import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .._torch_internals import (
+    convolution_pointwise,
+    has_hooks,
+    linear_pointwise,
+    onednn_enabled,
+    reorder_convolution_weight,
+    reorder_linear_weight,
+    tensor_version,
+)
+
 
 def inference_copy(model: nn.Module) -> nn.Module:
     """``model`` with each BatchNorm2d folded into the convolution before it, for gradient-free forwards.
 
     Returns ``model`` itself when folding could change what it computes: in training mode, or when
-    any of its modules has hooks (a traced copy would not call them). Parameters are shared with
-    ``model`` where nothing is folded, and never modified.
+    any of its modules has hooks (a traced copy would not call them), and whenever private PyTorch APIs
+    are switched off (:mod:`fmapviz._torch_internals`: hooks cannot be seen then). Parameters are shared
+    with ``model`` where nothing is folded, and never modified.
 
     Example:
         >>> fast = inference_copy(torchvision.models.resnet18().eval())
         >>> with torch.no_grad():
         ...     logits = fast(channels_last(x))
     """
-    if model.training or any(_has_hooks(module) for module in model.modules()):
+    if model.training or any(has_hooks(module) for module in model.modules()):
         return model
     fingerprint = _fingerprint(model)
     cached = _COPIES.get(model)
@@ -65,7 +76,7 @@ def _fingerprint(model: nn.Module) -> tuple:
     which a trace bakes in) and every parameter and buffer (storage, version), so replacing a module, setting
     a flag, loading a state dict or an optimizer step makes a new copy."""
     modules = tuple((id(module), module.training, _plain_attributes(module)) for module in model.modules())
-    tensors = tuple((t.data_ptr(), t._version) for t in itertools.chain(model.parameters(), model.buffers()))
+    tensors = tuple((t.data_ptr(), tensor_version(t)) for t in itertools.chain(model.parameters(), model.buffers()))
     return modules + tensors
 
 
@@ -166,11 +177,6 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
-def _has_hooks(module: nn.Module) -> bool:
-    hooks = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
-    return any(getattr(module, name, None) for name in hooks)
-
-
 def _foldable(conv: nn.Module, norm: nn.Module) -> bool:
     return (
         type(conv) is nn.Conv2d
@@ -206,23 +212,23 @@ def _fold_traced(traced: fx.GraphModule) -> fx.GraphModule:
     return traced
 
 
-def _sequential_pairs(model: nn.Module) -> list[tuple[nn.Sequential, str, str]]:
-    """The (sequential, conv name, norm name) neighbours that can be folded."""
+def _sequential_pairs(model: nn.Module) -> list[tuple[nn.Sequential, int]]:
+    """The (sequential, position of the conv) of Conv2d → BatchNorm2d neighbours that can be folded."""
     pairs = []
     for module in model.modules():
         if isinstance(module, nn.Sequential):
-            children = list(module._modules.items())
-            for (conv_name, conv), (norm_name, norm) in zip(children, children[1:]):
+            children = list(module)
+            for index, (conv, norm) in enumerate(zip(children, children[1:])):
                 if _foldable(conv, norm):
-                    pairs.append((module, conv_name, norm_name))
+                    pairs.append((module, index))
     return pairs
 
 
 def _fold_sequential(model: nn.Module) -> nn.Module:
     """Fold the Conv2d → BatchNorm2d neighbours of every ``nn.Sequential`` of ``model`` (a copy) in place."""
-    for module, conv_name, norm_name in _sequential_pairs(model):
-        module._modules[conv_name] = fuse_conv_bn_eval(module._modules[conv_name], module._modules[norm_name])
-        module._modules[norm_name] = nn.Identity()
+    for module, index in _sequential_pairs(model):
+        module[index] = fuse_conv_bn_eval(module[index], module[index + 1])
+        module[index + 1] = nn.Identity()
     return model
 
 
@@ -232,8 +238,9 @@ class PackedLayer(nn.Module):
 
     The weight is reordered to oneDNN's layout on the first call and kept (a copy is rebuilt when the
     model's weights change, see :func:`inference_copy`). Only gradient-free float32 calls on a CPU take
-    that path (and only where PyTorch has oneDNN); any other call, or one oneDNN refuses, runs
-    ``activation(layer(x))`` as the model would.
+    that path (and only where PyTorch has oneDNN, and private PyTorch APIs are not switched off: see
+    :mod:`fmapviz._torch_internals`); any other call, or one oneDNN refuses, runs ``activation(layer(x))``
+    as the model would.
     """
 
     def __init__(self, layer: nn.Conv2d | nn.Linear, activation: nn.Module | None = None) -> None:
@@ -249,7 +256,7 @@ class PackedLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         eligible = x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == self.input_dims
-        if self.packable and eligible and not torch.is_grad_enabled():
+        if self.packable and eligible and not torch.is_grad_enabled() and onednn_enabled():
             try:
                 return self._packed_call(x)
             except (RuntimeError, AttributeError, NotImplementedError):
@@ -257,16 +264,16 @@ class PackedLayer(nn.Module):
         return self.activation(self.layer(x))
 
     def _packed_call(self, x: torch.Tensor) -> torch.Tensor:
-        layer, mkldnn = self.layer, torch.ops.mkldnn
+        layer = self.layer
         bias = layer.bias.detach() if layer.bias is not None else None
         if isinstance(layer, nn.Linear):
             if self.packed_weight is None:
-                self.packed_weight = mkldnn._reorder_linear_weight(layer.weight.detach(), x.shape[0])
-            return mkldnn._linear_pointwise(x, self.packed_weight, bias, self.pointwise, self.scalars, "")
+                self.packed_weight = reorder_linear_weight(layer.weight.detach(), x.shape[0])
+            return linear_pointwise(x, self.packed_weight, bias, self.pointwise, self.scalars)
         geometry = (list(layer.padding), list(layer.stride), list(layer.dilation), layer.groups)
         if self.packed_weight is None:
-            self.packed_weight = mkldnn._reorder_convolution_weight(layer.weight.detach(), *geometry, list(x.shape))
-        return mkldnn._convolution_pointwise(x, self.packed_weight, bias, *geometry, self.pointwise, self.scalars, "")
+            self.packed_weight = reorder_convolution_weight(layer.weight.detach(), geometry, list(x.shape))
+        return convolution_pointwise(x, self.packed_weight, bias, geometry, self.pointwise, self.scalars)
 
 
 def _pointwise_attribute(activation: nn.Module | None) -> tuple[str, list[float]]:

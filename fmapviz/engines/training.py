@@ -14,11 +14,15 @@ mode and flags come back as they were.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from ..files import write_json
 from ..hooks import LayerSelectors, capture, model_guard
 
 ACTIVATIONS = (
@@ -73,6 +77,26 @@ class InitReport:
     def flagged_as(self, flag: str) -> list[str]:
         """Names of the layers carrying ``flag`` (``"vanishing activations"``, ``"exploding gradients"``, ...)."""
         return [layer.layer for layer in self.layers if flag in layer.flags]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for JSON: the input std and each layer's statistics and flags (no histograms).
+
+        Example:
+            >>> fmapviz.init_report(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), torch.randn(2, 3, 8, 8)).to_dict()
+            {'input_std': ..., 'layers': [{'layer': '1', 'mean': ..., 'flags': []}]}
+        """
+        rows = [
+            {key: value for key, value in vars(row).items() if key not in ("histogram", "edges")} for row in self.layers
+        ]
+        return {"input_std": self.input_std, "layers": rows}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write :meth:`to_dict` as JSON to ``path`` (atomically; what ``fmapviz init`` writes as ``init.json``).
+
+        Returns:
+            The path.
+        """
+        return write_json(path, self.to_dict())
 
     def __str__(self) -> str:
         lines = [f"{'layer':<28} {'mean':>10} {'std':>10} {'zeros':>6} {'grad rms':>10}  flags"]

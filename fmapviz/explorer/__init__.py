@@ -18,11 +18,12 @@ from pathlib import Path
 
 from torch import nn
 
+from ..data import list_photos
 from ..files import FolderLock, write_json
 from ..hooks import LayerSelectors
 from ..inputs import default_transform
 from ..models import LoadedModel
-from .build import ExploreSettings, Site, list_photos, spatial_layers
+from .build import ExploreSettings, Site, spatial_layers
 from .cache import FORMAT, MARKER, claim_folder
 
 __all__ = ["ExploreSettings", "explore"]

@@ -9,7 +9,6 @@ and a run stopped by Ctrl-C is completed by the next. Under ``torchrun`` the sca
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -19,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data import read_input
+from ..distributed import barrier, gather_objects, rank_and_world
 from ..engines.actmax import maximize
 from ..engines.explain import ATTRIBUTIONS, explain_channels, unit_gradients
 from ..engines.saliency import saliency
@@ -26,7 +27,7 @@ from ..engines.scan import ScanResult, receptive_window, scan
 from ..errors import FmapvizError, ImageLoadError
 from ..files import write_json
 from ..hooks import feature_maps, resolve_layers
-from ..inputs import denormalize, list_images, read_image_file
+from ..inputs import denormalize
 from ..layers import summary
 from ..models import LoadedModel
 from ..plot.colors import overlay
@@ -121,16 +122,13 @@ class Site:
     ) -> None:
         self.loaded, self.files, self.layers, self.out, self.settings = loaded, list(files), layers, out, settings
         self.progress = progress
-        self.rank, self.world = _rank_and_world()
+        self.rank, self.world = rank_and_world()
         weights = cache.weights_digest(loaded.model)
-        if self.world > 1:
-            digests: list[Any] = [None] * self.world
-            torch.distributed.all_gather_object(digests, weights)
-            if len(set(digests)) > 1:
-                raise FmapvizError(
-                    "The torchrun processes hold different weights (a randomly initialized model?); "
-                    "load a checkpoint or seed the model factory so every process builds the same model."
-                )
+        if len(set(gather_objects(weights))) > 1:
+            raise FmapvizError(
+                "The torchrun processes hold different weights (a randomly initialized model?); "
+                "load a checkpoint or seed the model factory so every process builds the same model."
+            )
         transform = repr(loaded.transform)
         keys = {
             "scan": cache.key(weights, layers, transform, settings.topk),
@@ -178,7 +176,7 @@ class Site:
                     topk=self.settings.topk,
                     batch_size=self.settings.batch_size,
                 )
-                result = _append(result, part)
+                result = part if result is None else ScanResult.concatenate(result, part)
                 if self.rank == 0:
                     cache.write_tensors(path, result.to_state())
                 bar.done(f"{len(files)} photos", len(files))
@@ -208,7 +206,7 @@ class Site:
                 batch = mine[start : start + self.settings.batch_size]
                 self._explain_images(batch, [ids[file] for file in batch], folder)
                 bar.done(f"{len(batch)} photos", len(batch) * self.world)
-        _barrier()
+        barrier()
         for file in files:
             record = cache.read_json(folder / ids[file] / "record.json")
             if record is not None:
@@ -228,7 +226,7 @@ class Site:
             method=settings.method,
             categories=loaded.categories,
         )
-        cams = gradcam_maps(loaded.model, x, self.layers)
+        cams = saliency(loaded.model, x, "gradcam", target="top", layers=self.layers).layer_maps  # predicted class
         probabilities = found.logits.softmax(dim=1).cpu()
         for row, (file, image_id) in enumerate(zip(files, ids)):
             where = folder / image_id
@@ -300,7 +298,7 @@ class Site:
                 for channel, image in zip(channels, result.images):
                     cache.write_picture(self.actmax_path(layer, channel, copy), _pixels(image))
                 bar.done(f"{layer} {len(channels)} channels", len(channels) * self.world)
-        _barrier()
+        barrier()
 
     # ------------------------------------------------------------------------------------------ channels
 
@@ -330,7 +328,7 @@ class Site:
             for group in self.mine([group for group in groups if group]):
                 self._channel_examples(group)
                 bar.done(f"{group[0][0]} {len(group)} channels", len(group) * self.world)
-        _barrier()
+        barrier()
         return {
             (layer, channel): cache.read_json(self.channel_folder(layer, channel) / "record.json") or {}
             for layer, channel, *_ in work
@@ -341,7 +339,7 @@ class Site:
         if file not in self._photos:
             if len(self._photos) >= PHOTO_CACHE:
                 self._photos.pop(next(iter(self._photos)))
-            self._photos[file] = self.loaded.transform(read_image_file(file))
+            self._photos[file] = read_input(file, self.loaded.transform)
         return self._photos[file]
 
     def _channel_examples(self, group: list[tuple[str, int, str]]) -> None:
@@ -409,11 +407,6 @@ class Site:
         return {"settings": asdict(self.settings), "keys": self.keys, "layers": self.layers}
 
 
-def gradcam_maps(model: torch.nn.Module, x: torch.Tensor, layers: list[str]) -> dict[str, torch.Tensor]:
-    """Grad-CAM for the predicted class at every layer, ``(N, 1, H, W)`` each, from one pass."""
-    return saliency(model, x, "gradcam", target="top", layers=layers).layer_maps
-
-
 def boxed_crop(image: torch.Tensor, window: tuple[int, int, int, int], size: int = 112) -> np.ndarray:
     """The receptive-field window of ``image`` with some context, its box drawn, resized to ``size`` pixels."""
     from PIL import Image, ImageDraw
@@ -440,43 +433,6 @@ def boxed_crop(image: torch.Tensor, window: tuple[int, int, int, int], size: int
     return np.asarray(picture)
 
 
-def list_photos(data: str | os.PathLike | Sequence[str | os.PathLike]) -> list[str]:
-    """The photo files of ``data`` (folders searched recursively, files as given) as absolute paths.
-
-    Absolute paths keep the cache valid when the working folder changes.
-
-    Raises:
-        ImageLoadError: no such folder or file, a folder without images, or one that cannot be read.
-    """
-    items = [data] if isinstance(data, (str, os.PathLike)) else list(data)
-    if not items:
-        raise ImageLoadError("No photos given: pass a folder of photos or photo files.")
-    files: list[str] = []
-    for item in items:
-        if Path(item).is_dir() and not os.access(item, os.R_OK | os.X_OK):
-            raise ImageLoadError(f"Cannot read folder '{item}': permission denied.")
-        files += [str(Path(file).resolve()) for file in list_images(item, recursive=True)]
-    return list(dict.fromkeys(files))
-
-
-def _append(result: ScanResult | None, part: ScanResult) -> ScanResult:
-    """``result`` followed by the scan ``part`` of more photos: exact, as one scan of both."""
-    if result is None:
-        return part
-    offset, union = len(result.sources), result.sources + part.sources
-    if not part.layers:  # nothing in this chunk could be read
-        result.sources, result.skipped = union, result.skipped + part.skipped
-        return result
-    for layer in part.layers.values():
-        layer.top_sources = layer.top_sources + offset
-    part.sources = union
-    if not result.layers:  # nothing before could be read
-        part.skipped = result.skipped + part.skipped
-        return part
-    result.sources = union
-    return ScanResult.merge(result, part)
-
-
 def _fresh(record: dict | None, signature: str) -> bool:
     return record is not None and record.get("signature") == signature
 
@@ -491,14 +447,3 @@ def _top_classes(probabilities: torch.Tensor, categories: Sequence[str] | None, 
 
 def _pixels(image: torch.Tensor) -> np.ndarray:
     return (image.detach().float().cpu().clamp(0, 1).permute(1, 2, 0) * 255 + 0.5).to(torch.uint8).numpy()
-
-
-def _rank_and_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _barrier() -> None:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()

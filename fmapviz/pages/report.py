@@ -30,7 +30,7 @@ from torch import nn
 
 from ..engines.actmax import maximize
 from ..engines.channels import channel_stats
-from ..engines.evaluate import metrics
+from ..engines.evaluate import deletion, insertion
 from ..engines.saliency import METHODS, saliency
 from ..errors import FmapvizError
 from ..files import FolderLock, refuse_inputs, save_figure, writable_folder, write_json, write_text
@@ -368,8 +368,8 @@ def _saliency_results(
     if spec.metric_steps:
         with clock.stage("model: deletion/insertion"):
             for key, result in results:
-                deleted = metrics.deletion(model, x, result, steps=spec.metric_steps, baseline=DELETION_SUBSTRATE)
-                inserted = metrics.insertion(model, x, result, steps=spec.metric_steps, baseline=INSERTION_SUBSTRATE)
+                deleted = deletion(model, x, result, steps=spec.metric_steps, baseline=DELETION_SUBSTRATE)
+                inserted = insertion(model, x, result, steps=spec.metric_steps, baseline=INSERTION_SUBSTRATE)
                 scores[key] = {"deletion": float(deleted.auc[0]), "insertion": float(inserted.auc[0])}
     return results, scores
 

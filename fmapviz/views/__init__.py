@@ -4,47 +4,27 @@ Views sit between the engines and the report/CLI: they pick what to draw from an
 result (channels, layers, captions, scales) and hand plain tensors and arrays to the drawing
 primitives of :mod:`fmapviz.plot`. They never run a model.
 
-* :mod:`.maps`: :func:`show_maps`, :func:`show_hierarchy`, :func:`show_channel_stats`;
-* :mod:`.saliency`: :func:`show_saliency`;
-* :mod:`.actmax`: :func:`show_gallery`;
-* :mod:`.scan`: :func:`show_channel_page`, :func:`show_dead_channels`;
-* :mod:`.explain`: :func:`show_channel_explanation`;
-* :mod:`.compare`: :func:`show_cka`, :func:`show_side_by_side`, :func:`show_compare_health`,
-  :func:`show_disagreements`, :func:`show_checkpoints`, :func:`show_init_report`, :func:`show_init_histograms`;
-* :mod:`.concepts`: :func:`show_concepts` (Deep Feature Factorization).
+One module per topic (maps, saliency, actmax, scan, explain, compare, concepts). A view registers in one
+place, its own module's ``__all__``: this package exports every name in the ``__all__`` of each of its
+modules, a new module included, and ``fmapviz`` re-exports them all (it reads the same lists from the
+source, so ``import fmapviz`` imports no view).
 """
 
-from .actmax import show_gallery
-from .compare import (
-    show_checkpoints,
-    show_cka,
-    show_compare_health,
-    show_disagreements,
-    show_init_histograms,
-    show_init_report,
-    show_side_by_side,
-)
-from .concepts import show_concepts
-from .explain import show_channel_explanation
-from .maps import show_channel_stats, show_hierarchy, show_maps
-from .saliency import show_saliency
-from .scan import show_channel_page, show_dead_channels
+from __future__ import annotations
 
-__all__ = [
-    "show_channel_explanation",
-    "show_channel_page",
-    "show_channel_stats",
-    "show_checkpoints",
-    "show_cka",
-    "show_compare_health",
-    "show_disagreements",
-    "show_init_histograms",
-    "show_init_report",
-    "show_concepts",
-    "show_dead_channels",
-    "show_gallery",
-    "show_hierarchy",
-    "show_maps",
-    "show_saliency",
-    "show_side_by_side",
-]
+import importlib
+import pkgutil
+
+
+def _export_every_view() -> list[str]:
+    """Bind the ``__all__`` names of every module of this package here; returns them in module order."""
+    names: list[str] = []
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            module = importlib.import_module(f"{__name__}.{info.name}")
+            globals().update({name: getattr(module, name) for name in module.__all__})
+            names += module.__all__
+    return names
+
+
+__all__ = _export_every_view()

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 
 from ..plot.figures import Figure, annotated_grid
 
+__all__ = ["show_gallery"]
+
 
 def show_gallery(
     result: Any,

@@ -16,6 +16,16 @@ from ..plot.charts import curve_panels, heatmap, histogram_grid, paired_bars
 from ..plot.figures import Figure, annotated_grid
 from ..plot.maps import channel_grid
 
+__all__ = [
+    "show_cka",
+    "show_side_by_side",
+    "show_compare_health",
+    "show_disagreements",
+    "show_checkpoints",
+    "show_init_report",
+    "show_init_histograms",
+]
+
 
 def show_cka(result: ModelComparison, *, title: str | None = None) -> Figure:
     """Linear CKA of every layer of model A (rows) with every layer of model B (columns).

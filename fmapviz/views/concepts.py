@@ -8,6 +8,8 @@ from ..engines.dff import Concepts
 from ..plot.concepts import concept_colors, concept_overlay, concept_tile
 from ..plot.figures import Figure, annotated_grid
 
+__all__ = ["show_concepts"]
+
 
 def show_concepts(
     concepts: Concepts,

@@ -10,6 +10,8 @@ from ..engines.explain import ChannelExplanation
 from ..plot.figures import Figure, annotated_grid
 from ..plot.saliency import saliency_overlay
 
+__all__ = ["show_channel_explanation"]
+
 
 def show_channel_explanation(
     explanation: ChannelExplanation,

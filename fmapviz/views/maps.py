@@ -20,6 +20,8 @@ from ..plot.colors import colormap_lut, lut_indices, rgb, to_uint8_image
 from ..plot.figures import DPI, Figure, annotated_grid, fit_tile_pixels
 from ..plot.maps import channel_grid, channel_stats_figure, overlay_tiles
 
+__all__ = ["show_maps", "show_hierarchy", "show_channel_stats"]
+
 MapsInput = torch.Tensor | dict[str, torch.Tensor]
 ImageInput = LoadedImage | torch.Tensor
 

@@ -12,6 +12,8 @@ from ..plot.colors import rgb
 from ..plot.figures import Figure, annotated_grid
 from ..plot.saliency import DIVERGING, SEQUENTIAL, image_tile, robust_peak, saliency_overlay
 
+__all__ = ["show_saliency"]
+
 
 def show_saliency(
     results: SaliencyResult | Sequence[SaliencyResult] | Mapping[str, SaliencyResult],

@@ -17,6 +17,8 @@ from ..plot.scan import channel_page_figure
 if TYPE_CHECKING:
     from ..engines.scan import ScanResult, TopExample
 
+__all__ = ["show_channel_page", "show_dead_channels"]
+
 
 def show_channel_page(
     scan_result: ScanResult,

@@ -1,4 +1,4 @@
-"""Exact, mergeable running statistics per channel.
+"""Per-channel statistics and health: one exact, mergeable running accumulator, and dead/weak channels.
 
 :class:`RunningChannelStats` sees feature maps batch by batch and keeps, per channel,
 the count, mean, sum of squared deviations (``M2``), max, min and number of positive
@@ -12,6 +12,11 @@ Chan, Golub and LeVeque: for parts A and B with counts ``n_a``, ``n_b``, means
     M2   = M2_a + M2_b + δ² · n_a · n_b / n
 
 so one pass over everything and any split into shards agree to float rounding.
+
+Everything that measures channels folds maps into it: :func:`compute_channel_stats` (one tensor),
+:class:`RunningLayerStats` (a running accumulator per layer, filled inside a forward pass by
+``stream_channel_stats``, ``compare`` and ``compare_checkpoints``), ``scan`` and the TensorBoard
+logger. :class:`ChannelStats` reads channel health (dead and weak channels) from it.
 """
 
 from __future__ import annotations
@@ -124,6 +129,13 @@ class RunningChannelStats:
         """(C,) share of values > 0."""
         return self._require(self.positive).double() / self.count.double()
 
+    @property
+    def pooled_std(self) -> torch.Tensor:
+        """Std of every value of all channels pooled (a 0-dim tensor), from the per-channel moments."""
+        mean = self.mean
+        second = self.variance + mean.square()
+        return (second.mean() - mean.mean().square()).clamp_min(0).sqrt()
+
     def _require(self, value: torch.Tensor | None) -> torch.Tensor:
         if value is None or self.empty:
             raise ValueError("No statistics yet: call update(maps) with at least one batch first.")
@@ -171,3 +183,112 @@ def _batch_stats(maps: torch.Tensor) -> RunningChannelStats:
         minimum=maps.amin(dim=dims).double(),
         positive=(maps > 0).sum(dim=dims),
     )
+
+
+@dataclass
+class ChannelStats:
+    """Health of each channel of one layer over every value seen (all images and positions).
+
+    A channel is **dead** when it was never positive (``max <= 0``: after a ReLU it is
+    always zero). It is **weak** when it is not dead but its ``max`` is below
+    ``weak_ratio`` × the median of the maxima of the layer's live channels (default
+    0.1: a tenth of a typical channel's peak).
+    """
+
+    layer: str | None
+    mean: torch.Tensor
+    std: torch.Tensor
+    max: torch.Tensor
+    min: torch.Tensor
+    fraction_positive: torch.Tensor
+    count: int
+    weak_ratio: float
+
+    @property
+    def channels(self) -> int:
+        return self.mean.numel()
+
+    @property
+    def weak_threshold(self) -> float:
+        """The ``max`` below which a live channel counts as weak: ``weak_ratio`` × median max of live channels."""
+        alive = self.max[self.max > 0]
+        return self.weak_ratio * float(alive.median()) if alive.numel() else 0.0
+
+    @property
+    def dead(self) -> torch.Tensor:
+        """(C,) bool: never positive."""
+        return self.max <= 0
+
+    @property
+    def weak(self) -> torch.Tensor:
+        """(C,) bool: alive but max < weak_ratio × median channel max."""
+        return ~self.dead & (self.max < self.weak_threshold)
+
+    @property
+    def dead_channels(self) -> list[int]:
+        return torch.nonzero(self.dead).flatten().tolist()
+
+    @property
+    def weak_channels(self) -> list[int]:
+        return torch.nonzero(self.weak).flatten().tolist()
+
+    def __str__(self) -> str:
+        name = self.layer or "maps"
+        return (
+            f"{name}: {self.channels} channels over {self.count:,} values each; "
+            f"dead (never > 0): {_short_list(self.dead_channels)}; "
+            f"weak (max < {self.weak_ratio:g} × median max = {self.weak_threshold:.3g}): "
+            f"{_short_list(self.weak_channels)}"
+        )
+
+
+def _short_list(values: list[int], limit: int = 12) -> str:
+    if not values:
+        return "none"
+    shown = ", ".join(str(v) for v in values[:limit])
+    return f"{len(values)} [{shown}{', …' if len(values) > limit else ''}]"
+
+
+def stats_from_running(running: RunningChannelStats, layer: str | None = None, weak_ratio: float = 0.1) -> ChannelStats:
+    """A :class:`ChannelStats` from streamed :class:`RunningChannelStats`."""
+    if not weak_ratio >= 0:
+        raise ValueError(f"weak_ratio must be >= 0, got {weak_ratio}.")
+    return ChannelStats(
+        layer=layer,
+        mean=running.mean.float(),
+        std=running.std.float(),
+        max=running.max.float(),
+        min=running.min.float(),
+        fraction_positive=running.fraction_positive.float(),
+        count=int(running.count),
+        weak_ratio=float(weak_ratio),
+    )
+
+
+def compute_channel_stats(maps: torch.Tensor, layer: str | None = None, weak_ratio: float = 0.1) -> ChannelStats:
+    """Per-channel mean, std, max, min, fraction positive, dead and weak flags of (N,C,H,W) or (N,C) maps.
+
+    Example:
+        >>> stats = compute_channel_stats(maps["layer4"])
+        >>> stats.dead_channels
+        []
+    """
+    if not isinstance(maps, torch.Tensor) or maps.ndim not in (2, 3, 4):
+        raise ValueError(f"maps must be a (N,C,H,W), (C,H,W) or (N,C) tensor, got {getattr(maps, 'shape', maps)!r}.")
+    maps = maps.unsqueeze(0) if maps.ndim == 3 else maps
+    return stats_from_running(RunningChannelStats().update(maps), layer, weak_ratio)
+
+
+class RunningLayerStats(dict[str, RunningChannelStats]):
+    """A :class:`RunningChannelStats` per layer name, in the order the layers were first folded in.
+
+    :meth:`fold` has the signature of capture's ``reduce=`` callback.
+    """
+
+    def fold(self, name: str, maps: torch.Tensor) -> None:
+        """Fold one layer's maps (N,C,H,W) or (N,C) into its statistics."""
+        self.setdefault(name, RunningChannelStats()).update(maps)
+
+    def health(self, weak_ratio: float = 0.1) -> dict[str, ChannelStats]:
+        """Layer name → :class:`ChannelStats`."""
+        return {name: stats_from_running(running, name, weak_ratio) for name, running in self.items()}

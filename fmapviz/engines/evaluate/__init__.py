@@ -1,24 +1,19 @@
-"""How faithful a saliency map is: deletion/insertion, ROAD, Average Drop/Increase, infidelity, sensitivity,
-and the model-randomization sanity check."""
+"""How faithful a saliency map is, one module per kind of metric; the public names are re-exported here
+(``fmapviz.evaluate`` is this package).
 
-from .faithfulness import (
-    ConfidenceChange,
-    RoadResult,
-    average_drop_increase,
-    infidelity,
-    linear_imputation,
-    road,
-    sensitivity,
-)
-from .metrics import (
-    PerturbationCurve,
-    RandomizationResult,
-    cascade_blocks,
-    deletion,
-    insertion,
-    randomization_check,
-    spearman,
-)
+* :mod:`.perturbation`: deletion and insertion curves (RISE).
+* :mod:`.road`: ROAD, remove and debias with noisy linear imputation.
+* :mod:`.confidence`: Average Drop and Increase in Confidence.
+* :mod:`.robustness`: infidelity and max-sensitivity (through captum).
+* :mod:`.sanity`: the model-randomization sanity check, with its Spearman correlation and block order.
+* :mod:`.common`: the maps and classes every metric reads (a tensor or a SaliencyResult, and a target).
+"""
+
+from .confidence import ConfidenceChange, average_drop_increase
+from .perturbation import PerturbationCurve, deletion, insertion
+from .road import RoadResult, linear_imputation, road
+from .robustness import infidelity, sensitivity
+from .sanity import RandomizationResult, cascade_blocks, randomization_check, spearman
 
 __all__ = [
     "ConfidenceChange",

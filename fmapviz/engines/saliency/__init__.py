@@ -5,7 +5,9 @@
 Registry design
 ---------------
 A method is one entry of :data:`METHODS`, ``name -> Method``, and the entry is everything there is
-to know about it (nothing else in the package names a method):
+to know about it (nothing else in the package names a method). It is registered beside its function
+by the :func:`~.registry.register` decorator, in the module of its family under :mod:`.methods`
+(importing this package imports them, in the order of every listing):
 
 * ``compute(job) -> Attribution``: the one function. It gets a :class:`~.pipeline.Job` (model in
   eval mode with frozen parameters, input, parsed target, layers, checked options with defaults,
@@ -16,24 +18,26 @@ to know about it (nothing else in the package names a method):
 * ``space``: ``"input"`` or ``"layer"``; ``view``: the default view (a key of :data:`VIEWS`);
   ``takes_layer``: the method reads ``layers`` (``layers=None`` then searches for one, see
   :mod:`.layer_search`); ``seeded``: derived, true when the options have a ``seed``.
-* ``options``: ``name -> Option(default, help, choices)``. Unknown options raise one line listing the
-  options the method takes; captum's names (``nt_samples``, ``stdevs``, ``n_steps``, ``method``) raise
-  with the fmapviz name (:data:`~.registry.FOREIGN_NAMES`).
+* ``options``: ``name -> Option(default, help, choices)``; option groups several methods share
+  (``SEED``, ``CAM_OPTIONS``, ``NOISE_TUNNEL``, ...) are in :mod:`.registry`. Unknown options raise
+  one line listing the options the method takes; captum's names (``nt_samples``, ``stdevs``,
+  ``n_steps``, ``method``) raise with the fmapviz name (:data:`~.registry.FOREIGN_NAMES`).
 * ``description``: one line for listings; the CLI's method list, its seeded methods and the report's
   methods all come from the registry.
 
-Adding a method is one function and one entry. The building blocks a new function uses:
+Adding a method is one decorated function. The building blocks it uses:
 :func:`~.pipeline.input_gradients` and :func:`~.pipeline.averaged_gradients` (gradients over any
-perturbed copies: SmoothGrad's noise, so a ``smooth=`` wrapper for any input method), ``job.per_target``
-with ``job.score_function()`` for captum-backed methods (IG; Occlusion, DeepLift, GradientSHAP fit the
-same shape), :func:`~.cam_methods.cam` for a CAM method that only weighs ``(activation, gradient)``,
-and :func:`~.pipeline.layer_pass` / ``job.forward_scores(x, layers)`` for CAM methods that need extra
-forwards (Score-CAM, Ablation-CAM).
+perturbed copies: SmoothGrad's noise, so a ``smooth=`` wrapper for any input method),
+:func:`~.pipeline.attribution_per_target` with ``job.score_function()`` for captum-backed methods
+(IG, Occlusion, DeepLift, GradientSHAP), :func:`~.methods.cams.gradient_cam` for a CAM method that
+only weighs ``(activation, gradient)``, and :func:`~.pipeline.layer_pass` /
+``job.forward_scores(x, layers)`` for CAM methods that need extra forwards (Score-CAM, Ablation-CAM).
 
-Modules: :mod:`.targets` (what a map explains, documented once), :mod:`.pipeline` (Job, gradients,
-the CAM layer pass), :mod:`.input_methods`, :mod:`.cam_methods`, :mod:`.layer_search`
-(:class:`LayerSearchCache`, an explicit cache object), :mod:`.guided` (guided ReLU),
-:mod:`.baselines`, :mod:`.result` (:class:`SaliencyResult`, :data:`VIEWS`), :mod:`.registry`.
+Modules: :mod:`.targets` (what a map explains, documented once, and the detection and segmentation
+targets), :mod:`.pipeline` (Job, gradients, the CAM layer pass), :mod:`.methods` (the methods),
+:mod:`.smoothing` (``smooth=``), :mod:`.layer_search` (:class:`LayerSearchCache`, an explicit cache
+object), :mod:`.guided` (guided ReLU), :mod:`.baselines`, :mod:`.result` (:class:`SaliencyResult`,
+:data:`VIEWS`), :mod:`.registry`.
 
 Conventions followed (issue 17): CAM maps are clamped at the layer's resolution, then upsampled
 bilinearly, as the papers, captum, pytorch-grad-cam and torchcam do (``clamp="upsampled"`` gives
@@ -43,6 +47,7 @@ Simonyan et al.'s max_c |g| (the gradient's default view), ``"sum_abs"`` captum'
 ``"abs"`` |sum_c g| (the default of SmoothGrad and guided backprop, and the view of the README figures).
 """
 
+from . import methods  # noqa: F401  (registers every method in METHODS)
 from .api import auto_batch_size, saliency
 from .baselines import BASELINES, make_baseline
 from .guided import guided_relus

@@ -1,4 +1,5 @@
-""":func:`saliency`, the one entry point: check the arguments, run the method's compute function, wrap the result."""
+""":func:`saliency`, the one entry point: check the arguments, run the method's compute function, wrap the result;
+and :func:`auto_layer`, the layer a layer method uses when ``layers=None``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch import nn
 
 from ...hooks import LayerSelectors, model_guard, module_name, resolve_layers
 from . import smoothing
-from .layer_search import LayerSearchCache, auto_layer
+from .layer_search import PROBED_MODULES, LayerSearchCache
 from .pipeline import Job
 from .registry import method_entry, method_settings
 from .result import SaliencyResult
@@ -104,3 +105,33 @@ def saliency(
         delta=produced.delta.detach() if produced.delta is not None else None,
         settings={"batch_size": rows, **settings},
     )
+
+
+def auto_layer(job: Job, until: str | None = None) -> str:
+    """The layer a layer method uses when ``layers=None``: the last spatial layer the target depends on.
+
+    That is the last module with a 4-D map, unless that map has class tokens (ViT) or the target
+    reads a raw output (detection): then the final :data:`PROBED_MODULES` spatial modules become
+    ``job.candidates``, all captured in the one Grad-CAM pass, which keeps the last whose map gets
+    a non-zero gradient from the (first) target. For torchvision's ``vit_b_16`` this is
+    ``encoder.layers.encoder_layer_11.ln_1``: the last block's output reaches the logits only
+    through the class token, so its patch maps get no gradient; for a detector with a
+    :class:`fmapviz.engines.saliency.targets.BoxScoreTarget` it is ``backbone`` (one map per FPN level, summed).
+
+    Raises:
+        ValueError: the model has no layer with a 4-D output.
+    """
+    search = job.layer_search.search(job.model, job.x, until)
+    modules = search.modules
+    if not modules:
+        raise ValueError("The model has no layer with a 4-D (N,C,H,W) output; pass layers= explicitly.")
+    if job.target.raw:
+        job.candidates = modules[-PROBED_MODULES:]
+    elif search.has_class_tokens:
+        # which patch maps reach a logit through the class token is a property of the architecture,
+        # not of the class: probe once per model and input shape, then reuse the pick
+        if search.probed is not None:
+            return search.probed
+        job.candidates = modules[-PROBED_MODULES:]
+        job.probe_for = search
+    return modules[-1]

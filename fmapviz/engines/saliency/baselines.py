@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import torch
+
+from ..seeding import generator
 
 BASELINES = {
     "black": "black pixels (zeros of the model input without mean/std)",
@@ -57,22 +58,7 @@ def make_baseline(
         kernel = int(4 * sigma) | 1 if kind == "blur" else 11
         return gaussian_blur(x.detach(), [kernel, kernel], [sigma, sigma])
     if kind == "noise":
-        generator = torch.Generator(device=x.device).manual_seed(seed)
         low, high = x.min(), x.max()
-        return low + (high - low) * torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        draws = torch.rand(x.shape, generator=generator(seed, x.device), device=x.device, dtype=x.dtype)
+        return low + (high - low) * draws
     raise ValueError(f"Unknown baseline '{kind}'. Use one of: {', '.join(BASELINES)}, or a tensor.")
-
-
-@contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch's RNG for ``device`` for code that does not take a generator (captum), restoring the caller's
-    state on exit. For a CPU only the CPU generator is touched: ``torch.manual_seed`` would also reseed every
-    CUDA device (left unrestored), and costs ~0.7 ms a call while CUDA is not initialized."""
-    if device.type == "cpu":
-        with torch.random.fork_rng(devices=[]):
-            torch.default_generator.manual_seed(seed)
-            yield
-        return
-    with torch.random.fork_rng(devices=[device], device_type=device.type):
-        torch.manual_seed(seed)
-        yield

@@ -1,4 +1,5 @@
-"""``layers=None``: which layer a layer method uses, found once per model and input shape.
+"""``layers=None``: the spatial layers of a model, searched once per model and input shape
+(:func:`~fmapviz.engines.saliency.api.auto_layer` picks the layer a layer method uses from them).
 
 What a search learns lives in a :class:`LayerSearchCache` the caller owns: pass the same one to
 several :func:`fmapviz.saliency` calls (the CLI keeps one per run) and later calls skip the
@@ -9,16 +10,12 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ...hooks import capture, module_name
 from ...tokens import as_spatial, resolve_layout, token_grid
-
-if TYPE_CHECKING:
-    from .pipeline import Job
 
 PROBED_MODULES = 32
 """How many of the last spatial modules a probe captures to find those the target reaches."""
@@ -64,6 +61,14 @@ class LayerSearchCache:
             remembered = self._entries[model] = (key, _spatial_layers(model, x, until))
         return remembered[1]
 
+    def candidates_before(self, model: nn.Module, x: torch.Tensor, layer: str) -> list[str]:
+        """The last :data:`PROBED_MODULES` spatial modules up to ``layer``: where to look for a layer the target
+        reaches."""
+        modules = self.search(model, x).modules
+        name = module_name(layer)
+        end = modules.index(name) + 1 if name in modules else len(modules)
+        return modules[:end][-PROBED_MODULES:]
+
 
 def _layer_shape(name: str, tensor: torch.Tensor) -> tuple[tuple[int, ...], bool]:
     """The (N, C, H, W) shape a layer is captured with, and whether it has leading (class) tokens."""
@@ -83,41 +88,3 @@ def _spatial_layers(model: nn.Module, x: torch.Tensor, until: str | None) -> Lay
     spatial = [name for name in spatial if shapes[name][0][2] * shapes[name][0][3] > 1]
     modules = list(dict.fromkeys(module_name(name) for name in spatial))
     return LayerSearch(modules, bool(spatial) and shapes[spatial[-1]][1])
-
-
-def auto_layer(job: Job, until: str | None = None) -> str:
-    """The layer a layer method uses when ``layers=None``: the last spatial layer the target depends on.
-
-    That is the last module with a 4-D map, unless that map has class tokens (ViT) or the target
-    reads a raw output (detection): then the final :data:`PROBED_MODULES` spatial modules become
-    ``job.candidates``, all captured in the one Grad-CAM pass, which keeps the last whose map gets
-    a non-zero gradient from the (first) target. For torchvision's ``vit_b_16`` this is
-    ``encoder.layers.encoder_layer_11.ln_1``: the last block's output reaches the logits only
-    through the class token, so its patch maps get no gradient; for a detector with a
-    :class:`fmapviz.engines.saliency.region_targets.BoxScoreTarget` it is ``backbone`` (one map per FPN level, summed).
-
-    Raises:
-        ValueError: the model has no layer with a 4-D output.
-    """
-    search = job.layer_search.search(job.model, job.x, until)
-    modules = search.modules
-    if not modules:
-        raise ValueError("The model has no layer with a 4-D (N,C,H,W) output; pass layers= explicitly.")
-    if job.target.raw:
-        job.candidates = modules[-PROBED_MODULES:]
-    elif search.has_class_tokens:
-        # which patch maps reach a logit through the class token is a property of the architecture,
-        # not of the class: probe once per model and input shape, then reuse the pick
-        if search.probed is not None:
-            return search.probed
-        job.candidates = modules[-PROBED_MODULES:]
-        job.probe_for = search
-    return modules[-1]
-
-
-def candidates_before(job: Job, layer: str) -> list[str]:
-    """The last :data:`PROBED_MODULES` spatial modules up to ``layer``: where to look for a layer the target reaches."""
-    modules = job.layer_search.search(job.model, job.x).modules
-    name = module_name(layer)
-    end = modules.index(name) + 1 if name in modules else len(modules)
-    return modules[:end][-PROBED_MODULES:]

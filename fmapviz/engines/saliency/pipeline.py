@@ -1,5 +1,6 @@
 """The machinery every method shares: the :class:`Job` a compute function gets, input gradients,
-gradients over expanded batches (noise samples), and the layer pass of the CAM methods."""
+gradients over expanded batches (noise samples), attributions per target column (captum-backed
+methods), and the layer pass of the CAM methods."""
 
 from __future__ import annotations
 
@@ -14,10 +15,16 @@ from torch import nn
 
 from ...hooks import capture, layer_keys, module_name
 from ...outputs import output_tensor
-from .layer_search import LayerSearch, LayerSearchCache, candidates_before
+from .baselines import make_baseline
+from .layer_search import LayerSearch, LayerSearchCache
+from .result import Attribution
 from .targets import Target, check_scores, unit_score
 
 Weigh = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""``(activation, gradient) -> tensor``: :func:`layer_pass` takes one giving the ``(N, h, w)`` map; a gradient CAM's
+weighing gives the ``(N, C, h, w)`` weighted activations."""
+Forward = Callable[[torch.Tensor], torch.Tensor]
+"""captum's ``forward_func``: input rows -> the scores a target column indexes."""
 
 
 @dataclass
@@ -88,7 +95,7 @@ class Job:
             self.indices = self.target.expanded_classes(self.x.shape[0], self.x.device)
         return self.indices
 
-    def score_function(self) -> Callable[[torch.Tensor], torch.Tensor]:
+    def score_function(self) -> Forward:
         """A captum ``forward_func``: logits for class targets, else one score (or a callable's K) per row."""
         unit = self.target.unit
         if unit is not None:
@@ -112,6 +119,11 @@ class Job:
             scores = check_scores(self.target.score(self.output(self.model(self.x))), self.x.shape[0])
         return 1 if scores.dim() == 1 else scores.shape[1]
 
+    def baseline(self) -> torch.Tensor:
+        """The reference input the ``baseline``, ``mean``, ``std`` (and ``seed``) options name, shaped like ``x``."""
+        options = self.options
+        return make_baseline(self.x, options["baseline"], options["mean"], options["std"], options.get("seed", 0))
+
     def per_target(self, attribute: Callable[[Any], Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Call ``attribute(column)`` per target column; stack (N, K, ...) results (and deltas).
 
@@ -129,6 +141,13 @@ class Job:
             attributions = torch.stack([r[0] for r in results], 1)
             return attributions, torch.stack([r[1].reshape(-1) for r in results], 1)
         return torch.stack(results, 1), None
+
+
+def attribution_per_target(job: Job, attribute: Callable[[Any], Any]) -> Attribution:
+    """The input-space :class:`~.result.Attribution` of ``attribute(column)`` called per target column
+    (see :meth:`Job.per_target`), with the deltas when it returns ``(attributions, delta)`` (IG)."""
+    attributions, delta = job.per_target(attribute)
+    return Attribution.of_input(attributions, delta=delta)
 
 
 def input_gradients(job: Job, inputs: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -240,7 +259,13 @@ def upsampled_maps(cams: torch.Tensor, size: Sequence[int], clamp: str) -> torch
 
 def _swap_dead_layer(job: Job, layer: str, result: dict[str, torch.Tensor], weigh: Weigh) -> dict[str, torch.Tensor]:
     """Replace ``layer``'s blank map by the nearest earlier layer the target reaches, with a warning."""
-    probe = replace(job, layers=[], candidates=candidates_before(job, layer), explicit_layers=False, probe_for=None)
+    probe = replace(
+        job,
+        layers=[],
+        candidates=job.layer_search.candidates_before(job.model, job.x, layer),
+        explicit_layers=False,
+        probe_for=None,
+    )
     try:
         found = layer_pass(probe, weigh)
     except ValueError:

@@ -1,4 +1,9 @@
-"""The method registry: one :class:`Method` entry per name, the whole truth about that method."""
+"""The method registry: :data:`METHODS`, one :class:`Method` entry per name, the whole truth about that method.
+
+A method registers itself beside its function with the :func:`register` decorator (the modules of
+:mod:`fmapviz.engines.saliency.methods`). Here: the entry types, :func:`register`, the option groups
+several methods share, the option names of other libraries, and the lookups with their errors.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ...errors import closest_names
-from . import cam_family, cam_methods, captum_methods, input_methods
 from .pipeline import Job
 from .result import Attribution, View
 from .smoothing import CAM_SMOOTHING, NOISE_TUNNELS
+
+Compute = Callable[[Job], Attribution]
+"""A method's one function: ``compute(job) -> Attribution``; it reads its options from ``job.options``."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +42,7 @@ class Method:
         takes_layer: the method reads ``layers`` (``layers=None`` searches for one).
     """
 
-    compute: Callable[[Job], Attribution]
+    compute: Compute
     space: Literal["input", "layer"]
     view: View
     description: str
@@ -73,232 +80,49 @@ CAM_SMOOTH = {
         (None, *CAM_SMOOTHING),
     )
 }
-TOP = {"top": Option(None, "score only the k channels of highest mean activation (None: all); the rest weigh 0")}
-BATCHED_CAM = {**CAM_OPTIONS, **CAM_SMOOTH, **TOP}
 PATCH_BASELINE = {
     "baseline": Option("black", "what replaces a patch: 'black', 'blur', 'rise_blur', 'noise' or a tensor"),
     "mean": Option(None, "input normalization mean: makes 'black' true black pixels"),
     "std": Option(None, "input normalization std (with mean)"),
 }
-IG_RULES = ("gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle")
 
-METHODS: dict[str, Method] = {
-    "gradient": Method(
-        input_methods.gradient, "input", "max_abs", "vanilla gradient (Simonyan et al., 2014)", NOISE_TUNNEL
-    ),
-    "input_x_gradient": Method(
-        input_methods.input_x_gradient,
-        "input",
-        "signed",
-        "input times gradient (Shrikumar et al., 2016)",
-        NOISE_TUNNEL,
-    ),
-    "smoothgrad": Method(
-        input_methods.smoothgrad,
-        "input",
-        "abs",
-        "gradient averaged over noisy copies (Smilkov et al., 2017)",
-        {
-            "noise": Option(0.15, "noise std as a fraction of each image's value range (max - min)"),
-            "samples": Option(25, "noisy copies per image"),
-            **SEED,
-        },
-    ),
-    "integrated_gradients": Method(
-        input_methods.integrated_gradients,
-        "input",
-        "signed",
-        "Integrated Gradients (Sundararajan et al., 2017), via captum",
-        {
-            "steps": Option(50, "integration steps"),
-            "baseline": Option("black", "'black', 'blur', 'rise_blur', 'noise' or a tensor"),
-            "integration": Option("gausslegendre", "the integration rule (captum's method=)", IG_RULES),
-            "mean": Option(None, "input normalization mean: makes 'black' true black pixels"),
-            "std": Option(None, "input normalization std (with mean)"),
-            **NOISE_TUNNEL,
-        },
-    ),
-    "guided_backprop": Method(
-        input_methods.guided_backprop,
-        "input",
-        "abs",
-        "guided backpropagation (Springenberg et al., 2015)",
-        NOISE_TUNNEL,
-    ),
-    "gradcam": Method(
-        cam_methods.cam(cam_methods.gradcam_weights),
-        "layer",
-        "positive",
-        "Grad-CAM (Selvaraju et al., 2017)",
-        {**CAM_OPTIONS, **CAM_SMOOTH},
-        takes_layer=True,
-    ),
-    "gradcam++": Method(
-        cam_methods.cam(cam_methods.gradcam_plus_plus_weights),
-        "layer",
-        "positive",
-        "Grad-CAM++ (Chattopadhay et al., 2018)",
-        {**CAM_OPTIONS, **CAM_SMOOTH},
-        takes_layer=True,
-    ),
-    "layercam": Method(
-        cam_methods.cam(cam_methods.layercam_weights),
-        "layer",
-        "positive",
-        "LayerCAM (Jiang et al., 2021)",
-        {**CAM_OPTIONS, **CAM_SMOOTH},
-        takes_layer=True,
-    ),
-    "guided_gradcam": Method(
-        input_methods.guided_gradcam,
-        "input",
-        "abs",
-        "guided backprop times Grad-CAM (Selvaraju et al., 2017)",
-        CAM_OPTIONS,
-        takes_layer=True,
-    ),
-    "xgradcam": Method(
-        cam_methods.cam(cam_family.xgradcam),
-        "layer",
-        "positive",
-        "XGrad-CAM (Fu et al., 2020): gradients weighted by the normalized activations",
-        {**CAM_OPTIONS, **CAM_SMOOTH},
-        takes_layer=True,
-    ),
-    "hirescam": Method(
-        cam_methods.cam(cam_family.hirescam),
-        "layer",
-        "positive",
-        "HiRes-CAM (Draelos & Carin, 2020): each position's activation times its own gradient",
-        {**CAM_OPTIONS, **CAM_SMOOTH},
-        takes_layer=True,
-    ),
-    "eigencam": Method(
-        cam_family.eigencam,
-        "layer",
-        "positive",
-        "Eigen-CAM (Muhammad & Yeasin, 2020): first principal component of the activations, no gradient",
-        {
-            **CAM_OPTIONS,
-            "smooth": Option(None, "'aug': test-time augmentation (pytorch-grad-cam's aug_smooth)", (None, "aug")),
-        },
-        takes_layer=True,
-    ),
-    "eigengradcam": Method(
-        cam_methods.cam(cam_family.hirescam, eigen=True),
-        "layer",
-        "positive",
-        "EigenGrad-CAM: first principal component of activation times gradient (pytorch-grad-cam)",
-        {**CAM_OPTIONS, "smooth": CAM_SMOOTH["smooth"]},
-        takes_layer=True,
-    ),
-    "scorecam": Method(
-        cam_family.score_cam,
-        "layer",
-        "positive",
-        "Score-CAM (Wang et al., 2020): channels weighted by the score of the input they mask",
-        BATCHED_CAM,
-        takes_layer=True,
-    ),
-    "ablationcam": Method(
-        cam_family.ablation_cam,
-        "layer",
-        "positive",
-        "Ablation-CAM (Desai & Ramaswamy, 2020): channels weighted by the score drop when zeroed",
-        BATCHED_CAM,
-        takes_layer=True,
-    ),
-    "fullgrad": Method(
-        cam_family.fullgrad,
-        "input",
-        "positive",
-        "FullGrad (Srinivas & Fleuret, 2019): input gradient plus every bias gradient",
-        {"smooth": Option(None, "'aug': test-time augmentation (pytorch-grad-cam's aug_smooth)", (None, "aug"))},
-    ),
-    "smoothgrad_campp": Method(
-        cam_family.smoothgrad_campp,
-        "layer",
-        "positive",
-        "Smooth Grad-CAM++ (Omeiza et al., 2019): Grad-CAM++ on gradients averaged over noisy inputs",
-        {
-            **CAM_OPTIONS,
-            "samples": Option(4, "noisy copies per image (torchcam's num_samples)"),
-            "noise": Option(0.3, "absolute std of the input noise (torchcam's std)"),
-            **SEED,
-        },
-        takes_layer=True,
-    ),
-    "occlusion": Method(
-        captum_methods.occlusion_method,
-        "input",
-        "signed",
-        "Occlusion (Zeiler & Fergus, 2014) via captum: score change as a patch slides over the image",
-        {
-            "patch": Option(None, "side of the occluding square in pixels (None: 1/14 of the input, 16 at 224)"),
-            "stride": Option(None, "step between squares in pixels (None: half the patch)"),
-            **PATCH_BASELINE,
-            **NOISE_TUNNEL,
-        },
-    ),
-    "feature_ablation": Method(
-        captum_methods.feature_ablation_method,
-        "input",
-        "signed",
-        "feature ablation via captum: score change when each square of a patch grid is replaced",
-        {
-            "patch": Option(None, "side of the grid's squares in pixels (None: 1/14 of the input, 16 at 224)"),
-            **PATCH_BASELINE,
-            **NOISE_TUNNEL,
-        },
-    ),
-    "kernel_shap": Method(
-        captum_methods.kernel_shap_method,
-        "input",
-        "signed",
-        "KernelSHAP (Lundberg & Lee, 2017) via captum over a patch grid",
-        {
-            "patch": Option(None, "side of the grid's squares in pixels (None: 1/14 of the input, 16 at 224)"),
-            "samples": Option(200, "coalitions sampled per image"),
-            **PATCH_BASELINE,
-            **SEED,
-        },
-    ),
-    "deeplift": Method(
-        captum_methods.deeplift_method,
-        "input",
-        "signed",
-        "DeepLIFT, rescale rule (Shrikumar et al., 2017), via captum",
-        {**PATCH_BASELINE, **NOISE_TUNNEL},
-    ),
-    "gradient_shap": Method(
-        captum_methods.gradient_shap_method,
-        "input",
-        "signed",
-        "GradientSHAP (Lundberg & Lee, 2017) via captum: expected gradients from black and noise baselines",
-        {
-            "samples": Option(5, "random points per image (captum's n_samples)"),
-            "noise": Option(0.0, "absolute std of noise added to each point (captum's stdevs)"),
-            "mean": PATCH_BASELINE["mean"],
-            "std": PATCH_BASELINE["std"],
-            **SEED,
-        },
-    ),
-    "deconvolution": Method(
-        captum_methods.deconvolution_method,
-        "input",
-        "abs",
-        "Deconvolution (Zeiler & Fergus, 2014) via captum: ReLUs pass positive gradients only",
-        NOISE_TUNNEL,
-    ),
-    "lrp": Method(
-        captum_methods.lrp_method,
-        "input",
-        "signed",
-        "layer-wise relevance propagation, epsilon rule (Bach et al., 2015), via captum",
-        NOISE_TUNNEL,
-    ),
-}
-"""Every saliency method by name. Adding a method is adding one function and one entry here."""
+
+METHODS: dict[str, Method] = {}
+"""Every saliency method by name, in the order :mod:`.methods` registers them (the order of every listing)."""
+
+
+def register(
+    name: str,
+    *,
+    space: Literal["input", "layer"],
+    view: View,
+    description: str,
+    options: Mapping[str, Option] | None = None,
+    takes_layer: bool = False,
+) -> Callable[[Compute], Compute]:
+    """Register the decorated ``compute(job) -> Attribution`` as saliency method ``name``; it is returned unchanged.
+
+    Args:
+        name: the method's name, as :func:`fmapviz.saliency` and the CLI take it.
+        space, view, description, options, takes_layer: the :class:`Method` fields.
+
+    Raises:
+        ValueError: ``name`` is registered already.
+
+    Example:
+        >>> @register("doubled_gradient", space="input", view="max_abs", description="twice the gradient")
+        ... def doubled_gradient(job: Job) -> Attribution:
+        ...     return Attribution.of_input(2 * input_gradients(job))
+    """
+
+    def add(compute: Compute) -> Compute:
+        if name in METHODS:
+            raise ValueError(f"Saliency method '{name}' is registered twice; pick another name.")
+        METHODS[name] = Method(compute, space, view, description, dict(options or {}), takes_layer)
+        return compute
+
+    return add
+
 
 FOREIGN_NAMES = {
     "nt_samples": "samples=",

@@ -17,13 +17,16 @@ from dataclasses import replace
 
 import torch
 
-from .baselines import seeded
-from .cam_family import augmented, deaugmented_mean
-from .pipeline import Job
+from ..seeding import seeded
+from .pipeline import Job, attribution_per_target
 from .result import Attribution
 
 NOISE_TUNNELS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 CAM_SMOOTHING = ("aug", "eigen", "aug+eigen")
+AUGMENTATIONS: tuple[tuple[bool, float], ...] = tuple(
+    (flip, factor) for flip in (False, True) for factor in (0.9, 1.0, 1.1)
+)
+"""pytorch-grad-cam's ``aug_smooth``: horizontal flip (or not) times brightness factors 0.9, 1, 1.1."""
 
 
 def run(compute: Callable[[Job], Attribution], job: Job) -> Attribution:
@@ -49,10 +52,27 @@ def augmentation_smoothed(compute: Callable[[Job], Attribution], job: Job) -> At
     )
 
 
+def augmented(x: torch.Tensor) -> torch.Tensor:
+    """The six test-time augmentations of ``x`` stacked along the batch: ``(6 * N, C, H, W)``."""
+    return torch.cat([(x.flip(-1) if flip else x) * factor for flip, factor in AUGMENTATIONS])
+
+
+def deaugmented_mean(maps: torch.Tensor, batch: int) -> torch.Tensor:
+    """Average the ``(6 * N, ..., H, W)`` maps of :func:`augmented` inputs, each min-max scaled and flipped back.
+
+    pytorch-grad-cam scales each augmentation's upsampled map to [0, 1] before averaging, so the
+    smoothed map is in [0, 1] whatever the method's scale.
+    """
+    low = maps.flatten(-2).amin(-1)[..., None, None]
+    scaled = (maps - low) / (maps.flatten(-2).amax(-1)[..., None, None] - low + 1e-7)
+    parts = scaled.split(batch)
+    return torch.stack([part.flip(-1) if flip else part for part, (flip, _) in zip(parts, AUGMENTATIONS)]).mean(0)
+
+
 def noise_tunnel(compute: Callable[[Job], Attribution], job: Job) -> Attribution:
     """captum's NoiseTunnel around ``compute``, image by image (each image's noise scaled by its own range)."""
+    from captum.attr import Attribution as CaptumAttribution
     from captum.attr import NoiseTunnel
-    from captum.attr._utils.attribution import Attribution as CaptumAttribution
 
     plain = {**job.options, "smooth": None}
 
@@ -87,4 +107,4 @@ def noise_tunnel(compute: Callable[[Job], Attribution], job: Job) -> Attribution
                 )
         return torch.cat(images)
 
-    return Attribution.of_input(job.per_target(attribute)[0])
+    return attribution_per_target(job, attribute)

@@ -12,15 +12,15 @@ One streaming pass keeps, per channel of every selected layer (:mod:`.reduce`):
 
 Layer outputs are reduced as each layer runs (``capture(reduce=...)``), so memory is
 O(channels × k) whatever the dataset size. Images are named by their file path or, for a
-DataLoader or Dataset, by their dataset index (:mod:`.data`); crops are read back on demand
+DataLoader or Dataset, by their dataset index (:func:`fmapviz.data.indexed_batches`); crops are read back on demand
 (:meth:`ScanResult.examples`, :mod:`.result`). Shards (``shard=(i, n)``: every n-th image
 from i) merge exactly (:meth:`ScanResult.merge`). Under ``torchrun`` the scan shards by rank
-and gathers the shards (:mod:`.driver`), so
+and gathers the shards (:mod:`.driver`, with :mod:`fmapviz.distributed`), so
 ``torchrun --nproc-per-node 2 -m fmapviz scan MODEL DATA --layer L -o out/`` runs two
 processes and writes one merged result.
 """
 
-from .driver import scan, torchrun_group
+from .driver import scan
 from .reduce import HISTOGRAM_EDGES, LayerScan
 from .result import ScanResult, TopExample, load_scan, receptive_window
 
@@ -32,5 +32,4 @@ __all__ = [
     "load_scan",
     "receptive_window",
     "scan",
-    "torchrun_group",
 ]

@@ -1,22 +1,25 @@
-"""The scan driver: one streaming pass over the data, sharded by rank and gathered under ``torchrun``."""
+"""The scan driver: one streaming pass over the data, sharded by rank and gathered under ``torchrun``.
+
+Data is read through :func:`fmapviz.data.indexed_batches`; ranks and gathers come from :mod:`fmapviz.distributed`.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ...data import indexed_batches
+from ...distributed import gather_objects, is_distributed, rank_and_world
 from ...hooks import LayerSelectors, capture, model_guard, resolve_layers
 from ...inputs import default_transform, model_device, normalization
 from ...layers import layer_geometry
 from ...models import LoadedModel
 from ...progress import Progress
-from .data import batches
 from .reduce import LayerScan
 from .result import ScanResult
 
@@ -81,14 +84,14 @@ def scan(
     mean, std = normalization(transform, mean, std)
     if not isinstance(topk, int) or topk < 1:
         raise ValueError(f"topk must be a positive integer, got {topk!r}.")
-    distributed = shard is None and torch.distributed.is_available() and torch.distributed.is_initialized()
+    distributed = shard is None and is_distributed()
     if distributed:
-        shard = (torch.distributed.get_rank(), torch.distributed.get_world_size())
+        shard = rank_and_world()
     if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
         raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}.")
     names = resolve_layers(model, layers)
     device = torch.device(device) if device is not None else model_device(model)
-    sources, loader = batches(data, shard, transform, batch_size, num_workers)
+    sources, loader = indexed_batches(data, shard, transform, batch_size, num_workers)
 
     scanned: dict[str, LayerScan] = {}
     current = {"sources": torch.empty(0, dtype=torch.int64)}
@@ -146,40 +149,10 @@ def scan(
 
 def _gather(result: ScanResult) -> ScanResult:
     """Every rank's shard, merged in rank order (all ranks get the merged result)."""
-    states: list[Any] = [None] * torch.distributed.get_world_size()
-    torch.distributed.all_gather_object(states, result.to_state())
-    shards = [ScanResult.from_state(state) for state in states]
+    shards = [ScanResult.from_state(state) for state in gather_objects(result.to_state())]
     shards = [shard for shard in shards if shard.layers] or shards[:1]
     merged = shards[0]
     for shard in shards[1:]:
         merged = ScanResult.merge(merged, shard)
     merged.shard, merged.transform = None, result.transform
     return merged
-
-
-@contextmanager
-def torchrun_group(device: str | None = None) -> Iterator[tuple[int, str | None]]:
-    """Join the process group ``torchrun`` describes in the environment, if any, for the length of a scan.
-
-    Yields:
-        (rank, device): this process's rank (0 without torchrun) and where it should run: ``device``
-        as given, else ``cuda:LOCAL_RANK`` under torchrun on a GPU machine, else None.
-
-    Example:
-        >>> with torchrun_group() as (rank, device):
-        ...     result = scan(load_model(spec, device=device), "photos/", "layer3")
-        ...     if rank == 0:
-        ...         result.save("out/")
-    """
-    started = False
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-        started = True
-    try:
-        if device is None and torch.distributed.is_initialized() and torch.cuda.is_available():
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-            torch.cuda.set_device(device)
-        yield (torch.distributed.get_rank() if torch.distributed.is_initialized() else 0), device
-    finally:
-        if started:
-            torch.distributed.destroy_process_group()

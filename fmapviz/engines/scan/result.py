@@ -13,12 +13,13 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ...data import batch_images, read_input
 from ...errors import FmapvizError
 from ...files import atomic_path, write_json
-from ...inputs import IMAGENET_MEAN, IMAGENET_STD, batch_images, default_transform, denormalize, read_image_file
+from ...inputs import IMAGENET_MEAN, IMAGENET_STD, default_transform, denormalize
 from ...layers import Geometry
-from ..channels import ChannelStats, stats_from_running
-from .reduce import HISTOGRAM_EDGES, LayerScan, RunningChannelStats
+from ..channels import ChannelStats, RunningChannelStats, stats_from_running
+from .reduce import HISTOGRAM_EDGES, LayerScan
 
 FORMAT_VERSION = 1
 Source = str | int
@@ -117,6 +118,25 @@ class ScanResult:
             transform=a.transform or b.transform,
         )
 
+    @staticmethod
+    def concatenate(a: ScanResult, b: ScanResult) -> ScanResult:
+        """``a`` followed by ``b``, a scan of more images with the same settings: exact, as one scan of both.
+
+        ``b``'s image indices are shifted past ``a``'s sources; ``a`` and ``b`` are changed in place.
+        """
+        offset, union = len(a.sources), a.sources + b.sources
+        if not b.layers:  # nothing in b could be read
+            a.sources, a.skipped = union, a.skipped + b.skipped
+            return a
+        for layer in b.layers.values():
+            layer.top_sources = layer.top_sources + offset
+        b.sources = union
+        if not a.layers:  # nothing in a could be read
+            b.skipped = a.skipped + b.skipped
+            return b
+        a.sources = union
+        return ScanResult.merge(a, b)
+
     def dead_channels(self, weak_ratio: float = 0.1) -> dict[str, ChannelStats]:
         """Channels that never fire and channels that fire far less than their layer's median, by layer.
 
@@ -133,6 +153,15 @@ class ScanResult:
             (0, 2, 64)
         """
         return {name: stats_from_running(layer.stats, name, weak_ratio) for name, layer in self.layers.items()}
+
+    def dead_channels_text(self, weak_ratio: float = 0.1) -> str:
+        """:meth:`dead_channels` as text, one line per layer (what ``fmapviz scan`` writes to ``channels.txt``).
+
+        Example:
+            >>> print(fmapviz.scan(loaded, "photos/", "features.7", progress=False).dead_channels_text(), end="")
+            features.7: 64 channels over 588 values each; dead (never > 0): none; weak (...): none
+        """
+        return "".join(f"{stats}\n" for stats in self.dead_channels(weak_ratio).values())
 
     def examples(
         self,
@@ -201,7 +230,7 @@ class ScanResult:
                 raise ValueError(
                     f"The scan used the transform {self.transform_repr}; pass it as transform= to read crops."
                 )
-        return lambda index: denormalize(transform(read_image_file(self.sources[index])), self.mean, self.std)
+        return lambda index: denormalize(read_input(self.sources[index], transform), self.mean, self.std)
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the result to a folder: ``scan.json`` (names, paths, settings) and ``scan.pt`` (plain tensors).

@@ -1,47 +1,32 @@
-"""The CAM family beyond Grad-CAM: XGrad-CAM, HiRes-CAM, Eigen-CAM, EigenGrad-CAM, Score-CAM,
-Ablation-CAM, FullGrad and Smooth Grad-CAM++.
+"""The arithmetic of the CAM methods beyond a gradient weighing, with no registration: Eigen-CAM's
+principal component, Smooth Grad-CAM++'s moment weights, Score-CAM's masked scores, Ablation-CAM's
+score drops and FullGrad's bias terms. The compute functions that use them, and the methods' registry
+entries, are in :mod:`.cams`.
 
-Gradient CAMs are weighings ``(activation, gradient) -> (N, C, h, w)`` weighted activations for
-:func:`~.cam_methods.cam` (their channel sum is the map, or their first principal component with
-``smooth="eigen"``). Score-CAM and Ablation-CAM are compute functions of their own: they score the
-target on masked inputs (Score-CAM) or with one channel of the layer zeroed (Ablation-CAM), in
-batches of ``batch_size`` rows, and accept a ``top=`` channel budget. Where a definition differs
-between the papers and the peers (pytorch-grad-cam, torchcam), the docstring says which one is
-followed and why.
+Score-CAM and Ablation-CAM score the target on masked inputs (Score-CAM) or with one channel of the
+layer zeroed (Ablation-CAM), in batches of ``batch_size`` rows, and accept a ``top=`` channel budget.
+Where a definition differs between the papers and the peers (pytorch-grad-cam, torchcam), the
+docstring says which one is followed and why.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...hooks import call_number, layer_keys, module_name
-from ..inference import channels_last, fast_forward
-from .pipeline import Job, upsampled_maps
-from .result import Attribution
+from ...._torch_internals import is_batch_norm
+from ...inference import channels_last
 
 Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """``run(inputs, rows) -> (B, K)``: the K target scores of a batch whose row ``b`` comes from image ``rows[b]``."""
 
 
-# ------------------------------------------------------------------------------ gradient CAMs
-
-
-def xgradcam(activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """XGrad-CAM (Fu et al., 2020): channel weight = sum(grad * A) / sum(A), as pytorch-grad-cam."""
-    weights = (grad * activation).sum((2, 3), keepdim=True) / (activation.sum((2, 3), keepdim=True) + 1e-7)
-    return weights * activation
-
-
-def hirescam(activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """HiRes-CAM (Draelos & Carin, 2020): each position's activation times its own gradient."""
-    return grad * activation
+# ------------------------------------------------------------------------------ principal component and moments
 
 
 def eigen_projection(weighted: torch.Tensor) -> torch.Tensor:
@@ -230,7 +215,7 @@ def ablation_cam_weights(
 
 def fullgrad_bias(module: nn.Module) -> torch.Tensor:
     """The bias a FullGrad layer adds: a conv's bias, or a BatchNorm's ``b - mean * w / sqrt(var + eps)``."""
-    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+    if is_batch_norm(module):
         scale = module.weight if module.weight is not None else torch.ones_like(module.running_var)
         shift = module.bias if module.bias is not None else torch.zeros_like(module.running_mean)
         return (shift - module.running_mean * scale / torch.sqrt(module.running_var + module.eps)).detach()
@@ -266,172 +251,3 @@ def fullgrad_map(
         summed = _scaled_channels((bias[None, :, None, None] * grad).abs())
         total = total + F.interpolate(summed[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
     return total
-
-
-# ------------------------------------------------------------------------------ augmentation
-
-
-AUGMENTATIONS: tuple[tuple[bool, float], ...] = tuple(
-    (flip, factor) for flip in (False, True) for factor in (0.9, 1.0, 1.1)
-)
-"""pytorch-grad-cam's ``aug_smooth``: horizontal flip (or not) times brightness factors 0.9, 1, 1.1."""
-
-
-def augmented(x: torch.Tensor) -> torch.Tensor:
-    """The six test-time augmentations of ``x`` stacked along the batch: ``(6 * N, C, H, W)``."""
-    return torch.cat([(x.flip(-1) if flip else x) * factor for flip, factor in AUGMENTATIONS])
-
-
-def deaugmented_mean(maps: torch.Tensor, batch: int) -> torch.Tensor:
-    """Average the ``(6 * N, ..., H, W)`` maps of :func:`augmented` inputs, each min-max scaled and flipped back.
-
-    pytorch-grad-cam scales each augmentation's upsampled map to [0, 1] before averaging, so the
-    smoothed map is in [0, 1] whatever the method's scale.
-    """
-    low = maps.flatten(-2).amin(-1)[..., None, None]
-    scaled = (maps - low) / (maps.flatten(-2).amax(-1)[..., None, None] - low + 1e-7)
-    parts = scaled.split(batch)
-    return torch.stack([part.flip(-1) if flip else part for part, (flip, _) in zip(parts, AUGMENTATIONS)]).mean(0)
-
-
-# ------------------------------------------------------------------------------ compute functions
-
-
-def reduce_channels(weighted: torch.Tensor, job: Job) -> torch.Tensor:
-    """``(N, C, h, w)`` -> ``(N, h, w)``: the channel sum, or :func:`eigen_projection` with eigen smoothing."""
-    return eigen_projection(weighted) if "eigen" in (job.options.get("smooth") or "") else weighted.sum(1)
-
-
-def _scorer(job: Job, fast: bool = False) -> Scorer:
-    """Score ``(B, K)`` target columns of an expanded batch (no gradient), rows mapped to images for class targets.
-
-    ``fast``: score on :func:`~fmapviz.engines.inference.fast_forward` of the model (the same scores
-    to float rounding, several times faster), for output targets (a unit target's layer is read by
-    a hook on the model itself).
-    """
-    scoring = job
-    if fast and job.target.unit is None:
-        job.class_indices()  # top-k classes are chosen by the model itself
-        scoring = replace(job, model=fast_forward(job.model))
-
-    def run(inputs: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-        _, _, scores = scoring.forward_scores(inputs, rows=rows)
-        return torch.stack(scores, 1)
-
-    return run
-
-
-def _layer_activations(job: Job) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """One gradient-free forward: each layer's ``(N, C, h, w)`` map by capture key, and the ``(N, K)`` scores."""
-    with torch.no_grad():
-        _, maps, scores = job.forward_scores(job.x.detach(), job.layers)
-    found: dict[str, torch.Tensor] = {}
-    for name in job.layers:
-        keys = layer_keys(maps, name)
-        if len(keys) != 1:
-            raise ValueError(f"Layer {name} gives {len(keys) or 'no'} maps before the target; name one 4-D layer.")
-        if maps[keys[0]].dim() != 4:
-            raise ValueError(f"Layer {keys[0]} has a {maps[keys[0]].dim()}-D output; CAM methods need (N, C, H, W).")
-        found[keys[0]] = maps[keys[0]].detach()
-    job.layers = list(found)
-    return found, torch.stack(scores, 1)
-
-
-def _weighted_maps(job: Job, activation: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """``(N, K, C)`` channel weights times the activation, reduced and upsampled: ``(N, K, H, W)``."""
-    cams = [reduce_channels(weights[:, k, :, None, None] * activation, job) for k in range(weights.shape[1])]
-    return upsampled_maps(torch.stack(cams, 1), job.x.shape[-2:], job.options["clamp"])
-
-
-def score_cam(job: Job) -> Attribution:
-    """Score-CAM (Wang et al., 2020): channels weighted by the score of the input masked by each channel."""
-    activations, _ = _layer_activations(job)
-    run = _scorer(job, fast=True)
-    maps = {
-        key: _weighted_maps(
-            job, activation, score_cam_weights(job.x, activation, run, job.batch_size, job.options["top"])
-        )
-        for key, activation in activations.items()
-    }
-    return Attribution.of_layers(maps, job.layers)
-
-
-def ablation_cam(job: Job) -> Attribution:
-    """Ablation-CAM (Desai & Ramaswamy, 2020): channels weighted by the score drop when each is zeroed."""
-    activations, base = _layer_activations(job)
-    run = _scorer(job)
-    maps = {}
-    for key, activation in activations.items():
-        module = job.model.get_submodule(module_name(key))
-        weights = ablation_cam_weights(
-            job.model, module, call_number(key), job.x, activation, base, run, job.batch_size, job.options["top"]
-        )
-        maps[key] = _weighted_maps(job, activation, weights)
-    return Attribution.of_layers(maps, job.layers)
-
-
-def eigencam(job: Job) -> Attribution:
-    """Eigen-CAM (Muhammad & Yeasin, 2020): the activations' first principal component (no gradient, any target)."""
-    activations, scores = _layer_activations(job)
-    maps = {
-        key: upsampled_maps(
-            eigen_projection(activation)[:, None].expand(-1, scores.shape[1], -1, -1),
-            job.x.shape[-2:],
-            job.options["clamp"],
-        )
-        for key, activation in activations.items()
-    }
-    return Attribution.of_layers(maps, job.layers)
-
-
-def fullgrad(job: Job) -> Attribution:
-    """FullGrad (Srinivas & Fleuret, 2019): input gradient plus every conv/BatchNorm bias gradient."""
-    names = fullgrad_layers(job.model)
-    if not names:
-        raise ValueError("FullGrad reads the biases of Conv2d and BatchNorm2d layers; this model has none.")
-    x = job.x.detach().clone().requires_grad_(True)
-    _, maps, scores = job.forward_scores(x, names)
-    keys = [key for key in maps if module_name(key) in set(names)]
-    biases = [fullgrad_bias(job.model.get_submodule(module_name(key))) for key in keys]
-    columns = []
-    for k, score in enumerate(scores):
-        grads = torch.autograd.grad(score.sum(), [x] + [maps[key] for key in keys], retain_graph=k < len(scores) - 1)
-        columns.append(fullgrad_map(x.detach(), grads[0], biases, list(grads[1:])))
-    return Attribution(maps=torch.stack(columns, 1))
-
-
-def smoothgrad_campp(job: Job) -> Attribution:
-    """Smooth Grad-CAM++ (Omeiza et al., 2019): Grad-CAM++ on gradient moments averaged over noisy inputs.
-
-    ``noise`` is the absolute std of the Gaussian input noise (torchcam's ``std``, default 0.3) and
-    ``samples`` the noisy copies per image (torchcam's ``num_samples``, default 4); the draws come
-    from a generator seeded by ``seed``, the same draws for every image.
-    """
-    activations, _ = _layer_activations(job)
-    x = job.x.detach()
-    samples = job.options["samples"]
-    generator = torch.Generator(device=x.device).manual_seed(job.options["seed"])
-    draws = torch.randn((samples, *x.shape[1:]), generator=generator, device=x.device, dtype=x.dtype)
-    draws = draws * job.options["noise"]
-    keys = list(activations)
-    moments: dict[str, list[torch.Tensor]] = {}
-    total = x.shape[0] * samples
-    for start in range(0, total, job.batch_size):
-        flat = torch.arange(start, min(start + job.batch_size, total), device=x.device)
-        images, variants = flat // samples, flat % samples
-        _, maps, scores = job.forward_scores(x[images] + draws[variants], job.layers, rows=images)
-        found = [maps[layer_keys(maps, key)[0]] for key in keys]
-        for k, score in enumerate(scores):
-            grads = torch.autograd.grad(score.sum(), found, retain_graph=k < len(scores) - 1)
-            for key, grad in zip(keys, grads):
-                sums = moments.setdefault(f"{key}/{k}", [torch.zeros_like(activations[key]) for _ in range(3)])
-                for power, total_ in enumerate(sums, start=1):
-                    total_.index_add_(0, images, grad.pow(power))
-    maps_out = {}
-    for key, activation in activations.items():
-        cams = []
-        for k in range(len(moments) // len(keys)):
-            grad_1, grad_2, grad_3 = (value / samples for value in moments[f"{key}/{k}"])
-            cams.append(reduce_channels(smoothgrad_campp_weights(activation, grad_1, grad_2, grad_3), job))
-        maps_out[key] = upsampled_maps(torch.stack(cams, 1), x.shape[-2:], job.options["clamp"])
-    return Attribution.of_layers(maps_out, job.layers)

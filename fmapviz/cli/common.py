@@ -1,0 +1,68 @@
+"""What the commands' run functions share: loading the model and images their options name, messages, and
+output paths that are never overwritten without ``--force``.
+
+torch loads inside these functions, when a command runs, not when the CLI is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fmapviz.inputs import LoadedImage
+    from fmapviz.models import LoadedModel
+
+
+def say(args: argparse.Namespace, text: str) -> None:
+    """Print ``text`` unless ``--quiet``."""
+    if not args.quiet:
+        print(text)
+
+
+def load_model_from(args: argparse.Namespace, device: str | None = None, use_size: bool = True) -> LoadedModel:
+    """The model ``args.model`` names, loaded with the common options (``--weights``, ``--checkpoint``, ...)."""
+    import fmapviz
+
+    weights = None if str(args.weights).lower() == "none" else args.weights
+    return fmapviz.load_model(
+        args.model,
+        weights=weights,
+        checkpoint=args.checkpoint,
+        device=device or args.device,
+        trust_checkpoint=args.trust_checkpoint,
+        mean=args.mean,
+        std=args.std,
+        size=args.size if use_size else None,
+        output=args.output,
+    )
+
+
+def load_images_from(args: argparse.Namespace, loaded: LoadedModel) -> LoadedImage:
+    """The images ``args.images`` names, as ``loaded`` expects them."""
+    import fmapviz
+
+    return fmapviz.load_image(args.images, loaded.transform, mean=loaded.mean, std=loaded.std)
+
+
+def free_path(path: Path, args: argparse.Namespace) -> Path:
+    """``path`` if it may be written: its folder is created and writable, and it does not exist unless --force."""
+    from fmapviz.errors import FmapvizError
+    from fmapviz.files import writable_folder
+
+    if path.exists() and not args.force:
+        raise FmapvizError(f"{path} already exists; pass --force to overwrite it.")
+    writable_folder(path.parent)
+    return path
+
+
+def free_outputs(args: argparse.Namespace, names: Sequence[str]) -> list[Path]:
+    """:func:`free_path` of each of ``names`` in the ``--out`` folder."""
+    return [free_path(Path(args.out) / name, args) for name in names]
+
+
+def safe_name(text: str) -> str:
+    """``text`` as part of a file name: anything but letters, digits and ``._-`` becomes ``_``."""
+    return "".join(char if char.isalnum() or char in "._-" else "_" for char in text)

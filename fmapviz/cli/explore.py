@@ -1,0 +1,84 @@
+"""``fmapviz explore``: a browsable static site of model, layer, channel and photo pages (:func:`fmapviz.explore`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import load_model_from, say
+from .options import MODEL_HELP, Command, count_or_all_value, count_value
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help=MODEL_HELP)
+    parser.add_argument("data", nargs="+", help="folders of photos (searched recursively) or photo files")
+    parser.add_argument(
+        "--layers", "--layer", nargs="+", action="extend", required=True, help="layers with (N,C,H,W) outputs"
+    )
+    parser.add_argument(
+        "--top", type=count_value(1), default=5, help="channels explained per layer and photo (default 5)"
+    )
+    parser.add_argument(
+        "--method", default="activation_x_gradient", help="channel attribution method (default activation_x_gradient)"
+    )
+    parser.add_argument("--crops", type=count_value(1), default=8, help="dataset examples per channel page (default 8)")
+    parser.add_argument(
+        "--actmax-top",
+        type=count_or_all_value(0),
+        default=None,
+        help="channels per layer (firing hardest) with an actmax image, or all (default all)",
+    )
+    parser.add_argument(
+        "--actmax-copies",
+        type=count_value(1),
+        default=3,
+        help="actmax images (seeds) per alternatives channel (default 3)",
+    )
+    parser.add_argument(
+        "--alternatives-top",
+        type=count_value(0),
+        default=16,
+        help="channels per layer (firing hardest) whose pages show all the actmax copies (default 16)",
+    )
+    parser.add_argument(
+        "--actmax-steps", type=count_value(0), default=128, help="actmax optimization steps (default 128)"
+    )
+    parser.add_argument("--actmax-size", type=count_value(1), default=128, help="actmax image size (default 128)")
+    parser.add_argument("--batch-size", type=count_value(1), default=16, help="photos per forward pass (default 16)")
+    parser.add_argument("-o", "--out", default="fmapviz-site", help="site folder (default fmapviz-site)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import fmapviz
+    from fmapviz.distributed import torchrun_group
+    from fmapviz.explorer import ExploreSettings
+
+    settings = ExploreSettings(
+        crops=args.crops,
+        explain_top=args.top,
+        method=args.method,
+        actmax_top=args.actmax_top,
+        actmax_copies=args.actmax_copies,
+        alternatives_top=args.alternatives_top,
+        actmax_steps=args.actmax_steps,
+        actmax_size=args.actmax_size,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+    with torchrun_group(args.device) as (_, device):  # under torchrun the processes share the work
+        loaded = load_model_from(args, device)
+        index = fmapviz.explore(
+            loaded, args.data, args.layers, args.out, settings=settings, force=args.force, progress=not args.quiet
+        )
+    say(args, f"wrote {index}")
+    return 0
+
+
+COMMAND = Command(
+    "explore",
+    "Build a browsable site of model, layer, channel and photo pages (opens from file://).",
+    add_options,
+    run,
+    "fmapviz explore mobilenet_v2 --weights IMAGENET1K_V1 photos/ --layers features.7 features.14 -o site/\n"
+    "  torchrun --nproc-per-node 2 -m fmapviz explore resnet18 --weights IMAGENET1K_V1 photos/ --layers layer3 "
+    "layer4 -o site/",
+)
