@@ -33,15 +33,20 @@ def setup(threads: int = 2, seed: int = 0) -> None:
 
 
 def interleaved_samples(
-    methods: dict[str, Callable[[], object]], rounds: int = 7, warmup: int = 1
+    methods: dict[str, Callable[[], object]],
+    rounds: int = 7,
+    warmup: int = 1,
+    sync: Callable[[], object] | None = None,
 ) -> dict[str, list[tuple[float, int]]]:
     """(seconds, page faults) of every timed call of each method, timed round-robin so machine drift hits
     every method alike.
 
     Each round runs the methods in a new (seeded) random order, so no method always runs right after
     the same neighbour: what a neighbour leaves behind (freed memory the next call must fault in again,
-    a cold cache) then lands on every method alike instead of on one.
+    a cold cache) then lands on every method alike instead of on one. ``sync`` (``torch.cuda.synchronize``)
+    runs before and after every timed call, so a GPU's queued work is counted with the call that queued it.
     """
+    sync = sync or (lambda: None)
     for _ in range(warmup):
         for method in methods.values():
             method()
@@ -51,16 +56,23 @@ def interleaved_samples(
         names = list(methods)
         order.shuffle(names)
         for name in names:
+            sync()
             faults, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
             methods[name]()
+            sync()
             seconds = time.perf_counter() - start
             samples[name].append((seconds, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults))
     return samples
 
 
-def time_interleaved(methods: dict[str, Callable[[], object]], rounds: int = 7, warmup: int = 1) -> dict[str, float]:
+def time_interleaved(
+    methods: dict[str, Callable[[], object]],
+    rounds: int = 7,
+    warmup: int = 1,
+    sync: Callable[[], object] | None = None,
+) -> dict[str, float]:
     """Median seconds per method over :func:`interleaved_samples`."""
-    samples = interleaved_samples(methods, rounds, warmup)
+    samples = interleaved_samples(methods, rounds, warmup, sync)
     return {name: statistics.median(seconds for seconds, _ in values) for name, values in samples.items()}
 
 
