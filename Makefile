@@ -11,7 +11,7 @@ export TORCH_HOME ?= $(if $(wildcard $(SHARED_TORCH_HOME)),$(SHARED_TORCH_HOME),
 $(VENV)/.installed: pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q -e ".[dev,tensorboard,lightning,timm,hf]"
+	$(PIP) install -q -e ".[dev,tensorboard,lightning,timm,hf,notebook]"
 	touch $@
 
 install: $(VENV)/.installed

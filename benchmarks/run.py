@@ -21,6 +21,7 @@ ORDER = [
     "saliency",
     "saliency_equivalence",
     "saliency_methods",  # written by saliency.py --new
+    "default_gradcam",
     "scorecam_allocator",
     "saliency_quality",
     "actmax",

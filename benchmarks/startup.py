@@ -26,7 +26,7 @@ COMMANDS = {
     "fmapviz --help": ["-m", "fmapviz", "--help"],
     "fmapviz scan --help": ["-m", "fmapviz", "scan", "--help"],
     "fmapviz maps … --channels top:0 (usage error, exit 2)": [
-        *("-m", "fmapviz", "maps", "net.py:build", "cat.png", "--layer", "0", "--channels", "top:0"),
+        *("-m", "fmapviz", "maps", "net.py:build", "cat.png", "--layers", "0", "--channels", "top:0"),
     ],
     'python -c "import fmapviz"': ["-c", "import fmapviz"],
     'python -c "import torch, torchvision"': ["-c", "import torch, torchvision"],

@@ -33,6 +33,7 @@ _API: dict[str, str | None] = {  # what a notebook calls: with the views, this i
     "explain_channels": "engines.explain",
     "deep_feature_factorization": "engines.dff",
     "explore": "explorer",
+    "interact": "notebook",
     "maximize": "engines.actmax",
     "objectives": "engines.actmax",
     "report": "pages.report",

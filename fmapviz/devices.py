@@ -6,11 +6,13 @@ command line and ``load_model(..., device="auto")`` choose a device, through :fu
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
+from torch import nn
 
 from .errors import FmapvizError
 
@@ -27,7 +29,12 @@ _PRECISION_SETTINGS = (
 
 
 class DeviceError(FmapvizError, ValueError):
-    """A device that does not exist on this machine, cannot hold values, or differs between model and input."""
+    """A device that does not exist on this machine, cannot hold values, or differs between model and input.
+
+    The command line exits with 2 (the ``--device`` option is what to change).
+    """
+
+    exit_code = 2
 
 
 def _mps_available() -> bool:
@@ -108,6 +115,34 @@ def check_same_device(model_device: torch.device, input_device: torch.device, wh
             f"The model is on {model_device} but the {what} is on {input_device}; "
             f"move one of them, e.g. x.to({str(model_device)!r})."
         )
+
+
+def check_model_input(model: nn.Module, x: torch.Tensor, what: str = "input") -> torch.device:
+    """The model's device, after checking that it holds values and that ``x`` is on it; one line if not.
+
+    The public entry points that take ``(model, x)`` call this once, before any hook or forward pass.
+    A model without parameters or buffers runs wherever ``x`` is.
+
+    Raises:
+        DeviceError: the model is on the ``meta`` device, or ``x`` is on another device than the model
+            (the message names both).
+
+    Example:
+        >>> fmapviz.devices.check_model_input(torch.nn.Conv2d(3, 4, 3), torch.zeros(1, 3, 8, 8))
+        device(type='cpu')
+    """
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    if tensor is not None and tensor.device.type == "meta":
+        raise DeviceError(
+            "The model is on the meta device (no values); build it on cpu or cuda, or give it values with "
+            "model.to_empty(device='cpu') and load_state_dict."
+        )
+    if not isinstance(x, torch.Tensor):  # the caller's own check names what x should be
+        return tensor.device if tensor is not None else torch.device("cpu")
+    if tensor is None:
+        return x.device
+    check_same_device(tensor.device, x.device, what)
+    return tensor.device
 
 
 def _canonical(device: torch.device) -> torch.device:

@@ -9,6 +9,9 @@ from collections.abc import Iterable
 class FmapvizError(Exception):
     """Base class of every error fmapviz raises on purpose.
 
+    ``exit_code`` is what the command line exits with: 1 for a runtime failure, 2 for a problem the
+    command line itself must fix (a device this machine lacks, weights that are not on disk).
+
     Example:
         >>> try:
         ...     fmapviz.load_image("no/such/photo.png")
@@ -16,6 +19,8 @@ class FmapvizError(Exception):
         ...     print(type(error).__name__)
         ImageLoadError
     """
+
+    exit_code: int = 1
 
 
 class LayerNotFoundError(FmapvizError, KeyError):
@@ -55,6 +60,18 @@ class ModelLoadError(FmapvizError, RuntimeError):
         ...     print(error)
         Unknown model 'mobilenet_v9'...
     """
+
+
+class WeightsNotFoundError(ModelLoadError):
+    """Pretrained weights that are neither on disk nor downloadable (offline); the message names the file,
+    the cache folder and the variable that moves it. The command line exits with 2.
+
+    Example:
+        >>> issubclass(fmapviz.errors.WeightsNotFoundError, fmapviz.ModelLoadError)
+        True
+    """
+
+    exit_code = 2
 
 
 def closest_names(query: str, names: Iterable[str], limit: int = 5) -> list[str]:

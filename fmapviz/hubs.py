@@ -33,7 +33,7 @@ from PIL import Image
 from torch import nn
 from torchvision.transforms.v2 import functional as F
 
-from .errors import ModelLoadError, closest_names
+from .errors import ModelLoadError, WeightsNotFoundError, closest_names
 from .inputs import to_rgb
 
 HUB_PREFIXES = ("timm:", "hf:")
@@ -399,8 +399,8 @@ def _reachable(url: str) -> bool:
     return True
 
 
-def _not_cached(spec: str, what: str, where: Path, variables: str, url: str) -> ModelLoadError:
-    return ModelLoadError(
+def _not_cached(spec: str, what: str, where: Path, variables: str, url: str) -> WeightsNotFoundError:
+    return WeightsNotFoundError(
         f"{spec}: {what} is not in the cache {where} and {_host(url)} is unreachable; copy it there, or set "
         f"{variables} to a cache holding it (--weights none: random weights)."
     )

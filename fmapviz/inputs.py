@@ -19,7 +19,7 @@ import glob
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +184,17 @@ def model_device(model: nn.Module) -> torch.device:
     return tensor.device if tensor is not None else torch.device("cpu")
 
 
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of the model's first floating parameter (or buffer); float32 for a model without one.
+
+    Example:
+        >>> fmapviz.inputs.model_dtype(torch.nn.Linear(2, 2).half())
+        torch.float16
+    """
+    found = next((t.dtype for t in model.parameters() if t.is_floating_point()), None)
+    return found or next((t.dtype for t in model.buffers() if t.is_floating_point()), torch.float32)
+
+
 @dataclass
 class LoadedImage:
     """A batch of images: ``tensor`` goes to the model, ``display`` is what to draw under overlays.
@@ -196,6 +207,8 @@ class LoadedImage:
     tensor: torch.Tensor
     display: torch.Tensor
     names: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """(file, reason) of each unreadable file left out (``load_image(..., skip_unreadable=True)``)."""
 
 
 def load_image(
@@ -205,6 +218,7 @@ def load_image(
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
     recursive: bool = False,
+    skip_unreadable: bool = False,
 ) -> LoadedImage:
     """Read one image, a list, a folder or a glob into a model-ready batch.
 
@@ -218,6 +232,8 @@ def load_image(
         mean, std: the normalization inside ``transform``, to build the display image;
             read from the transform (see :func:`normalization`) when not given.
         recursive: also read the images in sub-folders of a folder (see :func:`list_images`).
+        skip_unreadable: leave out files that cannot be read, listing them in ``skipped``, instead of raising
+            (a missing path still raises, and so do files none of which is readable).
 
     Returns:
         A :class:`LoadedImage` with ``tensor`` (N,3,H,W), ``display`` (N,3,H,W) in [0,1] and names.
@@ -235,10 +251,13 @@ def load_image(
     transform = transform or default_transform()
     mean, std = normalization(transform, mean, std)
     items = _as_list(src)
-    pictures = [(name, picture) for item in items for name, picture in _expand(item, recursive)]
+    skipped: list[tuple[str, str]] | None = [] if skip_unreadable else None
+    pictures = [(name, picture) for item in items for name, picture in _expand(item, recursive, skipped)]
+    if not pictures and skipped:
+        raise ImageLoadError(f"None of the {len(skipped)} files is a readable image; the first: {skipped[0][1]}")
     batch = transform_images(pictures, transform)
     display = denormalize(batch, mean, std).expand(-1, 3, -1, -1)
-    return LoadedImage(batch, display.contiguous(), [name for name, _ in pictures])
+    return LoadedImage(batch, display.contiguous(), [name for name, _ in pictures], skipped or [])
 
 
 def transform_images(pictures: Sequence[tuple[str, Any]], transform: Callable[[Any], torch.Tensor]) -> torch.Tensor:
@@ -299,7 +318,7 @@ def _as_list(src: Any) -> list[Any]:
     return [src]
 
 
-def _expand(item: Any, recursive: bool) -> list[tuple[str, Image.Image]]:
+def _expand(item: Any, recursive: bool, skipped: list[tuple[str, str]] | None = None) -> list[tuple[str, Image.Image]]:
     if isinstance(item, Image.Image):
         return [("image", to_rgb(item))]
     if isinstance(item, np.ndarray):
@@ -307,7 +326,15 @@ def _expand(item: Any, recursive: bool) -> list[tuple[str, Image.Image]]:
     if isinstance(item, torch.Tensor):
         pixels = item.detach().cpu()
         return [("tensor", _array_to_pil((pixels.permute(1, 2, 0) if pixels.ndim == 3 else pixels).numpy()))]
-    return [(path, read_image_file(path)) for path in list_images(item, recursive=recursive)]
+    pictures = []
+    for path in list_images(item, recursive=recursive):
+        try:
+            pictures.append((path, read_image_file(path)))
+        except ImageLoadError as error:
+            if skipped is None:
+                raise
+            skipped.append((path, str(error)))
+    return pictures
 
 
 def read_image_file(path: str | os.PathLike) -> Image.Image:

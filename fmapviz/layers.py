@@ -26,6 +26,8 @@ from torch import nn
 from ._torch_internals import TorchDispatchMode, dispatch_modes_enabled
 from .hooks import LayerSelectors, capture, model_guard, module_name
 from .inputs import model_device
+from .model_input import accepts_loaded_model, loaded_input_shape
+from .models import LoadedModel
 
 Pair = tuple[float, float]
 
@@ -114,7 +116,8 @@ def _pair_text(pair: Pair | None) -> str:
     return values[0] if values[0] == values[1] else "×".join(values)
 
 
-def summary(model: nn.Module, input_size: Sequence[int] = (1, 3, 224, 224)) -> Summary:
+@accepts_loaded_model(inputs=(), input_size=loaded_input_shape)
+def summary(model: nn.Module | LoadedModel, input_size: Sequence[int] = (1, 3, 224, 224)) -> Summary:
     """Run one forward pass on zeros and describe every layer.
 
     Args:

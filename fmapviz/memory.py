@@ -26,7 +26,9 @@ USABLE_FRACTION = 0.8  # of the free memory a run may plan to use
 
 
 class MemoryLimitError(FmapvizError, MemoryError):
-    """A run that cannot fit in the memory the device has free."""
+    """A run that cannot fit in the memory the device has free (the command line exits 2: an option to change)."""
+
+    exit_code = 2
 
 
 def free_bytes(device: torch.device) -> int | None:
@@ -102,6 +104,25 @@ def check_fits(needed: int, device: torch.device, what: str, fix: str) -> None:
     free = free_bytes(device)
     if free is not None and needed > USABLE_FRACTION * free:
         raise MemoryLimitError(f"{what} needs about {_gib(needed)} but {device} has {_gib(free)} free; {fix}.")
+
+
+def check_input_fits(
+    model: nn.Module, shape: tuple[int, ...], what: str, fix: str = "pass a smaller --size (size=)"
+) -> None:
+    """Refuse, before anything is allocated, an input of ``shape`` whose forward pass cannot fit in the free memory of
+    the model's device: the :func:`forward_bytes` of the model's dtype, at least the input's own bytes.
+
+    Raises:
+        MemoryLimitError: one line naming the need, the free memory and ``fix``.
+
+    Example:
+        >>> fmapviz.memory.check_input_fits(torch.nn.Conv2d(3, 8, 3), (1, 3, 32, 32), "a small input")
+    """
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    floating = next((t for t in itertools.chain(model.parameters(), model.buffers()) if t.is_floating_point()), None)
+    dtype = floating.dtype if floating is not None else torch.float32
+    needed = max(forward_bytes(model, shape, dtype), torch.Size(shape).numel() * dtype.itemsize)
+    check_fits(needed, first.device if first is not None else torch.device("cpu"), what, fix)
 
 
 def _gib(count: float) -> str:

@@ -20,9 +20,11 @@ import torch
 import torchvision
 from torch import nn
 
-from .errors import ModelLoadError, closest_names
+from .devices import resolve_device
+from .errors import ModelLoadError, WeightsNotFoundError, closest_names
 from .hubs import is_hub_spec, load_hub_model
-from .inputs import IMAGENET_MEAN, IMAGENET_STD, Preprocess, default_transform, model_device, normalization
+from .inputs import IMAGENET_MEAN, IMAGENET_STD, Preprocess, default_transform, model_device, model_dtype, normalization
+from .memory import check_input_fits
 from .outputs import select_output
 
 # sizes tried, in order, to find what a user model accepts (common classifier and small-data sizes)
@@ -130,7 +132,8 @@ def load_model(
             ``"DEFAULT"`` (or True) or None (or False). Ignored otherwise.
         checkpoint: a state dict file loaded into the model (``module.`` prefixes from
             DataParallel and ``_orig_mod.`` from torch.compile are stripped).
-        device: where to put the model (default: leave it where it is).
+        device: where to put the model: ``"auto"`` (CUDA, then MPS, then the CPU), ``"cpu"``, ``"cuda:1"``...,
+            checked by :func:`fmapviz.devices.resolve_device`; default None: leave it where it is built.
         trust_checkpoint: unpickle arbitrary objects from ``checkpoint``; only for files you trust.
             A fully pickled model is read with the factory file's folder on ``sys.path``.
         mean, std: the model's input normalization, one value each (a grayscale model) or three
@@ -146,10 +149,12 @@ def load_model(
 
     Raises:
         ModelLoadError: unknown name or weights, weights neither cached nor downloadable
-            (the message names the file and where to put it), a missing timm or transformers
-            install (the message names the ``pip install``), unreadable or mismatched checkpoint,
-            a compiled model, a user model that runs on no probed size (or not on ``size``).
+            (:class:`~fmapviz.errors.WeightsNotFoundError`: the message names the file and where to put
+            it), a missing timm or transformers install (the message names the ``pip install``),
+            unreadable or mismatched checkpoint, a compiled model, a user model that runs on no probed
+            size (or not on ``size``).
         ValueError: ``mean``/``std`` or ``size`` out of range.
+        DeviceError: ``device`` names no device, one this machine lacks, or ``meta``.
 
     Example:
         >>> loaded = fmapviz.load_model("mobilenet_v2", weights="IMAGENET1K_V1")
@@ -157,6 +162,7 @@ def load_model(
         'banana'
     """
     check_normalization(mean, std)
+    target_device = resolve_device(device) if device is not None else None  # a bad device fails before any build
     wanted_size = as_size(size)
     transform: Callable = default_transform()
     categories = None
@@ -187,10 +193,12 @@ def load_model(
         with _on_sys_path(factory_folder):
             load_checkpoint(model, checkpoint, trust=trust_checkpoint)
         checkpoint_sha256 = file_sha256(checkpoint)
-    if device is not None:
-        model.to(device)
+    if target_device is not None:
+        model.to(target_device)
     model.eval()
     mean, std = normalization(transform, mean, std)
+    if wanted_size is not None:  # probing allocates an input of this size: refuse one that cannot fit first
+        check_input_fits(model, (1, len(mean), *wanted_size), f"{name} at size {wanted_size[0]}x{wanted_size[1]}")
     fixed = False
     library_size = hub.transform.size if hub is not None else None
     if hub is not None:
@@ -228,7 +236,7 @@ def _runs(model: nn.Module, channels: int, size: tuple[int, int]) -> Exception |
     """None if ``model`` runs on a zero (1, channels, H, W) input, else the error it raised."""
     try:
         with torch.no_grad():
-            model(torch.zeros(1, channels, *size, device=model_device(model)))
+            model(torch.zeros(1, channels, *size, device=model_device(model), dtype=model_dtype(model)))
     except Exception as error:  # any failure means "not this shape"
         return error
     return None
@@ -260,6 +268,8 @@ def _probe_size(
         values = "one value each" if other == 1 else "three values each"
         raise ModelLoadError(f"{name} takes {other}-channel input: pass --mean and --std with {values} (mean=, std=).")
     reason = str(first).strip().splitlines()[0][:200] if str(first).strip() else type(first).__name__
+    if len(kinds := {str(t.dtype)[6:] for t in (*model.parameters(), *model.buffers())}) > 1 or "implemented" in reason:
+        raise ModelLoadError(f"{name} does not run in {' and '.join(sorted(kinds))} ({reason}); try model.float().")
     raise ModelLoadError(
         f"{name} does not run on a {tried} input ({type(first).__name__}: {reason}); "
         "pass the size it needs with --size H[,W] (size=)."
@@ -304,13 +314,17 @@ def _torchvision_model(name: str, enum: Any) -> nn.Module:
     file_name = os.path.basename(enum.url)
     checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
     try:
+        if not (checkpoints / file_name).is_file():  # offline, fail before torch prints "Downloading:"
+            checkpoints.mkdir(parents=True, exist_ok=True)
+            digest = torch.hub.HASH_REGEX.search(file_name)
+            torch.hub.download_url_to_file(enum.url, str(checkpoints / file_name), digest and digest.group(1))
         return torchvision.models.get_model(name, weights=enum)
-    except (URLError, OSError, RuntimeError) as error:
+    except (URLError, OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:  # the last two: a broken file
         if (checkpoints / file_name).is_file():
             raise ModelLoadError(f"Cached weights {checkpoints / file_name} are unreadable ({error}).") from None
         cached = [m.name for m in type(enum) if (checkpoints / os.path.basename(m.url)).is_file()]
         other = f" {cached[0]} is cached: pass --weights {cached[0]} (weights='{cached[0]}')." if cached else ""
-        raise ModelLoadError(
+        raise WeightsNotFoundError(
             f"Weights {type(enum).__name__}.{enum.name} are not cached and could not be downloaded "
             f"({type(error).__name__}).{other} Put {file_name} (from {enum.url}) in {checkpoints}/ "
             "or set TORCH_HOME to a folder whose hub/checkpoints/ holds it."

@@ -3,7 +3,7 @@
 Rule for a model's output, used by every engine (:func:`output_tensor`): a tensor is taken
 as is; an object with a ``logits`` attribute gives ``logits``; a dict gives its ``logits``
 key, else its ``out`` key (torchvision segmentation), else its only tensor, and a dict with
-several tensors and neither key is an error that asks for ``output=`` (CLI ``--output KEY``,
+several tensors and neither key is an error that asks for ``output=`` (CLI ``--output-key KEY``,
 see :func:`fmapviz.load_model`); a tuple, list, namedtuple or dataclass gives its first
 tensor, depth-first. Pass ``pick=`` where this guess is wrong.
 
@@ -88,7 +88,7 @@ def _dict_output(output: Mapping) -> torch.Tensor | None:
         keys = ", ".join(map(str, holding))
         raise ValueError(
             f"The model returns a dict with several tensors ({keys}) and no 'logits' key: "
-            f"say which to explain with output='{holding[-1]}' (CLI: --output {holding[-1]})."
+            f"say which to explain with output='{holding[-1]}' (CLI: --output-key {holding[-1]})."
         )
     return first_tensor(output[holding[0]]) if holding else None
 

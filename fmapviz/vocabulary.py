@@ -62,6 +62,19 @@ def is_unit(spec: object) -> bool:
     return isinstance(spec, Unit) or (isinstance(spec, str) and _UNIT.match(spec.strip()) is not None)
 
 
+def bare_int_error(value: int, layer: str = "features.10") -> ValueError:
+    """The error for an int where a unit or a class is expected: it shows both spellings.
+
+    Example:
+        >>> print(bare_int_error(3, "conv2"))
+        3 alone names neither a class nor a channel: write 'class:3' for class 3, or 'conv2[3]' for channel 3 of conv2.
+    """
+    return ValueError(
+        f"{value!r} alone names neither a class nor a channel: write 'class:{value}' for class {value}, "
+        f"or '{layer}[{value}]' for channel {value} of {layer}."
+    )
+
+
 def parse_unit(spec: str | Unit) -> Unit:
     """Read ``"layer[c]"``, ``"layer[c,row,col]"`` or ``"layer[c,center]"`` into a :class:`Unit`.
 
@@ -70,6 +83,8 @@ def parse_unit(spec: str | Unit) -> Unit:
     """
     if isinstance(spec, Unit):
         return spec
+    if isinstance(spec, int):
+        raise bare_int_error(spec)
     match = _UNIT.match(spec.strip()) if isinstance(spec, str) else None
     if match is None:
         raise ValueError(f"Bad unit {spec!r}: {UNIT_FORMS}")

@@ -59,6 +59,9 @@ class Visit:
         self.page.goto(path.resolve().as_uri(), wait_until="load")
 
     def broken_images(self) -> list[str]:
+        """The images that fail to load, lazy ones (``loading="lazy"``, off screen) made to load first."""
+        self.page.eval_on_selector_all('img[loading="lazy"]', "images => images.forEach(i => { i.loading = 'eager'; })")
+        self.page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=30_000)
         return self.page.eval_on_selector_all(
             "img", "images => images.filter(i => !i.complete || i.naturalWidth === 0).map(i => i.src)"
         )

@@ -106,3 +106,16 @@ def mobilenet():
     import fmapviz
 
     return fmapviz.load_model("mobilenet_v2", weights="IMAGENET1K_V1")
+
+
+_ROOT_CACHES = {".pytest_cache", ".ruff_cache", "__pycache__", ".coverage"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _repo_root_stays_clean():
+    """Tests write only under temporary folders: the suite leaves no new file or folder in the repo root."""
+    before = set(os.listdir(ROOT))
+    yield
+    new = sorted(set(os.listdir(ROOT)) - before - _ROOT_CACHES)
+    if new:
+        pytest.fail(f"the tests left {new} in {ROOT}; write under tmp_path (or monkeypatch.chdir(tmp_path))")

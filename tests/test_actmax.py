@@ -92,7 +92,7 @@ def test_class_objective_on_a_segmentation_output_maximizes_that_class_map():
     torch.testing.assert_close(result.final_activation, after[5:6], atol=1e-4, rtol=1e-4)
     gains = after - before
     assert int(gains.argmax()) == 5 and gains[5] > 0  # class 5's mean rose, more than any other class's
-    assert fmapviz.maximize(segmenter, "class", channels="all", size=12, steps=0, progress=False).channels == list(
+    assert fmapviz.maximize(segmenter, "class", channels="all", size=12, steps=1, progress=False).channels == list(
         range(7)
     )
     logits = torch.randn(2, 7)

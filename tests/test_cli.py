@@ -127,9 +127,14 @@ def test_scan_and_channel_page(tiny_model, tmp_path):
             r"--channels: bad channel list: Bad value '0-x'",
         ),
         (lambda m, p, t: ["maps", m], 2, r"required"),
+        (lambda m, p, t: ["maps", m, str(p), "--layer", "0", "--device", "tpu"], 2, r"Unknown device 'tpu'"),
+        (lambda m, p, t: ["maps", m, str(p), "--layer", "0", "--device", "meta"], 2, r"meta device .*no values"),
     ],
 )
-def test_bad_input_gives_one_line_and_an_exit_code(tiny_model, photo, tmp_path, make_args, code, message, capsys):
+def test_bad_input_gives_one_line_and_an_exit_code(
+    tiny_model, photo, tmp_path, make_args, code, message, capsys, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # the default -o folders land here, not in the repo
     (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
     torch.save({"weight": torch.zeros(2)}, tmp_path / "other.pt")
     (tmp_path / "file.txt").write_text("a file, not a folder")
@@ -137,8 +142,47 @@ def test_bad_input_gives_one_line_and_an_exit_code(tiny_model, photo, tmp_path, 
     stderr = capsys.readouterr().err
     assert "Traceback" not in stderr
     lines = stderr.strip().splitlines()
+    if lines and lines[0].startswith("device: "):  # said once the model is loaded, before a later error
+        lines = lines[1:]
     assert len(lines) == 1 and lines[0].startswith("error: ")
     assert __import__("re").search(message, lines[0]), lines[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_asked_on_a_machine_without_it_is_one_line_and_exit_2(tiny_model, photo, tmp_path, capsys):
+    args = ["maps", tiny_model, str(photo), "--layer", "0", "--device", "cuda", "-o", str(tmp_path / "maps")]
+    assert main(args) == 2
+    assert capsys.readouterr().err == (
+        "error: Device 'cuda': this machine has no CUDA device; use cpu, or leave --device out.\n"
+    )
+    assert not list(tmp_path.glob("maps/*.png"))
+
+
+def test_weights_missing_offline_exit_2_and_unreadable_ones_exit_1(photo, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None, raising=False)
+    args = ["maps", "resnet18", str(photo), "--weights", "IMAGENET1K_V1", "--layer", "layer1", "-o", str(tmp_path)]
+    assert main(args) == 2  # not cached, no network: fix it by copying the file or choosing --weights
+    err = capsys.readouterr().err
+    assert err.startswith("error: Weights ResNet18_Weights.IMAGENET1K_V1 are not cached") and err.count("\n") == 1
+    checkpoints = tmp_path / "torch" / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    (checkpoints / "resnet18-f37072fd.pth").write_bytes(b"not a checkpoint")
+    assert main(args) == 1  # there, but broken: a runtime failure
+    assert "are unreadable" in capsys.readouterr().err
+
+
+def test_every_command_runs_on_the_best_device_and_says_which(tiny_model, photo, tmp_path, capsys):
+    from fmapviz.devices import auto_device, describe
+
+    args = ["maps", tiny_model, str(photo), "--layer", "0", "--size", "64", "-o", str(tmp_path / "maps")]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines()[0] == f"device: {describe(auto_device())}" and err.count("device: ") == 1
+    assert main([*args, "--force", "--quiet"]) == 0
+    assert "device" not in capsys.readouterr().err
+    assert main(["layers", tiny_model, "--device", "cpu"]) == 0
+    assert capsys.readouterr().err.splitlines() == ["device: cpu"]
 
 
 USAGE_ERRORS = {

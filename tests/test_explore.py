@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -81,6 +82,7 @@ def test_site_has_every_page_type_and_every_link_resolves(tmp_path):
     index = build_site(tmp_path, progress=False)
     site = index.parent
     assert index == tmp_path / "site" / "index.html"
+    assert json.loads((site / "fmapviz-site.json").read_text())["device"] == "cpu"  # where it computed
     assert sorted(p.name for p in (site / "layers").iterdir()) == ["features.1.html", "features.3.html"]
     assert len(list((site / "channels" / "features.3").glob("*.html"))) == 16
     assert len(list((site / "images").glob("*.html"))) == 5
@@ -97,7 +99,8 @@ def test_site_has_every_page_type_and_every_link_resolves(tmp_path):
 def test_rerun_with_more_photos_computes_only_what_they_need(tmp_path):
     build_site(tmp_path, photos=4, progress=False)
     data = tmp_path / "site" / "data"
-    records, pictures = mtimes(data, "record.json"), mtimes(data, "*.png")
+    records = mtimes(data, "record.json")
+    pictures = {path: stamp for path, stamp in mtimes(data, "*.webp").items() if "/actmax-" in str(path)}
     make_photos(tmp_path / "photos", 2, first=4)
     fmapviz.explore(tiny_model(), tmp_path / "photos", LAYERS, tmp_path / "site", settings=TINY, progress=False)
     after = mtimes(data, "record.json")
@@ -139,14 +142,14 @@ def test_interrupted_run_is_completed_by_the_next(tmp_path, monkeypatch):
     build_site(tmp_path, progress=False)
     assert all(path.stat().st_mtime_ns == stamp for path, stamp in done.items())
     assert (tmp_path / "site" / "index.html").is_file()
-    assert len(list((tmp_path / "site" / "data").rglob("drive.jpg"))) >= 20
+    assert len(list((tmp_path / "site" / "data").rglob("drive.webp"))) >= 20
     assert not list((tmp_path / "site").rglob(".*.tmp-*"))
 
 
 @pytest.fixture
 def net(tmp_path: Path) -> str:
     path = tmp_path / "tiny_net.py"
-    path.write_text(TINY_NET)
+    path.write_text(SEEDED_NET)  # the same weights at every load: a re-run continues its site
     return f"{path}:build"
 
 
@@ -247,7 +250,7 @@ def test_every_channel_gets_an_actmax_tile_and_the_strongest_get_alternatives(tm
     index = fmapviz.explore(tiny_model(), tmp_path / "photos", ["features.3"], tmp_path / "site", settings=settings,
                             progress=False)  # fmt: skip
     folder = next((index.parent / "data").glob("actmax-*")) / "features.3"
-    images = sorted(path.stem for path in folder.glob("*.png"))
+    images = sorted(path.stem for path in folder.glob("*.webp"))
     strength = ScanResult.from_state(read_tensors(next((index.parent / "data").glob("scan-*")) / "scan.pt"))
     assert len([name for name in images if name.endswith("_0")]) == 16  # every channel has its tile
     strongest = strength["features.3"].image_max.mean.argsort(descending=True, stable=True)[:2].tolist()
@@ -261,3 +264,115 @@ def test_every_channel_gets_an_actmax_tile_and_the_strongest_get_alternatives(tm
 def test_cli_actmax_top_takes_all_or_a_count(capsys):
     assert main(["explore", "tiny.py:build", "photos/", "--layers", "0", "--actmax-top", "some"]) == 2
     assert "'some' is neither a whole number nor all" in capsys.readouterr().err
+
+
+def test_layers_all_selects_every_block_with_spatial_maps_shallow_to_deep():
+    import torchvision
+
+    from fmapviz.explorer.layers import spatial_layers
+
+    loaded = LoadedModel(torchvision.models.mobilenet_v2().eval(), default_transform(64), None, "mobilenet_v2", None)
+    blocks = [f"features.{i}" for i in range(19)]
+    assert spatial_layers(loaded, "all", (64, 64)) == blocks  # the blocks, not each BatchNorm/ReLU; no classifier
+    assert spatial_layers(loaded, ["blocks"], (64, 64)) == blocks
+    mixed = spatial_layers(loaded, ["features.3.conv.0", "all"], (64, 64))  # execution order, each once
+    assert mixed == blocks[:3] + ["features.3.conv.0"] + blocks[3:]
+
+
+def test_cli_layers_all_builds_every_spatial_block_and_the_whole_strip(net, tmp_path):
+    make_photos(tmp_path / "photos", 2)
+    assert explore_cli(net, tmp_path / "photos", tmp_path / "site", "--layers", "all") == 0
+    assert sorted(p.name for p in (tmp_path / "site" / "layers").iterdir()) == ["0.html", "2.html"]  # not ReLU/pool
+    strip = (tmp_path / "site" / "index.html").read_text().split('class="strip"')[1]
+    assert strip.index('href="layers/0.html"') < strip.index('href="layers/2.html"')
+
+
+def test_cli_layers_all_on_a_model_without_spatial_layers_is_a_usage_error(tmp_path, capsys):
+    (tmp_path / "flat.py").write_text(
+        "import torch.nn as nn\n\ndef build():\n    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 4))\n"
+    )
+    make_photos(tmp_path / "photos", 2)
+    code = explore_cli(f"{tmp_path / 'flat.py'}:build", tmp_path / "photos", tmp_path / "site", "--layers", "all")
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "no block of Sequential gives (N,C,H,W)" in err, err
+    assert not (tmp_path / "site").exists()
+
+
+def test_site_pictures_are_webp_and_smaller_than_png(tmp_path):
+    import io
+
+    index = build_site(tmp_path, progress=False)
+    pictures = [p for p in (index.parent / "data").rglob("*") if p.suffix in (".png", ".jpg", ".jpeg", ".webp")]
+    assert pictures and {p.suffix for p in pictures} == {".webp"}
+    assert all(p.read_bytes()[:4] == b"RIFF" and p.read_bytes()[8:12] == b"WEBP" for p in pictures)
+    crop = next(p for p in pictures if p.name == "crop_0.webp")
+    with Image.open(crop) as picture:
+        assert picture.format == "WEBP" and max(picture.size) == 112
+        exact = io.BytesIO()
+        picture.convert("RGB").save(exact, "PNG")
+    assert crop.stat().st_size < len(exact.getvalue()) / 2
+
+
+def test_channel_page_without_actmax_shows_its_best_crop_and_histogram_labels_stay_in_range(tmp_path):
+    index = build_site(tmp_path, progress=False)
+    site = index.parent
+    scanned = ScanResult.from_state(read_tensors(next((site / "data").glob("scan-*")) / "scan.pt"))
+    optimized = {int(p.stem.split("_")[0]) for p in (site / "data").glob("actmax-*/features.3/*_0.webp")}
+    channel = next(c for c in range(16) if c not in optimized and c > 1)
+    page = (site / "channels" / "features.3" / f"{channel}.html").read_text()
+    crop = re.search(r'<img class="big" src="([^"]+)" alt="best dataset crop">', page)
+    assert crop and crop.group(1).endswith(f"/features.3/{channel}/crop_0.webp")
+    labels = [float(v) for v in re.findall(r'<text [^>]*font-size="11"[^>]*>([-\d.e+]+)</text>', page)]
+    low, high = (
+        float(scanned["features.3"].image_max.min[channel]),
+        float(scanned["features.3"].image_max.max[channel]),
+    )
+    assert len(labels) == 2 and labels[0] == pytest.approx(low, rel=1e-3) and labels[1] == pytest.approx(high, rel=1e-3)
+    assert labels[1] <= float(scanned.stats("features.3").max[channel]) * (1 + 1e-3)
+
+
+def test_drive_overlay_leaves_the_photo_where_nothing_drives_the_channel():
+    from fmapviz.explorer.build import _pixels, drive_overlay
+
+    photo = torch.rand(3, 32, 32)
+    gradient = torch.zeros(8, 8)
+    gradient[:, 6:] = 1.0
+    blended = drive_overlay(photo, gradient, 1.0).astype(int)
+    plain = _pixels(photo).astype(int)
+    assert abs(blended[:, :16] - plain[:, :16]).max() <= 1  # the photo, untouched, away from the map
+    assert abs(blended[:, 28:] - plain[:, 28:]).mean() > 20  # the map where it peaks
+
+
+def test_a_site_of_other_settings_or_another_model_is_refused_unless_forced(net, tmp_path, capsys):
+    make_photos(tmp_path / "photos", 2)
+    site = tmp_path / "site"
+    assert explore_cli(net, tmp_path / "photos", site, "--layers", "2") == 0
+    before = {path: path.stat().st_mtime_ns for path in site.rglob("*") if path.is_file()}
+    assert explore_cli(net, tmp_path / "photos", site, "--layers", "2", "--crops", "1") == 1
+    err = capsys.readouterr().err
+    assert "is a site of other weights or settings (channels differ)" in err and "--force" in err, err
+    (tmp_path / "other.py").write_text(SEEDED_NET.replace("manual_seed(0)", "manual_seed(1)"))
+    assert explore_cli(f"{tmp_path / 'other.py'}:build", tmp_path / "photos", site, "--layers", "2") == 1
+    assert "is a site of " in capsys.readouterr().err
+    assert {path: path.stat().st_mtime_ns for path in site.rglob("*") if path.is_file()} == before  # nothing touched
+    assert explore_cli(net, tmp_path / "photos", site, "--layers", "2", "--crops", "1", "--force") == 0
+    assert len(list((site / "data").glob("channels-*"))) == 1  # the old settings' data replaced
+
+
+def test_the_status_file_shows_each_stage_and_the_time_left_while_building(tmp_path, monkeypatch):
+    import json
+
+    seen = []
+    original = Site._channel_examples
+
+    def record_the_status(self, *args):
+        seen.append(json.loads((self.out / "fmapviz-site.json").read_text())["building"])
+        return original(self, *args)
+
+    monkeypatch.setattr(Site, "_channel_examples", record_the_status)
+    index = build_site(tmp_path, progress=False)
+    assert [item["stage"] for item in seen] == ["channels"] * 3 and seen[0]["total"] == 8 + 16
+    assert [item["done"] for item in seen] == [0, 8, 16]  # batches: features.1, then features.3 in two
+    assert seen[0]["done"] == 0 and seen[0]["left_s"] is None
+    assert seen[1]["done"] == 8 and seen[1]["left_s"] >= 0 and seen[1]["elapsed_s"] >= 0
+    assert "building" not in json.loads((index.parent / "fmapviz-site.json").read_text())

@@ -100,7 +100,7 @@ def test_dict_output_is_explained_on_its_logits_or_the_chosen_key(photos, tmp_pa
     assert predicted == f"class {int(logits.argmax())}"
     assert main(["saliency", spec("two_heads"), str(photo), "-o", str(tmp_path / "s")]) == 1
     assert "several tensors (embedding, scores)" in capsys.readouterr().err
-    assert main(["saliency", spec("two_heads"), str(photo), "--output", "scores", "-o", str(tmp_path / "s")]) == 0
+    assert main(["saliency", spec("two_heads"), str(photo), "--output-key", "scores", "-o", str(tmp_path / "s")]) == 0
 
 
 def test_torchscript_file_is_refused_in_one_line(tmp_path, capsys):
@@ -146,6 +146,7 @@ def test_ctrl_c_keeps_finished_pages_a_second_run_is_refused_and_the_next_run_re
             (many / f"{copy}-{photo.name}").write_bytes(photo.read_bytes())
     photos = many
     run = cli("report", spec("batchnorm_dropout"), str(photos), "-o", str(out), "--size", "32")
+    assert run.stderr.readline().startswith("device: ")  # which device the run uses comes first
     first_line = run.stderr.readline()  # one line per finished page when stderr is not a terminal
     assert first_line.startswith("report: 1/24"), first_line + run.stderr.read()
     # meanwhile a second report into the same folder fails at once instead of mixing manifests
@@ -199,7 +200,8 @@ def test_unwritable_output_folder_is_found_before_the_work(photos, capsys):
 def test_long_error_lines_are_capped(photos, tmp_path, capsys):
     layer = "features." + "9" * 5000
     assert main(["maps", spec("dict_out"), str(photos / "photo0.png"), "--layer", layer, "-o", str(tmp_path)]) == 1
-    error = capsys.readouterr().err.strip()
+    lines = capsys.readouterr().err.strip().splitlines()
+    error = "\n".join(line for line in lines if not line.startswith("device: "))  # said once the model loads
     assert len(error.splitlines()) == 1 and len(error) < 400
 
 

@@ -164,7 +164,7 @@ def test_cli_takes_hub_names_and_says_what_is_missing_in_one_line(tmp_path, monk
     assert "layer4.1.conv2" in capsys.readouterr().out
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
-    assert main(["layers", "timm:resnet18.a1_in1k", "--weights", "DEFAULT"]) == 1  # a runtime failure
+    assert main(["layers", "timm:resnet18.a1_in1k", "--weights", "DEFAULT"]) == 2  # weights to fetch: exit 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and err.startswith("error: timm:resnet18.a1_in1k: timm/resnet18")
 

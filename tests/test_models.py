@@ -135,7 +135,7 @@ def test_dict_output_prefers_logits_and_several_tensors_without_a_rule_raise():
         out = model(x)
     assert list(out) == ["embedding", "logits"]
     assert output_tensor(out) is out["logits"]
-    with pytest.raises(ValueError, match="several tensors \\(embedding, scores\\).*--output scores"):
+    with pytest.raises(ValueError, match="several tensors \\(embedding, scores\\).*--output-key scores"):
         output_tensor(user_models.two_heads()(x))
     result = fmapviz.saliency(model, x, "gradient")
     assert result.target.flatten().tolist() == [int(out["logits"].argmax())]

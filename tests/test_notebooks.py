@@ -75,3 +75,14 @@ def test_explain_channels_notebook_runs_with_real_weights(tmp_path):
     assert "explained class: Egyptian cat" in texts
     drops = {line.split()[0]: float(line.split()[-1]) for line in texts.splitlines() if "logit drop" in line}
     assert drops["explained"] > drops["random"], texts
+
+
+@pytest.mark.slow
+def test_interact_notebook_runs(tmp_path):
+    pytest.importorskip("ipywidgets")
+    notebook = execute_beside_assets("interact.ipynb", tmp_path)
+    outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
+    assert any("application/vnd.jupyter.widget-view+json" in output.get("data", {}) for output in outputs)
+    texts = "\n".join(output.get("text", "") for output in outputs)
+    assert "computed: {'maps': 2, 'actmax': 3, 'saliency': 2}" in texts, texts
+    assert any("image/png" in output.get("data", {}) for output in outputs)

@@ -75,6 +75,7 @@ def test_manifest_holds_settings_layers_predictions_scores_and_dead_channels(pho
     result = fmapviz.report(loaded, photos, tmp_path / "out", spec=QUICK)
     manifest = json.loads(result.manifest.read_text())
     assert manifest["complete"] is True and manifest["model"] == loaded.name
+    assert manifest["device"] == fmapviz.devices.describe(loaded.device) == "cpu"  # where it computed
     assert manifest["settings"] == json.loads(json.dumps(asdict(QUICK)))
     assert manifest["settings"]["top"] == 3 and manifest["layers"] == list(LAYERS)
     assert [entry["page"] for entry in manifest["images"]] == ["red.png", "white.png"]
@@ -164,3 +165,31 @@ def test_cli_report_with_actmax_writes_a_page_wide_report_and_its_manifest(photo
     assert list(entry["actmax_channels"]) == ["1"] and len(entry["actmax_channels"]["1"]) == 6
     page = read_page(out / entry["page"])
     assert page.shape[1] == PANEL_PIXELS + 2 * MARGIN and len(section_rules(page)) == 4
+
+
+def test_a_folder_with_an_unreadable_photo_is_reported_without_it(photos, tmp_path, capsys):
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "tiny_net.py").write_text(TINY_MODEL)
+    out = tmp_path / "cli"
+    argv = ["report", f"{tmp_path / 'tiny_net.py'}:build", str(tmp_path), "-o", str(out), "--size", "32"]
+    assert main([*argv, "--layers", "1", "--quiet"]) == 0
+    warning = capsys.readouterr().err.strip()
+    assert warning.startswith("warning: report skips it: ") and "broken.jpg" in warning and "\n" not in warning
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [entry["page"] for entry in manifest["images"]] == ["red.png", "white.png"]
+    ((name, reason),) = manifest["skipped"]
+    assert name.endswith("broken.jpg") and "not an image" in reason
+
+
+def test_a_resumed_report_says_kept_for_the_pages_it_kept(photos, tmp_path, capsys):
+    (tmp_path / "tiny_net.py").write_text(TINY_MODEL)
+    out = tmp_path / "cli"
+    argv = ["-o", str(out), "--size", "32", "--layers", "1"]
+    assert main(["report", f"{tmp_path / 'tiny_net.py'}:build", str(photos[0]), *argv]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))  # as if interrupted
+    capsys.readouterr()
+    assert main(["report", f"{tmp_path / 'tiny_net.py'}:build", *map(str, photos), *argv]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert f"kept {out / 'red.png'}" in lines and f"wrote {out / 'white.png'}" in lines
+    assert f"wrote {out / 'red.png'}" not in lines

@@ -320,3 +320,16 @@ def test_show_saliency_draws_one_tile_per_image_and_method(tiny_cnn, tmp_path):
         show_saliency(results, torch.rand(2, 3, 16, 16), scale="global")
     with pytest.raises(ValueError, match="image must be"):
         show_saliency(results, torch.rand(3, 3, 16, 16))
+
+
+def test_show_saliency_of_a_multi_layer_result_draws_one_panel_per_layer(tiny_cnn):
+    from matplotlib.text import Text
+
+    from fmapviz.views import show_saliency
+
+    x = torch.randn(1, 3, 16, 16)
+    cam = saliency(tiny_cnn, x, "gradcam", layers=["features.1", "features.3"], target=2)
+    figure = show_saliency({"Grad-CAM": cam}, torch.rand(3, 16, 16))
+    captions = [text.get_text() for text in figure.matplotlib.findobj(Text) if "Grad-CAM" in text.get_text()]
+    assert captions == ["Grad-CAM features.1\nclass 2", "Grad-CAM features.3\nclass 2"]
+    assert figure.image.shape[1] > 2.5 * show_saliency(cam.for_layer("features.3"), x[0]).image.shape[1] / 2

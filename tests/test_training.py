@@ -73,3 +73,44 @@ def test_init_report_leaves_the_model_untouched(x):
 def test_init_report_rejects_integer_input():
     with pytest.raises(ValueError, match="floating-point batch"):
         init_report(plain_cnn(depth=2), torch.zeros(1, 3, 8, 8, dtype=torch.long))
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18"])
+def test_a_stock_torchvision_initialisation_is_healthy_and_its_statistics_come_back(name):
+    import torchvision
+
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None).eval()  # kaiming convolutions, BatchNorm
+    before = model_state(model)
+    running = [buffer.clone() for buffer in model.buffers()]
+    report = init_report(model, torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(2)))
+    assert len(report.layers) > 10
+    assert report.flagged_as("vanishing activations") == [] and report.flagged_as("exploding activations") == []
+    assert all(0.1 < layer.std / report.input_std < 10 for layer in report.layers)  # BatchNorm: batch statistics
+    assert_same_state(before, model_state(model))
+    assert not model.training and all(torch.equal(a, b) for a, b in zip(running, model.buffers(), strict=True))
+
+
+def test_large_gains_without_normalisation_flag_exploding_activations(x):
+    model = plain_cnn(depth=20, init="he")
+    with torch.no_grad():
+        for conv in model.modules():
+            if isinstance(conv, nn.Conv2d):
+                conv.weight.mul_(3.0)  # three times the gain that keeps the signal's scale
+    report = init_report(model, x)
+    exploding = report.flagged_as("exploding activations")
+    assert "39" in exploding and "1" not in exploding and report.flagged_as("vanishing activations") == []
+    assert report.layers[-1].std > 1e6 * report.input_std
+
+
+def test_small_normal_convolutions_without_normalisation_vanish_in_training_mode_too(x):
+    model = plain_cnn(init="normal").train()
+    report = init_report(model, x)
+    assert "39" in report.flagged_as("vanishing activations") and model.training
+
+
+def test_dropout_does_not_read_as_dead_units(x):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.Dropout(0.9), nn.ReLU()).train()
+    report = init_report(model, x)
+    assert report.layers[0].zero_fraction < 0.8 and model[1].training

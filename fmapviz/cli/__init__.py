@@ -1,6 +1,7 @@
 """The ``fmapviz`` command: argparse subcommands over the public API, nothing else.
 
-``main(argv) -> int`` returns 0 on success, 1 on a runtime error, 2 on a usage error.
+``main(argv) -> int`` returns 0 on success, 1 on a runtime error, 2 on a usage error (an option's value, a
+``--device`` this machine lacks, weights not on disk offline: :attr:`fmapviz.errors.FmapvizError.exit_code`).
 Errors are one line on stderr; ``--debug`` shows the traceback. Output files that exist
 are never overwritten without ``--force``. Each subcommand lives in its own module (its
 options, the function that runs it and its :class:`~fmapviz.cli.options.Command` entry);
@@ -15,6 +16,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from ..errors import FmapvizError
 from ..progress import interrupts_are_kept
 from . import actmax, channel, compare, explore, init, layers, maps, report, saliency, scan
 from .options import Command, IntermixedParser, Parser, UsageError, check_mean_std, common_options
@@ -77,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         print(f"error: {_capped(message)}", file=sys.stderr)
-        return 1
+        return error.exit_code if isinstance(error, FmapvizError) else 1  # 2: a device or weights to change
 
 
 def _check_early(args: argparse.Namespace) -> None:
@@ -89,8 +91,19 @@ def _check_early(args: argparse.Namespace) -> None:
 
 
 def _capped(message: str, limit: int = 300) -> str:
-    """One error line of at most ``limit`` characters (an echoed 5000-channel list is not read by anyone)."""
-    return message if len(message) <= limit else f"{message[: limit - 1]}… ({len(message)} characters; --debug)"
+    """One error line of about ``limit`` characters (an echoed 5000-channel list is not read by anyone).
+
+    A path or URL the cut would fall in is kept whole: it is what the line exists to show.
+    """
+    if len(message) <= limit:
+        return message
+    end = limit - 1
+    start = message.rfind(" ", 0, end) + 1
+    stop = message.find(" ", end)
+    stop = len(message) if stop < 0 else stop
+    if "/" in message[start:stop] or "\\" in message[start:stop]:
+        end = max(end, min(stop, start + 400))
+    return message if end >= len(message) else f"{message[:end]}… ({len(message)} characters; --debug)"
 
 
 def _one_line_warning(message: Any, category: type, *args: Any, **kwargs: Any) -> None:

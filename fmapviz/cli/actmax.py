@@ -12,12 +12,14 @@ from .options import MODEL_HELP, Command, UsageError, channels_value, class_valu
 def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help=MODEL_HELP)
     goal = parser.add_mutually_exclusive_group(required=True)
-    goal.add_argument("--layer", help="layer whose channels to visualize (with --channels)")
+    goal.add_argument(
+        "--layers", "--layer", dest="layer", metavar="LAYER", help="layer whose channels to visualize (with --channels)"
+    )
     goal.add_argument(
         "--class", dest="class_name", nargs="+", type=class_value, help="class names or indices to visualize"
     )
     parser.add_argument("--channels", type=channels_value, default="0-7", help="indices, 0-15 or all (default 0-7)")
-    parser.add_argument("--steps", type=count_value(0), default=256, help="optimization steps (default 256)")
+    parser.add_argument("--steps", type=count_value(1), default=256, help="optimization steps (default 256)")
     parser.add_argument("-o", "--out", default="actmax.png", help="output PNG (default actmax.png)")
 
 
@@ -63,7 +65,7 @@ COMMAND = Command(
     "Synthesize images that maximize channels of a layer, or a class.",
     add_options,
     run,
-    "fmapviz actmax mobilenet_v2 --weights IMAGENET1K_V1 --layer features.10 --channels 0-15\n"
+    "fmapviz actmax mobilenet_v2 --weights IMAGENET1K_V1 --layers features.10 --channels 0-15\n"
     "  fmapviz actmax mobilenet_v2 --weights IMAGENET1K_V1 --class banana --steps 256",
     size="224",
     check=check,

@@ -12,7 +12,7 @@ from .options import MODEL_HELP, Command, count_value
 def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help=MODEL_HELP)
     parser.add_argument("scan", help="folder written by fmapviz scan")
-    parser.add_argument("--layer", required=True, help="a scanned layer")
+    parser.add_argument("--layers", "--layer", dest="layer", metavar="LAYER", required=True, help="a scanned layer")
     parser.add_argument("--channel", type=count_value(0), required=True, help="channel index")
     parser.add_argument("--no-actmax", action="store_true", help="skip the activation-maximization image")
     parser.add_argument("--steps", type=count_value(0), default=128, help="optimization steps (default 128)")

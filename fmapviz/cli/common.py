@@ -7,11 +7,14 @@ torch loads inside these functions, when a command runs, not when the CLI is imp
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import torch
+
     from fmapviz.inputs import LoadedImage
     from fmapviz.models import LoadedModel
 
@@ -22,29 +25,56 @@ def say(args: argparse.Namespace, text: str) -> None:
         print(text)
 
 
+def command_device(args: argparse.Namespace, device: str | None = None) -> torch.device:
+    """Where the command runs: ``device`` (a torchrun rank's GPU) or ``--device``, else the best device there is
+    (CUDA, then MPS, then the CPU; see :func:`fmapviz.devices.resolve_device`).
+
+    Raises:
+        DeviceError: ``--device`` names no device, one this machine lacks, or ``meta`` (exit code 2).
+    """
+    from fmapviz.devices import resolve_device
+
+    return resolve_device(device or args.device)
+
+
+def say_device(args: argparse.Namespace, device: torch.device) -> None:
+    """``device: cuda:0 (NVIDIA H100 80GB HBM3)`` on stderr, once per command run, unless ``--quiet``."""
+    from fmapviz.devices import describe
+
+    if not args.quiet and not getattr(args, "device_said", False):
+        print(f"device: {describe(device)}", file=sys.stderr)
+    args.device_said = True  # copies of args made for a second model say nothing more
+
+
 def load_model_from(args: argparse.Namespace, device: str | None = None, use_size: bool = True) -> LoadedModel:
-    """The model ``args.model`` names, loaded with the common options (``--weights``, ``--checkpoint``, ...)."""
+    """The model ``args.model`` names, loaded with the common options (``--weights``, ``--checkpoint``, ...)
+    onto :func:`command_device`, which it then names on stderr (:func:`say_device`)."""
     import fmapviz
 
+    chosen = command_device(args, device)
     weights = None if str(args.weights).lower() == "none" else args.weights
-    return fmapviz.load_model(
+    loaded = fmapviz.load_model(
         args.model,
         weights=weights,
         checkpoint=args.checkpoint,
-        device=device or args.device,
+        device=chosen,
         trust_checkpoint=args.trust_checkpoint,
         mean=args.mean,
         std=args.std,
         size=args.size if use_size else None,
-        output=args.output,
+        output=args.output_key,
     )
+    say_device(args, loaded.device)
+    return loaded
 
 
-def load_images_from(args: argparse.Namespace, loaded: LoadedModel) -> LoadedImage:
-    """The images ``args.images`` names, as ``loaded`` expects them."""
+def load_images_from(args: argparse.Namespace, loaded: LoadedModel, skip_unreadable: bool = False) -> LoadedImage:
+    """The images ``args.images`` names, as ``loaded`` expects them (unreadable ones skipped if ``skip_unreadable``)."""
     import fmapviz
 
-    return fmapviz.load_image(args.images, loaded.transform, mean=loaded.mean, std=loaded.std)
+    return fmapviz.load_image(
+        args.images, loaded.transform, mean=loaded.mean, std=loaded.std, skip_unreadable=skip_unreadable
+    )
 
 
 def free_path(path: Path, args: argparse.Namespace) -> Path:

@@ -13,7 +13,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         "inputs", nargs="+", metavar="MODEL_OR_CHECKPOINT", help="MODEL_A MODEL_B DATA, or CKPT... DATA"
     )
     parser.add_argument("--factory", help="file.py:build: the inputs are checkpoints of this model, in training order")
-    parser.add_argument("--layers", "--layer", nargs="+", help="layers (of model A); default: every block")
+    parser.add_argument(
+        "--layers", "--layer", nargs="+", action="extend", help="layers (of model A); default: every block"
+    )
     parser.add_argument("--layers-b", nargs="+", help="layers of model B (default: --layers, else every block)")
     parser.add_argument("--batch-size", type=count_value(1), default=32, help="images per forward pass (default 32)")
     parser.add_argument("-o", "--out", default="fmapviz-compare", help="output folder (default fmapviz-compare)")
@@ -29,7 +31,10 @@ def run(args: argparse.Namespace) -> int:
     from fmapviz.files import save_figure, write_json
 
     paths = free_outputs(args, ["cka.png", "side_by_side.png", "health.png", "disagreements.png", "compare.json"])
-    loaded = [load_model_from(argparse.Namespace(**{**vars(args), "model": spec})) for spec in models]
+    loaded = []
+    for spec in models:  # a copy of args per model; the device is said once
+        copy = argparse.Namespace(**{**vars(args), "model": spec, "device_said": bool(loaded)})
+        loaded.append(load_model_from(copy))
     result = fmapviz.compare(*loaded, data, args.layers, args.layers_b or args.layers, batch_size=args.batch_size)
     figures = [fmapviz.show_cka(result), fmapviz.show_side_by_side(result), fmapviz.show_compare_health(result)]
     figures.append(fmapviz.show_disagreements(result) if result.shown else None)

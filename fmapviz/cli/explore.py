@@ -5,14 +5,19 @@ from __future__ import annotations
 import argparse
 
 from .common import load_model_from, say
-from .options import MODEL_HELP, Command, count_or_all_value, count_value
+from .options import MODEL_HELP, Command, UsageError, count_or_all_value, count_value
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help=MODEL_HELP)
     parser.add_argument("data", nargs="+", help="folders of photos (searched recursively) or photo files")
     parser.add_argument(
-        "--layers", "--layer", nargs="+", action="extend", required=True, help="layers with (N,C,H,W) outputs"
+        "--layers",
+        "--layer",
+        nargs="+",
+        action="extend",
+        required=True,
+        help="layers with (N,C,H,W) outputs (names, globs, types), or all (every block with spatial maps)",
     )
     parser.add_argument(
         "--top", type=count_value(1), default=5, help="channels explained per layer and photo (default 5)"
@@ -51,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     import fmapviz
     from fmapviz.distributed import torchrun_group
     from fmapviz.explorer import ExploreSettings
+    from fmapviz.explorer.layers import NoSpatialLayersError
 
     settings = ExploreSettings(
         crops=args.crops,
@@ -66,9 +72,12 @@ def run(args: argparse.Namespace) -> int:
     )
     with torchrun_group(args.device) as (_, device):  # under torchrun the processes share the work
         loaded = load_model_from(args, device)
-        index = fmapviz.explore(
-            loaded, args.data, args.layers, args.out, settings=settings, force=args.force, progress=not args.quiet
-        )
+        try:
+            index = fmapviz.explore(
+                loaded, args.data, args.layers, args.out, settings=settings, force=args.force, progress=not args.quiet
+            )
+        except NoSpatialLayersError as error:
+            raise UsageError(str(error)) from None
     say(args, f"wrote {index}")
     return 0
 

@@ -11,7 +11,9 @@ from .options import MODEL_HELP, Command, count_value
 def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help=MODEL_HELP)
     parser.add_argument("--data", help="images to run (default: standard-normal noise)")
-    parser.add_argument("--layers", "--layer", nargs="+", help="layers (default: every activation module)")
+    parser.add_argument(
+        "--layers", "--layer", nargs="+", action="extend", help="layers (default: every activation module)"
+    )
     parser.add_argument("--batch-size", type=count_value(1), default=8, help="inputs in the pass (default 8)")
     parser.add_argument("-o", "--out", default="fmapviz-init", help="output folder (default fmapviz-init)")
 

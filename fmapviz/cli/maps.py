@@ -12,7 +12,9 @@ from .options import IMAGES_HELP, MODEL_HELP, Command, channels_value
 def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help=MODEL_HELP)
     parser.add_argument("images", nargs="+", help=IMAGES_HELP)
-    parser.add_argument("--layer", nargs="+", required=True, help="layer selectors: names, globs, types")
+    parser.add_argument(
+        "--layers", "--layer", nargs="+", action="extend", required=True, help="layer selectors: names, globs, types"
+    )
     parser.add_argument(
         "--channels", type=channels_value, default="top:16", help="all, top:K, bottom:K, 0-15 or 3,7 (default top:16)"
     )
@@ -34,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     jobs = []
     for index, name in enumerate(image.names):
         x = image.tensor[index : index + 1].to(loaded.device)
-        maps = fmapviz.feature_maps(loaded.model, x, args.layer)
+        maps = fmapviz.feature_maps(loaded.model, x, args.layers)
         for layer in maps:
             path = free_path(out / f"{safe_name(Path(name).stem)}_{safe_name(layer)}.png", args)
             jobs.append((path, maps, layer, index))
@@ -59,6 +61,6 @@ COMMAND = Command(
     "Write feature-map grids of the chosen layers for each image.",
     add_options,
     run,
-    "fmapviz maps mobilenet_v2 --weights IMAGENET1K_V1 cat.png --layer features.1 features.7 -o maps/\n"
-    "  fmapviz maps resnet18 --weights IMAGENET1K_V1 cat.png --layer 'layer3.*.conv2' --channels top:32 --overlay",
+    "fmapviz maps mobilenet_v2 --weights IMAGENET1K_V1 cat.png --layers features.1 features.7 -o maps/\n"
+    "  fmapviz maps resnet18 --weights IMAGENET1K_V1 cat.png --layers 'layer3.*.conv2' --channels top:32 --overlay",
 )

@@ -140,6 +140,16 @@ def class_value(text: str) -> str:
     return text
 
 
+class _Renamed(argparse.Action):
+    """A spelling that was renamed: refused with one line naming the new ones (exact, so not an abbreviation)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        raise UsageError(
+            f"{parser.prog}: --output is gone: -o/--out names the output folder, --output-key KEY "
+            "the output of a model returning a dict"
+        )
+
+
 # ---------------------------------------------------------------- the options every command has
 
 
@@ -153,7 +163,7 @@ def common_options(parser: argparse.ArgumentParser, command: Command) -> None:
     )
     parser.add_argument("--checkpoint", help="state dict to load into the model (default: none)")
     parser.add_argument("--trust-checkpoint", action="store_true", help="allow pickled objects in --checkpoint")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: where the model is built, cpu)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps or auto (default auto: CUDA, then MPS, then cpu)")
     parser.add_argument("--seed", type=int, default=0, help="seed for noise and optimization (default 0)")
     parser.add_argument("--size", type=count_value(1), help=f"input size in pixels (default: {command.size})")
     parser.add_argument(
@@ -164,11 +174,12 @@ def common_options(parser: argparse.ArgumentParser, command: Command) -> None:
     )
     parser.add_argument("--std", type=mean_std_value, help="input normalization std, as --mean (default: ImageNet's)")
     parser.add_argument(
-        "--output",
+        "--output-key",
         metavar="KEY",
         help="key of the model's output to explain when it returns a dict (default: 'logits', else 'out', "
         "else its only tensor)",
     )
+    parser.add_argument("--output", action=_Renamed, nargs="?", help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true", help="no progress bars or messages")
     parser.add_argument("--force", action="store_true", help="overwrite existing output files")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")

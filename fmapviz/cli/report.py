@@ -11,7 +11,13 @@ from .options import IMAGES_HELP, MODEL_HELP, Command
 def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help=MODEL_HELP)
     parser.add_argument("images", nargs="+", help=IMAGES_HELP)
-    parser.add_argument("--layer", nargs="+", help="hierarchy layers (default: the deepest block per resolution)")
+    parser.add_argument(
+        "--layers",
+        "--layer",
+        nargs="+",
+        action="extend",
+        help="hierarchy layers (default: the deepest block per resolution)",
+    )
     parser.add_argument("--actmax", action="store_true", help="add activation maximization of the top channels")
     parser.add_argument("-o", "--out", default="fmapviz-report", help="output folder (default fmapviz-report)")
 
@@ -20,11 +26,11 @@ def run(args: argparse.Namespace) -> int:
     import fmapviz
 
     loaded = load_model_from(args)
-    image = load_images_from(args, loaded)
-    spec = fmapviz.ReportSpec(layers=tuple(args.layer) if args.layer else None, actmax=args.actmax, seed=args.seed)
+    image = load_images_from(args, loaded, skip_unreadable=True)  # report warns of each file it skips
+    spec = fmapviz.ReportSpec(layers=tuple(args.layers) if args.layers else None, actmax=args.actmax, seed=args.seed)
     result = fmapviz.report(loaded, image, args.out, spec=spec, force=args.force, progress=not args.quiet)
     for page in result.pages:
-        say(args, f"wrote {page}")
+        say(args, f"{'kept' if page in result.kept else 'wrote'} {page}")
     say(args, f"wrote {result.index} and {result.manifest}")
     return 0
 

@@ -23,7 +23,11 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         "--target", default="top", help="top, top:3, a class index, a class name or a unit layer[c] (default top)"
     )
     parser.add_argument(
-        "--layers", nargs="+", help="layers of the CAM methods, e.g. layer4.1.relu#2 (default: searched)"
+        "--layers",
+        "--layer",
+        nargs="+",
+        action="extend",
+        help="layers of the CAM methods, e.g. layer4.1.relu#2 (default: searched)",
     )
     parser.add_argument("-o", "--out", default="fmapviz-saliency", help="output folder (default fmapviz-saliency)")
 

@@ -16,7 +16,9 @@ from .options import MODEL_HELP, Command, count_value, shard_value
 def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help=MODEL_HELP)
     parser.add_argument("data", help="a folder of images (sub-folders included), a file or a glob")
-    parser.add_argument("--layer", "-l", nargs="+", action="extend", required=True, help="layer selectors (repeatable)")
+    parser.add_argument(
+        "--layers", "--layer", nargs="+", action="extend", required=True, help="layer selectors (repeatable)"
+    )
     parser.add_argument("--topk", type=count_value(1), default=16, help="top images kept per channel (default 16)")
     parser.add_argument("--batch-size", type=count_value(1), default=32, help="images per forward pass (default 32)")
     parser.add_argument("--num-workers", type=count_value(0), default=0, help="image-reading processes (default 0)")
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
         result = fmapviz.scan(
             loaded,
             args.data,
-            args.layer,
+            args.layers,
             topk=args.topk,
             batch_size=args.batch_size,
             num_workers=args.num_workers,
@@ -61,7 +63,7 @@ COMMAND = Command(
     "Scan a dataset: channel statistics, dead channels and top-k images per channel.",
     add_options,
     run,
-    "fmapviz scan mobilenet_v2 --weights IMAGENET1K_V1 photos/ --layer features.7 features.14 -o scan/\n"
+    "fmapviz scan mobilenet_v2 --weights IMAGENET1K_V1 photos/ --layers features.7 features.14 -o scan/\n"
     "  torchrun --nproc-per-node 2 -m fmapviz scan mobilenet_v2 --weights IMAGENET1K_V1 photos/ "
-    "--layer features.7 -o scan/",
+    "--layers features.7 -o scan/",
 )

@@ -15,7 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..devices import check_model_input
 from ..hooks import capture, model_guard, resolve_layers
+from ..model_input import accepts_loaded_model
+from ..models import LoadedModel
 
 
 @dataclass
@@ -88,8 +91,9 @@ def find_classifier(model: nn.Module, channels: int) -> nn.Module | None:
     return heads[-1] if heads else None
 
 
+@accepts_loaded_model(categories="categories")
 def deep_feature_factorization(
-    model: nn.Module,
+    model: nn.Module | LoadedModel,
     x: torch.Tensor,
     layers: str,
     concepts: int = 5,
@@ -126,6 +130,7 @@ def deep_feature_factorization(
     if not isinstance(layers, str):
         raise ValueError(f"DFF factorizes one layer; pass its name, not {layers!r}.")
     layer = layers
+    check_model_input(model, x)
     with model_guard(model), torch.no_grad():
         with capture(model, layer) as maps:
             model(x)

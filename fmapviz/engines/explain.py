@@ -22,7 +22,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..devices import check_model_input
 from ..hooks import LayerSelectors, capture, layer_keys, model_guard, resolve_layers
+from ..model_input import accepts_loaded_model
+from ..models import LoadedModel
 from ..outputs import output_tensor
 from ..vocabulary import class_index
 
@@ -92,8 +95,9 @@ class ChannelExplanation:
         return self.layers[layer]
 
 
+@accepts_loaded_model(categories="categories")
 def explain_channels(
-    model: nn.Module,
+    model: nn.Module | LoadedModel,
     x: torch.Tensor,
     layers: LayerSelectors,
     target: str | int | Sequence[int] | torch.Tensor = "top",
@@ -134,6 +138,7 @@ def explain_channels(
         raise ValueError(f"top must be a positive integer (how many channels), got {top!r}.")
     if not isinstance(x, torch.Tensor) or x.dim() != 4:
         raise ValueError(f"x must be an (N, C, H, W) tensor; got {getattr(x, 'shape', type(x).__name__)}.")
+    check_model_input(model, x)
     names = resolve_layers(model, layers)
     with model_guard(model), capture(model, names, keep_grad=True) as maps:
         logits = output_tensor(model(x))

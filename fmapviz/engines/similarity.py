@@ -162,4 +162,4 @@ class StreamingCKA:
 
     def matrix(self, rows: list[str], columns: list[str]) -> torch.Tensor:
         """(len(rows), len(columns)) float64 CKA of every listed pair."""
-        return torch.tensor([[self.cka(a, b) for b in columns] for a in rows], dtype=torch.float64)
+        return torch.tensor([[self.cka(a, b) for b in columns] for a in rows], dtype=torch.float64)  # cpu: a table

@@ -8,8 +8,10 @@ or loss are needed and the gradient scale reflects the network, not a loss.
 
 A layer is flagged when its activation std falls below ``vanish`` × the input's std or rises
 above ``explode`` × it; gradients are judged against the gradient RMS at the last captured layer
-the same way. Parameters are frozen during the passes (no ``.grad`` is written) and the model's
-mode and flags come back as they were.
+the same way. The passes run in training mode, as training would (BatchNorm normalizes with the
+batch's statistics; in eval mode its running statistics of a fresh model normalize nothing), with
+dropout off; parameters are frozen (no ``.grad`` is written) and the model's modes, flags and
+buffers (running statistics) come back as they were.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..devices import check_model_input
 from ..files import write_json
 from ..hooks import LayerSelectors, capture, model_guard
+from ..model_input import accepts_loaded_model
+from ..models import LoadedModel
 
 ACTIVATIONS = (
     nn.ReLU,
@@ -38,6 +43,9 @@ ACTIVATIONS = (
     nn.Sigmoid,
 )
 """Module types measured by default: the output of each nonlinearity."""
+
+DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+"""Module types kept in eval mode during the passes: their random zeros would read as dead units."""
 
 
 @dataclass
@@ -118,8 +126,9 @@ def default_layers(model: nn.Module) -> list[nn.Module]:
     return list(dict.fromkeys(modules))
 
 
+@accepts_loaded_model()
 def init_report(
-    model: nn.Module,
+    model: nn.Module | LoadedModel,
     x: torch.Tensor,
     layers: LayerSelectors | None = None,
     *,
@@ -132,7 +141,8 @@ def init_report(
     """Per-layer activation mean/std/zero fraction and gradient RMS from one forward and backward pass.
 
     Args:
-        model: the network; left as it was (eval mode during the pass, no parameter gradients).
+        model: the network; left as it was (training mode during the pass, dropout off, no parameter
+            gradients; running statistics restored).
         x: the model input, e.g. ``torch.randn(16, 3, 64, 64)`` or a batch of real images.
         layers: layer selectors (default: every activation module, see :data:`ACTIVATIONS`).
         vanish: flag activations (gradients) whose std (RMS) is below this × the input std
@@ -159,9 +169,13 @@ def init_report(
     """
     if not isinstance(x, torch.Tensor) or not x.is_floating_point() or x.ndim < 2:
         raise ValueError(f"x must be a floating-point batch (N, ...), got {getattr(x, 'shape', type(x).__name__)}.")
+    check_model_input(model, x)
     selectors = layers if layers is not None else default_layers(model)
     generator = torch.Generator().manual_seed(seed)
-    with model_guard(model), capture(model, selectors, keep_grad=True) as maps:
+    with model_guard(model, train=True), capture(model, selectors, keep_grad=True, train=None) as maps:
+        for module in model.modules():  # batch statistics, as in training, but no random zeros
+            if isinstance(module, DROPOUTS):
+                module.eval()
         output = model(x)
         if isinstance(output, (tuple, list)):
             output = output[0]
@@ -190,7 +204,7 @@ def _signal(name: str, value: torch.Tensor, grad: torch.Tensor | None, bins: int
         zero_fraction=float((values == 0).double().mean()),
         grad_rms=float(grad.double().square().mean().sqrt()) if grad is not None else float("nan"),
         histogram=histogram,
-        edges=torch.linspace(low, high, bins + 1, dtype=torch.float64),
+        edges=torch.linspace(low, high, bins + 1, dtype=torch.float64),  # cpu: a report record, as histogram
     )
 
 

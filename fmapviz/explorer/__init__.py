@@ -19,12 +19,14 @@ from pathlib import Path
 from torch import nn
 
 from ..data import list_photos
+from ..devices import describe
 from ..files import FolderLock, write_json
 from ..hooks import LayerSelectors
 from ..inputs import default_transform
 from ..models import LoadedModel
-from .build import ExploreSettings, Site, spatial_layers
-from .cache import FORMAT, MARKER, claim_folder
+from .build import ExploreSettings, Site
+from .cache import FORMAT, MARKER, check_same_site, claim_folder
+from .layers import spatial_layers
 
 __all__ = ["ExploreSettings", "explore"]
 
@@ -55,7 +57,8 @@ def explore(
         settings: an :class:`ExploreSettings` (defaults: an activation-maximization image for every channel,
             3 for the 16 of each layer that fire hardest, 128 steps at 128 px; 5 explained channels per layer
             and photo).
-        force: write into a non-empty folder that is not an explorer site.
+        force: write into a non-empty folder that is not an explorer site, or into a site of another model or
+            other settings (its data is then replaced); without it both are refused and nothing is deleted.
         progress: progress bars on stderr, one per stage.
 
     Returns:
@@ -85,6 +88,7 @@ def explore(
     out = Path(out)
     site = Site(model, files, names, out, settings, progress)
     if site.rank == 0:
+        check_same_site(out, model.name, site.keys, force)
         claim_folder(out, force, files)
     with FolderLock(out) if site.rank == 0 else nullcontext():
         seconds, results = {}, {}
@@ -99,6 +103,7 @@ def explore(
         site.remove_stale()
         seconds["pages"] = round(time.perf_counter() - started, 1)
         description = {"format": FORMAT, "model": model.name, "weights": model.weights, **site.describe()}
+        description["device"] = describe(model.device)  # where this run computed
         description["seconds"] = seconds  # of this run's stages: what the cache saved shows here
         write_json(out / MARKER, description)
     return index

@@ -26,7 +26,6 @@ from ..engines.saliency import saliency
 from ..engines.scan import ScanResult, receptive_window, scan
 from ..errors import FmapvizError, ImageLoadError
 from ..files import write_json
-from ..hooks import feature_maps, resolve_layers
 from ..inputs import denormalize
 from ..layers import summary
 from ..models import LoadedModel
@@ -34,8 +33,13 @@ from ..plot.colors import overlay
 from ..plot.saliency import saliency_overlay
 from ..progress import Progress
 from . import cache
+from .layers import safe_name
+from .status import StageProgress
 
 CHANNEL_BATCH = 16  # channels whose what-drives-it maps share one forward and backward pass
+PICTURE = "webp"  # every picture of a site: a fifth of PNG, two thirds of JPEG at the same look (benchmarks/RESULTS.md)
+ACTMAX_QUALITY = 90  # optimized images have fine texture: less lossy than the photos' crops (80)
+DRIVE_ALPHA = 0.7  # opacity of the what-drives-it map where it peaks (none where it is 0: the photo shows)
 PHOTO_CACHE = 512  # photos kept in memory as model inputs while channel pages are made
 
 
@@ -83,31 +87,6 @@ class ExploreSettings:
                 raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}.")
 
 
-def safe_name(text: str) -> str:
-    """A layer name as a file name: ``layer4.1.relu#2`` -> ``layer4.1.relu_2``."""
-    return "".join(char if char.isalnum() or char in "._-" else "_" for char in text)
-
-
-def spatial_layers(loaded: LoadedModel, layers: Any, input_size: tuple[int, int]) -> list[str]:
-    """The layer names ``layers`` selects, checked to give (N, C, H, W) maps.
-
-    Raises:
-        LayerNotFoundError: a selector matches no module (the message lists the closest names).
-        FmapvizError: a layer's output is not a spatial map.
-    """
-    names = resolve_layers(loaded.model, layers)
-    probe = torch.zeros(1, 3, *input_size, device=loaded.device)
-    maps = feature_maps(loaded.model, probe, names)
-    for name in names:
-        if name not in maps or maps[name].dim() != 4:
-            shape = tuple(maps[name].shape) if name in maps else "no tensor"
-            raise FmapvizError(
-                f"Layer '{name}' gives {shape} outputs, not (N,C,H,W) spatial maps; explore needs convolutional "
-                "layers (see `fmapviz layers MODEL`)."
-            )
-    return list(maps)
-
-
 class Site:
     """One explorer build: the model, the photos, the settings and the site folder they are cached in."""
 
@@ -132,10 +111,12 @@ class Site:
         transform = repr(loaded.transform)
         keys = {
             "scan": cache.key(weights, layers, transform, settings.topk),
-            "images": cache.key(weights, layers, transform, settings.explain_top, settings.method),
-            "actmax": cache.key(weights, settings.actmax_steps, settings.actmax_size, settings.seed, loaded.mean),
+            "images": cache.key(weights, layers, transform, settings.explain_top, settings.method, PICTURE),
+            "actmax": cache.key(
+                weights, settings.actmax_steps, settings.actmax_size, settings.seed, loaded.mean, PICTURE
+            ),
         }
-        keys["channels"] = cache.key(keys["scan"], settings.crops)
+        keys["channels"] = cache.key(keys["scan"], settings.crops, PICTURE)
         self.keys = keys
         self.scan_result: ScanResult | None = None
         self.records: dict[str, dict] = {}  # image id -> its record
@@ -146,8 +127,8 @@ class Site:
         return self.out / "data" / f"{stage}-{self.keys[stage]}"
 
     def bar(self, total: int, stage: str) -> Progress:
-        """The progress of one stage (silent on ranks other than 0)."""
-        return Progress(f"explore {stage}", total, enabled=self.progress and self.rank == 0)
+        """The progress of one stage, also in the site's status file (silent on ranks other than 0)."""
+        return StageProgress(self.out, stage, total, enabled=self.progress and self.rank == 0, status=self.rank == 0)
 
     def mine(self, items: Sequence[Any]) -> list[Any]:
         """The part of ``items`` this process works on under torchrun (all of them otherwise)."""
@@ -231,7 +212,7 @@ class Site:
         for row, (file, image_id) in enumerate(zip(files, ids)):
             where = folder / image_id
             photo = display[row]
-            cache.write_picture(where / "photo.jpg", _pixels(photo))
+            cache.write_picture(where / f"photo.{PICTURE}", _pixels(photo))
             record: dict[str, Any] = {
                 "file": file,
                 "id": image_id,
@@ -247,11 +228,11 @@ class Site:
                 cam = cams[name][row, 0].detach().cpu()
                 cam_peak = float(cam.max()) or 1.0
                 cache.write_picture(
-                    where / f"gradcam_{safe_name(name)}.jpg", overlay(photo, cam, "jet", 0.5, vmax=cam_peak)
+                    where / f"gradcam_{safe_name(name)}.{PICTURE}", overlay(photo, cam, "jet", 0.5, vmax=cam_peak)
                 )
                 for slot, channel in enumerate(channels):
                     tile = saliency_overlay(photo, spatial[slot], True, 0.6, peak)
-                    cache.write_picture(where / f"attribution_{safe_name(name)}_{channel}.jpg", _pixels(tile))
+                    cache.write_picture(where / f"attribution_{safe_name(name)}_{channel}.{PICTURE}", _pixels(tile))
                 record["layers"][name] = {
                     "channels": channels,
                     "values": [round(float(v), 4) for v in layer.values[row]],
@@ -269,7 +250,7 @@ class Site:
         return order if self.settings.actmax_top is None else order[: self.settings.actmax_top]
 
     def actmax_path(self, layer: str, channel: int, copy: int) -> Path:
-        return self.folder("actmax") / safe_name(layer) / f"{channel}_{copy}.png"
+        return self.folder("actmax") / safe_name(layer) / f"{channel}_{copy}.{PICTURE}"
 
     def run_actmax(self) -> None:
         """Activation-maximization images of the chosen channels, and alternatives (other seeds) for the
@@ -296,7 +277,7 @@ class Site:
                     std=self.loaded.std,
                 )
                 for channel, image in zip(channels, result.images):
-                    cache.write_picture(self.actmax_path(layer, channel, copy), _pixels(image))
+                    cache.write_picture(self.actmax_path(layer, channel, copy), _pixels(image), ACTMAX_QUALITY)
                 bar.done(f"{layer} {len(channels)} channels", len(channels) * self.world)
         barrier()
 
@@ -357,7 +338,7 @@ class Site:
                 display = (self.photo(source) * std + mean).clamp(0, 1)
                 row, col = (int(v) for v in scanned.top_positions[channel, rank])
                 window = receptive_window(geometry, row, col, tuple(display.shape[-2:]))
-                cache.write_picture(where / f"crop_{rank}.jpg", boxed_crop(display, window))
+                cache.write_picture(where / f"crop_{rank}.{PICTURE}", boxed_crop(display, window))
                 crops.append({"source": source, "value": round(float(scanned.top_values[channel, rank]), 4)})
             records[channel] = {"signature": signature, "crops": crops, "drive": None}
             if count and float(scanned.top_values[channel, 0]) > 0:
@@ -371,7 +352,8 @@ class Site:
                 peak = float(torch.quantile(gradient.flatten(), 0.995)) or 1.0
                 display = (photo * std + mean).clamp(0, 1)
                 cache.write_picture(
-                    self.channel_folder(layer, channel) / "drive.jpg", overlay(display, gradient, "jet", 0.6, vmax=peak)
+                    self.channel_folder(layer, channel) / f"drive.{PICTURE}",
+                    drive_overlay(display, gradient, peak),
                 )
                 records[channel]["drive"] = {"source": source}
         for channel, record in records.items():
@@ -431,6 +413,18 @@ def boxed_crop(image: torch.Tensor, window: tuple[int, int, int, int], size: int
     ]
     ImageDraw.Draw(picture).rectangle(outline, outline=(255, 210, 0), width=2)
     return np.asarray(picture)
+
+
+def drive_overlay(photo: torch.Tensor, gradient: torch.Tensor, peak: float) -> np.ndarray:
+    """The what-drives-it map over its photo, as opaque as it is strong: where nothing drives the channel,
+    the photo shows unchanged."""
+    from ..plot.colors import apply_colormap
+
+    heat = torch.nn.functional.interpolate(gradient.float()[None, None], size=photo.shape[-2:], mode="bilinear")[0, 0]
+    heat = (heat / peak).clamp(0, 1)
+    weight = (DRIVE_ALPHA * heat).numpy()[..., None]
+    coloured = apply_colormap(heat, "jet").astype(np.float32)
+    return (_pixels(photo).astype(np.float32) * (1 - weight) + coloured * weight + 0.5).astype(np.uint8)
 
 
 def _fresh(record: dict | None, signature: str) -> bool:

@@ -34,12 +34,15 @@ def read_json(path: Path) -> Any | None:
         return None
 
 
-def write_picture(path: Path, pixels: np.ndarray) -> Path:
-    """A uint8 (H, W, 3) image as JPEG (quality 85) or PNG, by the suffix of ``path``, atomically."""
+def write_picture(path: Path, pixels: np.ndarray, quality: int = 80) -> Path:
+    """A uint8 (H, W, 3) image as WebP or JPEG (lossy, ``quality``) or PNG (exact), by the suffix of ``path``,
+    atomically."""
     from PIL import Image
 
     with atomic_path(path) as temporary:
-        Image.fromarray(pixels).save(temporary, quality=85)
+        Image.fromarray(pixels).save(
+            temporary, format=Image.registered_extensions()[path.suffix.lower()], quality=quality
+        )
     return path
 
 
@@ -101,3 +104,26 @@ def claim_folder(out: Path, force: bool, photos: list[str]) -> None:
     if marker.get("format", FORMAT) > FORMAT:
         raise FmapvizError(f"'{out}' holds a site of format {marker['format']}; this fmapviz writes {FORMAT}.")
     write_json(out / MARKER, {**marker, "format": FORMAT})
+
+
+def check_same_site(out: Path, model: str, keys: dict[str, str], force: bool) -> None:
+    """Refuse to build into a finished site of another model or other settings unless ``force`` (whose data
+    the build would replace); more photos are not other settings.
+
+    Raises:
+        FmapvizError: the site's marker names another model or other cache keys, and not ``force``.
+    """
+    marker = read_json(out / MARKER) or {}
+    if force or "keys" not in marker:
+        return
+    if marker.get("model") != model:
+        what = f"model {marker.get('model')}"
+    else:
+        changed = [stage for stage, value in keys.items() if marker["keys"].get(stage) != value]
+        if not changed:
+            return
+        what = f"other weights or settings ({', '.join(changed)} differ)"
+    if what:
+        raise FmapvizError(
+            f"'{out}' is a site of {what}; choose another -o/--out, or pass --force to replace its data."
+        )

@@ -7,6 +7,7 @@ Pages are plain HTML with relative links, one stylesheet and one small script co
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -16,10 +17,13 @@ import torch
 from ..engines.scan import HISTOGRAM_EDGES
 from ..files import write_text
 from . import cache
-from .build import Site, safe_name
+from .build import PICTURE, Site
+from .layers import safe_name
+from .search import search_index, search_script
 
 ASSETS = Path(__file__).parent / "assets"
 CROPS_ON_IMAGE_PAGE = 3
+PAGE_TILES = 240  # tiles a layer page shows at first (20 rows); the others come by scrolling (explore.js)
 
 
 def esc(value: Any) -> str:
@@ -66,7 +70,7 @@ class Pages:
         return root + path.relative_to(self.out).as_posix()
 
     def channel_file(self, layer: str, channel: int, name: str, root: str) -> str:
-        """The link to a file the channel stage wrote (``crop_0.jpg``, ``drive.jpg``)."""
+        """The link to a file the channel stage wrote (``crop_0.webp``, ``drive.webp``)."""
         return self.data_link(self.site.channel_folder(layer, channel) / name, root)
 
     def actmax_image(self, layer: str, channel: int, copy: int = 0) -> Path | None:
@@ -77,7 +81,7 @@ class Pages:
         """The channel's picture: its activation-maximization image, else its best dataset crop."""
         path = self.actmax_image(layer, channel)
         if path is None:
-            crop = self.site.channel_folder(layer, channel) / "crop_0.jpg"
+            crop = self.site.channel_folder(layer, channel) / f"crop_0.{PICTURE}"
             path = crop if crop.is_file() else None
         return self.data_link(path, root) if path is not None else ""
 
@@ -100,6 +104,8 @@ class Pages:
                 )
         for image_id, record in self.site.records.items():
             write_text(Path(self.image_link(image_id, str(self.out) + "/")), self.image_page(record))
+        counts = {layer: self.result[layer].channels for layer in self.site.layers}
+        write_text(self.out / "search.js", search_script(search_index(counts, self.site.records)))
         return write_text(self.out / "index.html", self.model_page())
 
     # ---------------------------------------------------------------------------------------- model page
@@ -118,13 +124,17 @@ class Pages:
             )
         strip = "".join(
             f'<section><h2><a href="{esc(self.layer_link(layer, ""))}">{esc(layer)}</a></h2><div class="tiles">'
-            + "".join(self.tile(layer, channel, "") for channel in site.actmax_channels(layer)[:6] or range(6))
+            + "".join(
+                self.tile(layer, channel, "")
+                for channel in site.actmax_channels(layer)[:6] or range(min(6, self.result[layer].channels))
+            )
             + "</div></section>"
             for layer in site.layers
         )
         photos = "".join(
             f'<a class="tile" href="{esc(self.image_link(image_id, ""))}">'
-            f'<img src="{esc(self.data_link(site.folder("images") / image_id / "photo.jpg", ""))}" alt="">'
+            f'<img src="{esc(self.data_link(site.folder("images") / image_id / f"photo.{PICTURE}", ""))}" alt=""'
+            ' loading="lazy" width="96" height="96">'
             f"<small>{esc(record['prediction'][0][1])}</small></a>"
             for image_id, record in sorted(site.records.items(), key=lambda item: item[1]["file"])
         )
@@ -139,6 +149,9 @@ class Pages:
             f"<h1>{esc(loaded.name)}</h1><p>weights: {esc(loaded.weights or 'none')} · "
             f"{self.result.images} photos scanned at {esc(_pair(self.result.input_size))} · "
             f"explained with {esc(site.settings.method)}</p>"
+            '<form id="search" class="controls"><label>find a channel <input type="search" id="search-query" '
+            'size="36" placeholder="features.18 12 · features.18[12] · a class · a photo"></label>'
+            '<button>go</button></form><ul id="search-results"></ul><script src="search.js"></script>'
             "<h2>Explored layers</h2><table><tr><th>layer</th><th>output</th><th>stride</th><th>receptive field</th>"
             f"<th>channels</th><th>dead</th><th>weak</th></tr>{''.join(rows)}</table>"
             '<p class="note">dead: never positive on any photo; weak: peak below a tenth of the layer\'s median.</p>'
@@ -151,9 +164,14 @@ class Pages:
         return page(f"{loaded.name}: fmapviz explorer", body, "", [(loaded.name, None)])
 
     def tile(self, layer: str, channel: int, root: str, **data: float) -> str:
+        """A channel's tile (``explore.js`` makes the same from a layer page's ``tile-data``)."""
         attributes = "".join(f' data-{name}="{value:.6g}"' for name, value in data.items())
         image = self.tile_image(layer, channel, root)
-        picture = f'<img src="{esc(image)}" alt="channel {channel}">' if image else '<div class="small"></div>'
+        picture = (
+            f'<img src="{esc(image)}" alt="channel {channel}" loading="lazy" width="96" height="96">'
+            if image
+            else '<div class="small"></div>'
+        )
         return (
             f'<a class="tile" href="{esc(self.channel_link(layer, channel, root))}" data-channel="{channel}"'
             f' data-state="{self.state(layer, channel)}"{attributes}>{picture}<span>{channel}</span>'
@@ -165,17 +183,25 @@ class Pages:
 
     def layer_page(self, layer: str) -> str:
         stats, health = self.result.stats(layer), self.health[layer]
-        tiles = "".join(
-            self.tile(
-                layer,
-                channel,
-                "../",
-                mean=float(stats.mean[channel]),
-                max=float(stats.max[channel]),
-                positive=float(stats.fraction_positive[channel]),
-            )
+        values = {
+            channel: {
+                "mean": float(stats.mean[channel]),
+                "max": float(stats.max[channel]),
+                "positive": float(stats.fraction_positive[channel]),
+            }
             for channel in range(health.channels)
-        )
+        }
+        tiles = "".join(self.tile(layer, c, "../", **values[c]) for c in range(min(PAGE_TILES, health.channels)))
+        data = [
+            [
+                c,
+                self.state(layer, c),
+                *(float(f"{v:.6g}") for v in values[c].values()),
+                self.tile_image(layer, c, "../"),
+            ]
+            for c in range(health.channels)
+        ]  # every tile, for sorting, filtering and the pages after the first (a script: file:// cannot fetch)
+        script = json.dumps(data, separators=(",", ":")).replace("</", "<\\/")
         url = self.channel_link(layer, 0, "../").rsplit("/", 1)[0] + "/CHANNEL.html"
         body = (
             f"<h1>{esc(layer)}</h1><p>{health.channels} channels · {len(health.dead_channels)} dead · "
@@ -188,7 +214,9 @@ class Pages:
             '<label><input type="checkbox" id="hide-weak"> hide weak</label>'
             '<form id="jump">channel <input type="number" id="jump-to" min="0" '
             f'max="{health.channels - 1}"> <button>go</button></form><span id="shown" class="note"></span></div>'
-            f'<div class="tiles" id="tiles" data-channel-url="{esc(url)}">{tiles}</div>'
+            f'<div class="tiles" id="tiles" data-channel-url="{esc(url)}" data-page="{PAGE_TILES}">{tiles}</div>'
+            f'<p><button id="more" hidden>show more</button></p><script type="application/json" id="tile-data">'
+            f"{script}</script>"
         )
         return page(f"{layer}: fmapviz explorer", body, "../", [(self.site.loaded.name, None), (layer, None)])
 
@@ -220,19 +248,18 @@ class Pages:
             )
             + "</div>"
             if actmax[0] is not None
-            else f'<p class="note">Only the {site.settings.actmax_top} channels of each layer that fire hardest '
-            "get activation maximization (--actmax-top N or all).</p>"
+            else self.best_crop(layer, channel, root)
         )
         folder = site.channel_folder(layer, channel)
         crops = "".join(
-            f"<figure>{self.photo_link(crop['source'], root, folder / f'crop_{rank}.jpg', 'small')}"
+            f"<figure>{self.photo_link(crop['source'], root, folder / f'crop_{rank}.{PICTURE}', 'small')}"
             f"<figcaption>{crop['value']:.3g}</figcaption></figure>"
             for rank, crop in enumerate(record.get("crops", []))
         )
         least = self.least_activating(layer, channel, root)
         drive = record.get("drive")
         drive_html = (
-            f'<figure><img class="big" src="{esc(self.channel_file(layer, channel, "drive.jpg", root))}" '
+            f'<figure><img class="big" src="{esc(self.channel_file(layer, channel, f"drive.{PICTURE}", root))}" '
             'alt="input gradient"><figcaption>|d mean activation / d pixel| on the best photo, smoothed'
             "</figcaption></figure>"
             if drive
@@ -249,7 +276,11 @@ class Pages:
             f'<a href="{esc(self.layer_link(layer, root))}">all channels of {esc(layer)}</a></p>'
             f'<div class="row"><div><h2>Activation maximization</h2>{actmax_html}</div>'
             f"<div><h2>Statistics</h2><table>{table}</table></div>"
-            f"<div><h2>Per-photo maxima</h2>{histogram_svg(scanned.histogram[channel])}</div></div>"
+            "<div><h2>Per-photo maxima</h2>"
+            + histogram_svg(
+                scanned.histogram[channel], float(scanned.image_max.min[channel]), float(scanned.image_max.max[channel])
+            )
+            + "</div></div>"
             f'<h2>Top dataset examples</h2><p class="note">Receptive field of the strongest position (box), '
             f'with the peak value.</p><div class="row">{crops}</div>'
             f'<h2>Least activating photos</h2><div class="row">{least}</div>'
@@ -257,6 +288,17 @@ class Pages:
         )
         crumbs = [(site.loaded.name, None), (layer, self.layer_link(layer, root)), (str(channel), None)]
         return page(f"{layer}[{channel}]: fmapviz explorer", body, root, crumbs)
+
+    def best_crop(self, layer: str, channel: int, root: str) -> str:
+        """What stands in for a missing activation-maximization image: the channel's best dataset crop."""
+        crop = self.site.channel_folder(layer, channel) / crop_name(0)
+        if not crop.is_file():
+            return '<p class="note">No activation-maximization image and no dataset example.</p>'
+        return (
+            f'<figure><img class="big" src="{esc(self.data_link(crop, root))}" alt="best dataset crop">'
+            f"<figcaption>its best dataset crop: only the {self.site.settings.actmax_top} channels of each layer "
+            "that fire hardest are optimized (--actmax-top N or all)</figcaption></figure>"
+        )
 
     def photo_link(self, source: str, root: str, picture: Path, size: str) -> str:
         image = f'<img class="{size}" src="{esc(self.data_link(picture, root))}" alt="{esc(Path(source).name)}">'
@@ -266,8 +308,9 @@ class Pages:
     def least_activating(self, layer: str, channel: int, root: str) -> str:
         records = [r for r in self.site.records.values() if layer in r["layers"]]
         records.sort(key=lambda r: r["layers"][layer]["activations"][channel])
+        photo = f"photo.{PICTURE}"
         return "".join(
-            f"<figure>{self.photo_link(r['file'], root, self.site.folder('images') / r['id'] / 'photo.jpg', 'small')}"
+            f"<figure>{self.photo_link(r['file'], root, self.site.folder('images') / r['id'] / photo, 'small')}"
             f"<figcaption>mean {r['layers'][layer]['activations'][channel]:.3g}</figcaption></figure>"
             for r in records[: self.site.settings.least]
         )
@@ -282,7 +325,7 @@ class Pages:
             for _, name, probability in record["prediction"]
         )
         cams = "".join(
-            f'<figure><img class="big" src="{esc(self.data_link(folder / f"gradcam_{safe_name(layer)}.jpg", root))}"'
+            f'<figure><img class="big" src="{esc(self.data_link(folder / gradcam_name(layer), root))}"'
             f' alt="Grad-CAM at {esc(layer)}"><figcaption>Grad-CAM at {esc(layer)}</figcaption></figure>'
             for layer in site.layers
         )
@@ -293,11 +336,11 @@ class Pages:
             rows = []
             peak = max((abs(v) for v in explained["values"]), default=1.0) or 1.0
             for channel, value in zip(explained["channels"], explained["values"]):
-                attribution = folder / f"attribution_{safe_name(layer)}_{channel}.jpg"
+                attribution = folder / f"attribution_{safe_name(layer)}_{channel}.{PICTURE}"
                 actmax = self.actmax_image(layer, channel)
                 channel_record = self.channels.get((layer, channel), {})
                 crops = "".join(
-                    f'<img class="small" src="{esc(self.channel_file(layer, channel, f"crop_{rank}.jpg", root))}" '
+                    f'<img class="small" src="{esc(self.channel_file(layer, channel, crop_name(rank), root))}" '
                     f'alt="top example {rank}">'
                     for rank in range(min(CROPS_ON_IMAGE_PAGE, len(channel_record.get("crops", []))))
                 )
@@ -320,7 +363,7 @@ class Pages:
             )
         body = (
             f"<h1>{esc(Path(record['file']).name)}</h1>"
-            f'<div class="row"><figure><img class="big" src="{esc(self.data_link(folder / "photo.jpg", root))}" '
+            f'<div class="row"><figure><img class="big" src="{esc(self.data_link(folder / f"photo.{PICTURE}", root))}" '
             f'alt="photo"></figure><div><h2>Prediction</h2><table>{prediction}</table></div>{cams}</div>'
             f"<h2>Explanation through channels: why '{esc(target)}'</h2>"
             f'<p class="note">{esc(site.settings.method)}: each channel\'s contribution to the class logit, '
@@ -330,8 +373,17 @@ class Pages:
         return page(f"{Path(record['file']).name}: fmapviz explorer", body, root, crumbs)
 
 
-def histogram_svg(counts: torch.Tensor, width: int = 280, height: int = 110) -> str:
-    """An inline SVG bar chart of one channel's histogram over the scan's signed-log bins (non-empty range)."""
+def crop_name(rank: int) -> str:
+    return f"crop_{rank}.{PICTURE}"
+
+
+def gradcam_name(layer: str) -> str:
+    return f"gradcam_{safe_name(layer)}.{PICTURE}"
+
+
+def histogram_svg(counts: torch.Tensor, low: float, high: float, width: int = 280, height: int = 110) -> str:
+    """An inline SVG bar chart of one channel's histogram over the scan's signed-log bins (non-empty range),
+    its axis labelled with the data's own range ``low`` to ``high`` (not the outer bin edges, which go past it)."""
     nonzero = torch.nonzero(counts).flatten()
     if nonzero.numel() == 0:
         return '<p class="note">no photos</p>'
@@ -339,19 +391,25 @@ def histogram_svg(counts: torch.Tensor, width: int = 280, height: int = 110) -> 
     shown = counts[first : last + 1].double()
     top = float(shown.max())
     bar = width / shown.numel()
+    edges = HISTOGRAM_EDGES.tolist()
     rects = "".join(
         f'<rect x="{i * bar:.1f}" y="{height - 18 - (height - 24) * float(c) / top:.1f}" width="{max(bar - 1, 1):.1f}" '
-        f'height="{(height - 24) * float(c) / top:.1f}"><title>{int(c)}</title></rect>'
+        f'height="{(height - 24) * float(c) / top:.1f}"><title>{int(c)} photos{_bin_range(edges, first + i)}</title>'
+        "</rect>"
         for i, c in enumerate(shown)
     )
-    edges = HISTOGRAM_EDGES
-    low = float(edges[max(first - 1, 0)])
-    high = float(edges[min(last, edges.numel() - 1)])
     return (
         f'<svg class="histogram" width="{width}" height="{height}" viewBox="0 0 {width} {height}">{rects}'
-        f'<text x="0" y="{height - 4}" font-size="11">{low:.3g}</text>'
-        f'<text x="{width}" y="{height - 4}" font-size="11" text-anchor="end">{high:.3g}</text></svg>'
+        f'<text x="0" y="{height - 4}" font-size="11">{low:.4g}</text>'
+        f'<text x="{width}" y="{height - 4}" font-size="11" text-anchor="end">{high:.4g}</text></svg>'
+        f'<p class="note">{int(counts.sum())} photos, per-photo maxima from {low:.4g} to {high:.4g}</p>'
     )
+
+
+def _bin_range(edges: list[float], index: int) -> str:
+    below = f"{edges[index - 1]:.3g}" if index > 0 else "−∞"
+    above = f"{edges[index]:.3g}" if index < len(edges) else "∞"
+    return f" in ({below}, {above}]"
 
 
 def _shape(shape: list[int] | None) -> str:

@@ -16,7 +16,10 @@ import torch
 from torch import nn
 
 from .._torch_internals import dispatch_modes_enabled
+from ..devices import check_model_input
 from ..errors import LayerNotFoundError
+from ..model_input import accepts_loaded_model
+from ..models import LoadedModel
 from ..outputs import OutputPicker, first_tensor, output_tensor
 from ..tokens import LAYOUTS, as_spatial, from_spatial, resolve_layout
 from .copy_guard import CopyBeforeWrite, storage_key
@@ -283,8 +286,9 @@ def _substitute(output: Any, old: torch.Tensor, new: torch.Tensor) -> Any:
     return None
 
 
+@accepts_loaded_model(inputs=())
 def capture(
-    model: nn.Module,
+    model: nn.Module | LoadedModel,
     layers: LayerSelectors,
     *,
     device: torch.device | str | None = None,
@@ -343,8 +347,9 @@ def capture(
     return Capture(model, layers, {**settings, "layout": layout, "train": train})
 
 
+@accepts_loaded_model()
 def feature_maps(
-    model: nn.Module,
+    model: nn.Module | LoadedModel,
     x: torch.Tensor,
     layers: LayerSelectors,
     *,
@@ -382,6 +387,7 @@ def feature_maps(
             f"feature_maps needs the model input tensor x, not a {type(x).__name__}: "
             "pass fmapviz.load_image(picture, loaded.transform).tensor."
         )
+    check_model_input(model, x)
     options = dict(device=device, dtype=dtype, stop_early=stop_early, pick=pick, layout=layout, train=train)
     try:
         with torch.no_grad(), capture(model, layers, **options) as maps:

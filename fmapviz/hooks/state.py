@@ -10,10 +10,13 @@ import torch
 from torch import nn
 
 from .._torch_internals import modules_and_parameters
+from ..model_input import accepts_loaded_model
+from ..models import LoadedModel
 
 
+@accepts_loaded_model(inputs=())
 @contextmanager
-def model_guard(model: nn.Module, *, train: bool = False, freeze: bool = True) -> Iterator[nn.Module]:
+def model_guard(model: nn.Module | LoadedModel, *, train: bool = False, freeze: bool = True) -> Iterator[nn.Module]:
     """Put ``model`` in eval (or train) mode with frozen parameters, and restore both on exit.
 
     Engines wrap their work in this so that no parameter gradient is ever computed

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..devices import describe
 from ..engines.actmax import maximize
 from ..engines.channels import channel_stats
 from ..engines.evaluate import deletion, insertion
@@ -78,12 +79,14 @@ class ReportSpec:
 
 @dataclass
 class ReportResult:
-    """What :func:`report` wrote: one PNG per image, the manifest and the HTML index."""
+    """What :func:`report` wrote: one PNG per image (``kept``: by an earlier run), the manifest, the HTML index."""
 
     pages: list[Path]
     manifest: Path
     index: Path
     timings: dict[str, float] = field(default_factory=dict)
+    kept: list[Path] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
 
 def hierarchy_layers(rows: Sequence[LayerInfo], depth: int = 2) -> list[str]:
@@ -165,7 +168,9 @@ def report(
         with model_guard(model, freeze=False):
             return report(load_model(model), images, out, spec=spec, force=force, progress=progress)
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
-    image = images if isinstance(images, LoadedImage) else load_image(images, loaded.transform)
+    image = images if isinstance(images, LoadedImage) else load_image(images, loaded.transform, skip_unreadable=True)
+    for _, reason in image.skipped:
+        warnings.warn(f"report skips it: {reason}", stacklevel=2)
     out = Path(out)
     stems = _page_names(image.names)
     manifest_path, index_path = out / "manifest.json", out / "index.html"
@@ -182,14 +187,15 @@ def report(
         if existing and done is None and not force:
             raise FmapvizError(f"{existing[0]} already exists; pass --force (force=True) to overwrite it.")
         pages: list[Path] = []
+        kept: list[Path] = []
         entries: list[dict[str, Any]] = []
-        bar = Progress("report", len(stems), enabled=progress)
-        clock.progress = bar
+        clock.progress = bar = Progress("report", len(stems), enabled=progress)
         for index, stem in enumerate(stems):
             path = out / f"{stem}.png"
             previous = (done or {}).get(image.names[index])
             if previous is not None and previous["page"] == path.name and path.is_file():
                 pages.append(path)
+                kept.append(path)
                 entries.append(previous)  # finished by an earlier, interrupted run
                 bar.done(f"{path.name} (kept from an earlier run)")
                 continue
@@ -199,11 +205,11 @@ def report(
             )
             pages.append(save_figure(page, path))
             entries.append({"image": image.names[index], "page": path.name, **entry})
-            _write_index(loaded, spec, layers, entries, clock, complete=False, out=out)
+            _write_index(loaded, spec, layers, entries, clock, complete=False, out=out, skipped=image.skipped)
             bar.done(str(path))
         bar.close()
-        timings = _write_index(loaded, spec, layers, entries, clock, complete=True, out=out)
-    return ReportResult(pages, manifest_path, index_path, timings)
+        timings = _write_index(loaded, spec, layers, entries, clock, complete=True, out=out, skipped=image.skipped)
+    return ReportResult(pages, manifest_path, index_path, timings, kept, image.skipped)
 
 
 def _write_index(
@@ -215,11 +221,12 @@ def _write_index(
     *,
     complete: bool,
     out: Path,
+    skipped: Sequence[tuple[str, str]] = (),
 ) -> dict[str, float]:
     """Write manifest.json and index.html for the pages done so far; returns the timings."""
     total_model = sum(seconds for name, seconds in clock.seconds.items() if name.startswith("model"))
     timings = {**{k: round(v, 3) for k, v in clock.seconds.items()}, "model total": round(total_model, 3)}
-    manifest = {**_manifest(loaded, spec, layers, entries, timings), "complete": complete}
+    manifest = {**_manifest(loaded, spec, layers, entries, timings), "complete": complete, "skipped": skipped}
     write_json(out / "manifest.json", manifest)
     write_text(out / "index.html", _index_html(loaded, entries))
     return timings
@@ -409,7 +416,7 @@ def _manifest(
         "model": loaded.name,
         "weights": loaded.weights,
         "checkpoint": {"path": loaded.checkpoint, "sha256": loaded.checkpoint_sha256} if loaded.checkpoint else None,
-        "device": str(loaded.device),
+        "device": describe(loaded.device),  # "cuda:0 (NVIDIA H100 80GB HBM3)", "cpu"
         "versions": {
             "fmapviz": __version__,
             "torch": torch.__version__,

@@ -195,9 +195,10 @@ def annotated_grid(
     mosaic = grid(tiles, columns, padding, pad_value)
     mosaic_h, mosaic_w = mosaic.shape[:2]
     image_w, image_h = mosaic_w * scale / DPI, mosaic_h * scale / DPI
-    if title:  # a title wider than the figure wraps instead of running off both edges
-        title = fit_caption(title, (left + image_w + right) * DPI - 10, font_size * 1.4)
-        top = 0.1 + font_size / 72.0 * 1.4 * (1.2 * (title.count("\n") + 1) + 1.0)
+    title_size = font_size * 1.4
+    if title:  # a title wider than the figure wraps (and shrinks) instead of running off both edges or being cut
+        title, title_size = fit_title(title, (left + image_w + right) * DPI - 10, font_size)
+        top = 0.1 + title_size / 72.0 * (1.2 * (title.count("\n") + 1) + 1.0)
     fig_w, fig_h = left + image_w + right, bottom + image_h + top
     figure = new_figure(fig_w, fig_h)
     axes = figure.add_axes((left / fig_w, bottom / fig_h, image_w / fig_w, image_h / fig_h))
@@ -228,7 +229,7 @@ def annotated_grid(
                 clip_on=False,
             )
     if title:
-        figure.suptitle(title, fontsize=font_size * 1.4, y=1 - 0.05 / fig_h, va="top")
+        figure.suptitle(title, fontsize=title_size, y=1 - 0.05 / fig_h, va="top")
     if colorbar is not None:
         draw_colorbar(
             figure,
@@ -305,6 +306,25 @@ def fit_caption(text: str, width_pixels: float, font_size: float, max_lines: int
         longest[-1] = longest[-1][: per_line - 1].rstrip() + "…"
     lines = [piece for pieces in wrapped for piece in pieces]
     return "\n".join(lines)
+
+
+def fit_title(text: str, width_pixels: float, font_size: float) -> tuple[str, float]:
+    """A figure title and its size: 1.4 × ``font_size`` shrinking to 0.7 × until it fits whole on two lines,
+    then wrapped on as many lines as it needs, a word wider than the figure broken across lines (never cut).
+
+    Example:
+        >>> fit_title("mobilenet_v2: class visualizations", 150, 8)
+        ('mobilenet_v2: class\nvisualizations', 8.8)
+    """
+    whole = "".join(text.split())
+    for tenths in range(14, 6, -1):
+        fitted = fit_caption(text, width_pixels, font_size * tenths / 10, max_lines=2)
+        if "".join(fitted.split()) == whole:
+            return fitted, font_size * tenths / 10
+    import textwrap
+
+    per_line = max(4, int(width_pixels / (0.62 * font_size * 0.7 * DPI / 72.0)))  # as fit_caption counts
+    return "\n".join(textwrap.wrap(text, per_line)), font_size * 0.7
 
 
 def _resize_tiles(tiles: np.ndarray, width: int) -> np.ndarray:

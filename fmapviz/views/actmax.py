@@ -81,4 +81,4 @@ def _default_names(result: Any) -> list[str]:
     channels = getattr(result, "channels", None)
     if channels is not None:
         return [f"{index}" for index in channels]
-    return list(result.labels)
+    return list(getattr(result, "names", None) or result.labels)  # "banana" rather than "class:954"

@@ -16,6 +16,8 @@ from ..engines.channels import ChannelStats, RankFunction, as_batch, normalize_m
 from ..inputs import LoadedImage
 from ..layers import LayerInfo
 from ..layers import summary as layer_summary
+from ..model_input import accepts_loaded_model
+from ..models import LoadedModel
 from ..plot.colors import colormap_lut, lut_indices, rgb, to_uint8_image
 from ..plot.figures import DPI, Figure, annotated_grid, fit_tile_pixels
 from ..plot.maps import channel_grid, channel_stats_figure, overlay_tiles
@@ -171,12 +173,13 @@ def _fit(tiles: torch.Tensor, cell: int) -> torch.Tensor:
     return upsample(batch, (cell, cell), mode)
 
 
+@accepts_loaded_model(inputs=())
 def show_hierarchy(
     maps: dict[str, torch.Tensor],
     image: ImageInput,
     summary: Sequence[LayerInfo] | None = None,
     *,
-    model: nn.Module | None = None,
+    model: nn.Module | LoadedModel | None = None,
     top: int = 6,
     rank: str | RankFunction = "mean",
     cmap: str = "viridis",

@@ -29,6 +29,8 @@ def show_saliency(
 ) -> Figure:
     """Overlay saliency maps on the image, side by side: rows are images, columns are methods (and targets).
 
+    A result of several layers (``saliency(..., layers=[...])``) gets one column per layer, captioned with it.
+
     Signed views (Integrated Gradients, input×gradient) use a diverging colormap centred on 0, blue
     negative and red positive; ``"abs"`` and ``"positive"`` views use a sequential map from 0.
 
@@ -65,7 +67,7 @@ def show_saliency(
     if photos.dim() != 4 or photos.shape[0] not in (1, batch):
         raise ValueError(f"image must be (3,H,W) or (N,3,H,W) with N = {batch}; got {tuple(image.shape)}.")
     columns = []  # (caption, view, maps (N,H,W) on cpu)
-    for caption, result in named.items():
+    for caption, result in (part for item in named.items() for part in _per_layer(*item)):
         shown = view or result.view
         values = result.view_maps(shown).detach().float().cpu()
         if values.shape[0] != batch:
@@ -112,6 +114,13 @@ def _named_results(results: Any) -> dict[str, SaliencyResult]:
     if not named:
         raise ValueError("results is empty; pass at least one SaliencyResult.")
     return named
+
+
+def _per_layer(caption: str, result: SaliencyResult) -> list[tuple[str, SaliencyResult]]:
+    """A result of several layers as one result per layer, its caption naming the layer; else the result."""
+    if len(result.layer_maps) < 2:
+        return [(caption, result)]
+    return [(f"{caption} {layer}", result.for_layer(layer)) for layer in result.layer_maps]
 
 
 def _caption(caption: str, result: SaliencyResult, k: int) -> str:

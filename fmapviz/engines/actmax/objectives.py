@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from ...hooks import layer_keys
-from ...vocabulary import UNIT_FORMS, Unit, class_index, is_unit, parse_unit
+from ...vocabulary import UNIT_FORMS, Unit, bare_int_error, class_index, is_unit, parse_unit
 
 INPUT = "@input"
 OUTPUT = "@output"
@@ -113,12 +113,16 @@ def _as_objective(value: Objective | float) -> Objective:
         return value
     if isinstance(value, numbers.Real):
         constant = float(value)
-        return Objective(lambda tensors: constant * torch.ones(_batch(tensors)), f"{constant:g}")
+        return Objective(lambda tensors: _first(tensors).new_full((_batch(tensors),), constant), f"{constant:g}")
     raise TypeError(f"Cannot combine an objective with {type(value).__name__}; use an Objective or a number.")
 
 
+def _first(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    return next(iter(tensors.values()))
+
+
 def _batch(tensors: Mapping[str, torch.Tensor]) -> int:
-    return next(iter(tensors.values())).shape[0]
+    return _first(tensors).shape[0]
 
 
 def _layer(tensors: Mapping[str, torch.Tensor], name: str) -> torch.Tensor:
@@ -243,7 +247,7 @@ def direction(layer: str, vector: torch.Tensor | Sequence[float]) -> Objective:
         >>> objective.name, objective(fmapviz.feature_maps(model, x, "features.10")).shape
         ('direction:features.10', torch.Size([1]))
     """
-    unit = torch.as_tensor(vector, dtype=torch.float32).flatten()
+    unit = torch.as_tensor(vector, dtype=torch.float32).flatten()  # cpu: moved to each activation in score
     unit = unit / unit.norm().clamp_min(1e-12)
 
     def score(tensors: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -388,6 +392,8 @@ def parse_objective(spec: str | Unit | Objective, categories: Sequence[str] | No
         return spec
     if isinstance(spec, Unit) or is_unit(spec):
         return unit_objective(spec)
+    if isinstance(spec, int):
+        raise bare_int_error(spec)
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"Bad objective {spec!r}: {_FORMS}")
     text = spec.strip()

@@ -25,8 +25,11 @@ from torch import nn
 from ...errors import LayerNotFoundError, closest_names
 from ...hooks import capture, model_guard
 from ...inputs import IMAGENET_MEAN, IMAGENET_STD, model_device
+from ...memory import USABLE_FRACTION, forward_bytes, free_bytes
+from ...model_input import accepts_loaded_model, fixed_model_size, model_dtype
+from ...models import LoadedModel
 from ...outputs import output_tensor
-from ...vocabulary import Unit, is_unit
+from ...vocabulary import Unit, bare_int_error, is_unit
 from .objectives import INPUT, OUTPUT, Objective, channel, class_logit, parse_objective
 from .param import PARAMS
 from .transforms import Transform, apply, resolve_transforms
@@ -43,7 +46,9 @@ class ActMaxResult:
         history: (steps, N) objective value of each image at each step (with random transforms).
         initial_activation: (N,) objective of each starting image, without random transforms.
         final_activation: (N,) objective of each final image, without random transforms.
-        labels: N readable objective names (``"features.10[17]"``).
+        labels: N readable objective names (``"features.10[17]"``, ``"class:954"``).
+        names: what each image shows, in words: the class name (``"banana"``) where ``categories`` were
+            known, else the label.
         channels: the channel (or class) index of each image when ``channels=`` was given, else None.
         settings: the arguments used (size, steps, lr, param, seed, ...).
     """
@@ -54,11 +59,15 @@ class ActMaxResult:
     final_activation: torch.Tensor
     labels: list[str]
     channels: list[int] | None = None
+    names: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
 
 
+@accepts_loaded_model(
+    inputs=(), mean="mean", std="std", categories="categories", size="input_size", model_size=fixed_model_size
+)
 def maximize(
-    model: nn.Module,
+    model: nn.Module | LoadedModel,
     objective: ObjectiveLike | Sequence[ObjectiveLike] | Callable[[int], Objective],
     *,
     channels: Iterable[int] | str | None = None,
@@ -120,7 +129,9 @@ def maximize(
         raise ValueError(f"Unknown param '{param}'. Use one of {sorted(PARAMS)}.")
     if steps < 0 or copies < 1:
         raise ValueError(f"steps must be >= 0 and copies >= 1, got steps={steps}, copies={copies}.")
-    device = model_device(model)
+    if steps == 0 and init is None:
+        raise ValueError("steps must be >= 1: with steps=0 the images are the starting noise (steps=0 needs init=).")
+    device, dtype = model_device(model), model_dtype(model)
     height, width = _pair(size) if init is None else tuple(init.shape[-2:])
     chain = resolve_transforms(transforms)
     mean_t = torch.tensor(IMAGENET_MEAN if mean is None else mean, device=device).view(1, -1, 1, 1)
@@ -138,19 +149,21 @@ def maximize(
             objectives, seeds = per_image, [seed] * len(per_image)
         _check_layers(model, objectives)
         starts = _init_images(init, len(objectives), device)
-        chunk = _chunk_size(batch_size, len(objectives), device)
+        shape = (1, mean_t.shape[1], *(_pair(model_size) if model_size is not None else (height, width)))
+        chunk = _chunk_size(batch_size, len(objectives), device, model, shape)
 
         def evaluate(image: torch.Tensor, chosen: list[Objective], random: list[torch.Generator] | None):
             x = apply(image, chain, random) if random is not None else image
             if model_size is not None:
                 x = F.interpolate(x, size=_pair(model_size), mode="bilinear", align_corners=False)
-            tensors = _forward(model, (as_channels(x, mean_t.shape[1]) - mean_t) / std_t, chosen)
+            # the image and its optimizer stay float32; the forward runs in the model's dtype (float16, bfloat16)
+            tensors = _forward(model, ((as_channels(x, mean_t.shape[1]) - mean_t) / std_t).to(dtype), chosen)
             tensors[INPUT] = image
             if shared is not None:
-                return shared(tensors)
+                return shared(tensors).float()
             # unbind: one backward node per tensor; B slices would each backprop through a full-size zero tensor
             parts = {key: value.unbind(0) for key, value in tensors.items()}
-            return torch.cat([obj({k: v[i][None] for k, v in parts.items()}) for i, obj in enumerate(chosen)])
+            return torch.cat([obj({k: v[i][None] for k, v in parts.items()}) for i, obj in enumerate(chosen)]).float()
 
         images, history, initial, final = [], [], [], []
         from tqdm.auto import tqdm
@@ -199,6 +212,7 @@ def maximize(
         final_activation=torch.cat(final),
         labels=[obj.name for obj in objectives],
         channels=channel_list,
+        names=[class_name(obj.name, categories) for obj in objectives],
         settings=settings,
     )
 
@@ -233,6 +247,10 @@ def _objectives(
     device: torch.device,
 ) -> tuple[Objective | None, list[Objective], list[int] | None]:
     """(shared objective, per-image objectives, channel indices): exactly one of the first two is used."""
+    if isinstance(objective, int) or (isinstance(objective, Sequence) and any(isinstance(o, int) for o in objective)):
+        value = objective if isinstance(objective, int) else next(o for o in objective if isinstance(o, int))
+        convs = [name for name, module in model.named_modules() if isinstance(module, nn.Conv2d)]
+        raise bare_int_error(value, convs[-1] if convs else "features.10")
     if channels is None:
         if isinstance(objective, (str, Unit, Objective)):
             return parse_objective(objective, categories), [], None
@@ -324,9 +342,31 @@ def _init_images(init: torch.Tensor | None, count: int, device: torch.device) ->
     return images.to(device).expand(count, -1, -1, -1)
 
 
-def _chunk_size(batch_size: int | str, count: int, device: torch.device) -> int:
+def _chunk_size(
+    batch_size: int | str, count: int, device: torch.device, model: nn.Module | None = None, shape: tuple = ()
+) -> int:
+    """Images optimized together: ``batch_size``, or automatically 16 on the CPU and, on a GPU, as many as its
+    free memory holds (one forward's activations per image, times 4 for the backward and the transforms)."""
     if batch_size == "auto":
-        return min(count, 64 if device.type == "cuda" else 16)
+        if device.type == "cpu":
+            return min(count, 16)
+        free = free_bytes(device)
+        per_image = 4 * forward_bytes(model, shape) if model is not None and shape else 0
+        rows = int(USABLE_FRACTION * free // per_image) if free and per_image else 64
+        return max(1, min(count, rows))
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int or 'auto', got {batch_size!r}.")
     return min(batch_size, count)
+
+
+def class_name(label: str, categories: Sequence[str] | None) -> str:
+    """``"banana"`` for the label ``"class:954"`` when ``categories`` name class 954, else the label.
+
+    Example:
+        >>> class_name("class:1", ["cat", "dog"]), class_name("features.10[3]", ["cat", "dog"])
+        ('dog', 'features.10[3]')
+    """
+    head, _, index = label.partition(":")
+    if head == "class" and index.isdigit() and categories is not None and int(index) < len(categories):
+        return str(categories[int(index)])
+    return label

@@ -17,12 +17,14 @@ import torch.nn.functional as F
 Render = Callable[[], torch.Tensor]
 
 # Square root of the ImageNet colour correlation matrix (from Lucid), columns scaled to unit max norm.
+# cpu: a constant, moved to the image where it is used
 _COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 COLOR_CORRELATION = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
 _FOURIER_MAGIC = 4.0  # Lucid's scale that brings the inverse FFT to roughly unit variance
 
 
 def _noise(shape: Sequence[int], generators: Sequence[torch.Generator], std: float) -> torch.Tensor:
+    # cpu: drawn from the CPU generators (the same noise on every device); the callers move it
     return torch.stack([torch.randn(tuple(shape), generator=g) * std for g in generators])
 
 

@@ -18,7 +18,7 @@ Transform = Callable[[torch.Tensor, Sequence[torch.Generator]], torch.Tensor]
 
 
 def _choice(options: Sequence[float], generator: torch.Generator) -> float:
-    return float(options[int(torch.randint(len(options), (1,), generator=generator))])
+    return float(options[int(torch.randint(len(options), (1,), generator=generator))])  # cpu: a Python number
 
 
 def pad(width: int, value: float = 0.5) -> Transform:
@@ -47,8 +47,8 @@ def jitter(distance: int) -> Transform:
 
 
 def _warp(images: torch.Tensor, zoom: Sequence[float], degrees: Sequence[float]) -> torch.Tensor:
-    radians = torch.tensor([math.radians(angle) for angle in degrees])
-    inverse_zoom = 1.0 / torch.tensor(list(zoom))
+    radians = torch.tensor([math.radians(angle) for angle in degrees])  # cpu: theta is moved to the images
+    inverse_zoom = 1.0 / torch.tensor(list(zoom))  # cpu: as radians
     cos, sin = torch.cos(radians) * inverse_zoom, torch.sin(radians) * inverse_zoom
     zeros = torch.zeros_like(cos)
     theta = torch.stack([torch.stack([cos, -sin, zeros], 1), torch.stack([sin, cos, zeros], 1)], 1)

@@ -104,7 +104,7 @@ def select_channels(
     if choice.kind in ("top", "bottom"):
         order = torch.sort(channel_scores(maps, rank), descending=choice.kind == "top", stable=True).indices
         return order[: min(choice.count, count)]
-    indices = torch.tensor(choice.indices, dtype=torch.int64)
+    indices = torch.tensor(choice.indices, dtype=torch.int64)  # cpu: checked here (no sync), then moved
     if bool(((indices < -count) | (indices >= count)).any()):
         raise ValueError(f"channels {indices.tolist()} has indices out of range for {count} channels (0..{count - 1}).")
     return (indices % count).to(device)

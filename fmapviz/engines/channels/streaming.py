@@ -16,6 +16,8 @@ from torch import nn
 from ...data import batch_images, image_batches
 from ...hooks import LayerSelectors, capture, model_guard
 from ...inputs import default_transform, model_device
+from ...model_input import accepts_loaded_model, as_model_input
+from ...models import LoadedModel
 from .statistics import ChannelStats, RunningLayerStats, compute_channel_stats
 
 
@@ -63,9 +65,10 @@ def stream_channel_stats(
     return running.health(weak_ratio)
 
 
+@accepts_loaded_model(inputs=("data",), transform="transform")
 def channel_stats(
     data: Any,
-    model: nn.Module | None = None,
+    model: nn.Module | LoadedModel | None = None,
     layers: LayerSelectors | None = None,
     *,
     transform: Any = None,
@@ -109,4 +112,6 @@ def channel_stats(
     if layers is None:
         raise ValueError("layers= is required with model=: say which layers to measure, e.g. 'features.*'.")
     _, batches = image_batches(data, [transform or default_transform()], batch_size)
-    return stream_channel_stats(model, (x for (x,) in batches), layers, weak_ratio=weak_ratio, device=device)
+    return stream_channel_stats(
+        model, (as_model_input(model, x) for (x,) in batches), layers, weak_ratio=weak_ratio, device=device
+    )

@@ -153,6 +153,7 @@ def compare_checkpoints(
     last = len(taps) - 1
 
     def table(value: Callable[[int, str], float]) -> torch.Tensor:
+        # cpu: a table of Python numbers for the result record
         return torch.tensor([[value(k, key) for key in keys] for k in range(len(taps))], dtype=torch.float64)
 
     return CheckpointSeries(

@@ -7,13 +7,38 @@ are class indices, one for every image or one per image, taken from a SaliencyRe
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+from torch import nn
 
+from ...devices import check_model_input, float32_precision
 from ...outputs import output_tensor
 from ..saliency import SaliencyResult
+
+Metric = TypeVar("Metric", bound=Callable[..., Any])
+
+
+def full_precision(metric: Metric) -> Metric:
+    """Give ``metric`` a keyword ``allow_tf32=False`` and run it inside :func:`fmapviz.devices.float32_precision`:
+    full float32 convolutions and matmuls by default (the same scores on every card), TF32 allowed on request;
+    the user's settings are restored after, even on an error."""
+    signature = inspect.signature(metric)
+    flag = inspect.Parameter("allow_tf32", inspect.Parameter.KEYWORD_ONLY, default=False, annotation="bool")
+    parameters = list(signature.parameters.values())
+    keywords = [i for i, parameter in enumerate(parameters) if parameter.kind is inspect.Parameter.VAR_KEYWORD]
+    parameters.insert(keywords[0] if keywords else len(parameters), flag)
+
+    @functools.wraps(metric)
+    def wrapper(*args: Any, allow_tf32: bool = False, **kwargs: Any) -> Any:
+        with float32_precision(allow_tf32):
+            return metric(*args, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
 
 
 def class_indices(target: int | Sequence[int] | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
@@ -22,13 +47,21 @@ def class_indices(target: int | Sequence[int] | torch.Tensor, batch: int, device
 
 
 def maps_and_classes(
-    maps: torch.Tensor | SaliencyResult, target: int | Sequence[int] | torch.Tensor | None, x: torch.Tensor
+    maps: torch.Tensor | SaliencyResult,
+    target: int | Sequence[int] | torch.Tensor | None,
+    x: torch.Tensor,
+    model: nn.Module | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(N, H, W)`` maps (detached, their dtype kept) and ``(N,)`` classes to score them on input ``x``.
 
+    Every metric that runs ``model`` calls this first, so each checks ``model`` and ``x`` in this one place.
+
     Raises:
         ValueError: no target is known, or the maps do not match ``x``'s batch or height and width.
+        DeviceError: ``model`` is on the meta device, or ``x`` on another device than ``model``.
     """
+    if model is not None:
+        check_model_input(model, x)
     batch = x.shape[0]
     if isinstance(maps, SaliencyResult):
         if target is None and maps.target is None:

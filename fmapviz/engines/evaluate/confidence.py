@@ -15,8 +15,10 @@ import torch
 from torch import nn
 
 from ...hooks import model_guard
+from ...model_input import accepts_loaded_model
+from ...models import LoadedModel
 from ..inference import fast_forward
-from .common import class_scores, maps_and_classes
+from .common import class_scores, full_precision, maps_and_classes
 
 
 @dataclass
@@ -41,8 +43,10 @@ class ConfidenceChange:
     masked_probability: torch.Tensor
 
 
+@accepts_loaded_model()
+@full_precision
 def average_drop_increase(
-    model: nn.Module,
+    model: nn.Module | LoadedModel,
     x: torch.Tensor,
     maps: Any,
     target: int | Sequence[int] | torch.Tensor | None = None,
@@ -69,7 +73,7 @@ def average_drop_increase(
         >>> 0.0 <= float(change.drop.mean()) <= 1.0
         True
     """
-    maps, classes = maps_and_classes(maps, target, x)
+    maps, classes = maps_and_classes(maps, target, x, model)
     maps = maps.float()
     low = maps.flatten(1).amin(1)[:, None, None]
     scaled = (maps - low) / (maps.flatten(1).amax(1)[:, None, None] - low + 1e-8)

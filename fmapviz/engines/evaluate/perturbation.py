@@ -21,10 +21,12 @@ import torch
 from torch import nn
 
 from ...hooks import model_guard
+from ...model_input import accepts_loaded_model
+from ...models import LoadedModel
 from ...outputs import output_tensor
 from ..inference import fast_forward
 from ..saliency import SaliencyResult, make_baseline
-from .common import maps_and_classes
+from .common import full_precision, maps_and_classes
 
 
 @dataclass
@@ -63,7 +65,7 @@ def _perturbation_curve(
 ) -> PerturbationCurve:
     if steps < 1:
         raise ValueError(f"steps must be >= 1, not {steps}.")
-    maps, classes = maps_and_classes(maps, target, x)
+    maps, classes = maps_and_classes(maps, target, x, model)
     reference = make_baseline(x, baseline)
     pixels = maps[0].numel()
     counts = torch.linspace(0, pixels, steps + 1, device=x.device).round().long()  # pixels changed per step
@@ -85,8 +87,10 @@ def _perturbation_curve(
     return PerturbationCurve(mode, fractions, scores, torch.trapezoid(scores, fractions, dim=1), name)
 
 
+@accepts_loaded_model()
+@full_precision
 def deletion(
-    model: nn.Module,
+    model: nn.Module | LoadedModel,
     x: torch.Tensor,
     maps: torch.Tensor | SaliencyResult,
     target: int | Sequence[int] | torch.Tensor | None = None,
@@ -120,8 +124,10 @@ def deletion(
     return _perturbation_curve("deletion", model, x, maps, target, steps, baseline, batch_size)
 
 
+@accepts_loaded_model()
+@full_precision
 def insertion(
-    model: nn.Module,
+    model: nn.Module | LoadedModel,
     x: torch.Tensor,
     maps: torch.Tensor | SaliencyResult,
     target: int | Sequence[int] | torch.Tensor | None = None,

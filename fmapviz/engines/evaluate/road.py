@@ -19,10 +19,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...hooks import model_guard
+from ...model_input import accepts_loaded_model
+from ...models import LoadedModel
 from ..inference import fast_forward
-from ..seeding import generator
-from .common import class_scores, maps_and_classes
+from ..seeding import generator, randn
+from .common import class_scores, full_precision, maps_and_classes
 
+# cpu: a constant, moved to x's device where it is used
 NEIGHBOUR_WEIGHTS = torch.tensor([[1 / 12, 1 / 6, 1 / 12], [1 / 6, 0.0, 1 / 6], [1 / 12, 1 / 6, 1 / 12]])
 """ROAD's imputation: each removed pixel is this weighted mean of its 8 neighbours (Rong et al., 2022)."""
 
@@ -124,8 +127,10 @@ class RoadResult:
     baseline: torch.Tensor
 
 
+@accepts_loaded_model()
+@full_precision
 def road(
-    model: nn.Module,
+    model: nn.Module | LoadedModel,
     x: torch.Tensor,
     maps: Any,
     target: int | Sequence[int] | torch.Tensor | None = None,
@@ -168,11 +173,11 @@ def road(
         >>> fmapviz.evaluate.road(model, x, result, fractions=(0.5,)).score.shape
         torch.Size([1])
     """
-    maps, classes = maps_and_classes(maps, target, x)
+    maps, classes = maps_and_classes(maps, target, x, model)
     maps = maps.float()
     if not all(0 < f < 1 for f in fractions):
         raise ValueError(f"fractions must lie strictly between 0 and 1; got {list(fractions)}.")
-    noise_draws = generator(seed, x.device)
+    noise_draws = generator(seed)
     levels = torch.tensor([1 - f for f in fractions], device=x.device, dtype=torch.float32)
     curves = {}
     with torch.no_grad(), model_guard(model):
@@ -187,9 +192,10 @@ def road(
                 images, removed.reshape(-1, *x.shape[-2:]), iterations=iterations, tolerance=tolerance
             )
             if noise:
-                jitter = torch.randn(filled.shape, generator=noise_draws, device=x.device, dtype=x.dtype) * noise
+                jitter = randn(filled.shape, noise_draws, like=x) * noise
                 filled = filled + jitter * removed.reshape(-1, 1, *x.shape[-2:])
             rows = classes.repeat_interleave(len(fractions))
             curves[order] = class_scores(forward, filled, rows, score, batch_size).reshape(x.shape[0], -1)
     morf, lerf = curves["morf"], curves["lerf"]
-    return RoadResult(torch.tensor(list(fractions)), morf, lerf, (lerf.mean(1) - morf.mean(1)) / 2, baseline)
+    steps = torch.tensor(list(fractions), device=x.device)
+    return RoadResult(steps, morf, lerf, (lerf.mean(1) - morf.mean(1)) / 2, baseline)

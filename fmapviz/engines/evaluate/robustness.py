@@ -14,9 +14,11 @@ import torch
 from torch import nn
 
 from ...hooks import model_guard
+from ...model_input import accepts_loaded_model
+from ...models import LoadedModel
 from ...outputs import output_tensor
-from ..seeding import generator, seeded
-from .common import class_indices, maps_and_classes
+from ..seeding import generator, randn, seeded
+from .common import class_indices, full_precision, maps_and_classes
 
 
 def _per_channel(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -24,8 +26,10 @@ def _per_channel(maps: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return (maps[:, None] / x.shape[1]).expand_as(x).to(x.dtype).contiguous()
 
 
+@accepts_loaded_model()
+@full_precision
 def infidelity(
-    model: nn.Module,
+    model: nn.Module | LoadedModel,
     x: torch.Tensor,
     maps: Any,
     target: int | Sequence[int] | torch.Tensor | None = None,
@@ -50,13 +54,13 @@ def infidelity(
     """
     from captum.metrics import infidelity as captum_infidelity
 
-    maps, classes = maps_and_classes(maps, target, x)
+    maps, classes = maps_and_classes(maps, target, x, model)
 
     def perturb(inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        change = torch.randn(inputs.shape, generator=noise_draws, device=inputs.device, dtype=inputs.dtype) * noise
+        change = randn(inputs.shape, noise_draws, like=inputs) * noise
         return change, inputs - change
 
-    noise_draws = generator(seed, x.device)
+    noise_draws = generator(seed)
     with model_guard(model):
         return captum_infidelity(
             lambda inputs: output_tensor(model(inputs)),
@@ -70,6 +74,7 @@ def infidelity(
         )
 
 
+@full_precision
 def sensitivity(
     explain: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     x: torch.Tensor,

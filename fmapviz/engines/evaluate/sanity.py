@@ -9,6 +9,7 @@ Targets follow :mod:`fmapviz.engines.saliency.targets`.
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,8 @@ from torch import nn
 
 from ..._torch_internals import is_batch_or_instance_norm
 from ...hooks import LayerSelector, resolve_layers
+from ...model_input import accepts_loaded_model
+from ...models import LoadedModel
 from ..saliency import SaliencyResult, View, saliency
 from ..seeding import seeded
 
@@ -47,7 +50,8 @@ def _ranks(rows: torch.Tensor) -> torch.Tensor:
     return ranks
 
 
-def cascade_blocks(model: nn.Module) -> list[str]:
+@accepts_loaded_model(inputs=())
+def cascade_blocks(model: nn.Module | LoadedModel) -> list[str]:
     """Blocks in definition order: children owning parameters, with ``Sequential``/``ModuleList`` opened.
 
     Example:
@@ -95,8 +99,9 @@ class RandomizationResult:
     reset_running_stats: bool = False
 
 
+@accepts_loaded_model()
 def randomization_check(
-    model: nn.Module,
+    model: nn.Module | LoadedModel,
     x: torch.Tensor,
     method: str = "gradient",
     target: Any = "top",
@@ -104,6 +109,8 @@ def randomization_check(
     seed: int = 0,
     view: View | None = None,
     reset_running_stats: bool = False,
+    *,
+    allow_tf32: bool = False,
     **saliency_options: Any,
 ) -> RandomizationResult:
     """Cascading model-parameter randomization (Adebayo et al., 2018) on a deep copy of ``model``.
@@ -117,11 +124,13 @@ def randomization_check(
         target: see :mod:`fmapviz.engines.saliency.targets`.
         blocks: what to re-initialize, top first; each entry is a layer selector or a list of them,
             randomized together in one step. Default: :func:`cascade_blocks`, reversed.
-        seed: seeds the re-initialization (the caller's RNG state is left untouched).
+        seed: seeds the re-initialization, drawn on the CPU whatever the model's device (the same random
+            weights on every device; the caller's RNG state is left untouched).
         view: compare maps in this view; default: the method's own view.
         reset_running_stats: also reset BatchNorm running mean and variance to 0 and 1. By default
             they are kept (only the learnable weights are re-initialized), so the check measures
             the randomized weights, not a change of input statistics; fmapviz 0.1 reset them.
+        allow_tf32: passed to each :func:`fmapviz.saliency` call (TF32 convolutions on NVIDIA GPUs).
         **saliency_options: passed to :func:`fmapviz.saliency` (``layers``, ``steps``, ...).
 
     Returns:
@@ -132,6 +141,7 @@ def randomization_check(
         >>> bool(check.correlations[-1, 0] < 0.5)  # Grad-CAM changes once the top blocks are random
         True
     """
+    saliency_options["allow_tf32"] = allow_tf32
     original = saliency(model, x, method, target=target, **saliency_options)
     fixed = original.target[:, 0] if original.target is not None else target
     view = view or original.view
@@ -140,16 +150,28 @@ def randomization_check(
     randomized = copy.deepcopy(model)
     names: list[str] = []
     correlations = []
-    with seeded(seed, x.device):
+    with seeded(seed, torch.device("cpu")):
         for step in steps:
             selected = resolve_layers(randomized, step)
             for name in selected:
-                for module in randomized.get_submodule(name).modules():
-                    _reinitialize(module, reset_running_stats)
+                _reinitialize_on_cpu(randomized.get_submodule(name), reset_running_stats)
             names.append(step if isinstance(step, str) else ",".join(selected))
             maps = saliency(randomized, x, method, target=fixed, **saliency_options).view_maps(view)[:, 0]
             correlations.append(spearman(reference, maps))
     return RandomizationResult(method, names, torch.stack(correlations), original, view, reset_running_stats)
+
+
+def _reinitialize_on_cpu(block: nn.Module, reset_running_stats: bool) -> None:
+    """Re-initialize every module of ``block`` with the CPU's RNG: on another device, a CPU copy is re-initialized
+    and its values copied in, so the same seed gives the same weights as on the CPU."""
+    if all(tensor.device.type == "cpu" for tensor in itertools.chain(block.parameters(), block.buffers())):
+        for module in block.modules():
+            _reinitialize(module, reset_running_stats)
+        return
+    on_cpu = copy.deepcopy(block).cpu()
+    for module in on_cpu.modules():
+        _reinitialize(module, reset_running_stats)
+    block.load_state_dict(on_cpu.state_dict())
 
 
 def _reinitialize(module: nn.Module, reset_running_stats: bool) -> None:

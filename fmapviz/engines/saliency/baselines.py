@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
-from ..seeding import generator
+from ..seeding import generator, rand
 
 BASELINES = {
     "black": "black pixels (zeros of the model input without mean/std)",
@@ -59,6 +59,6 @@ def make_baseline(
         return gaussian_blur(x.detach(), [kernel, kernel], [sigma, sigma])
     if kind == "noise":
         low, high = x.min(), x.max()
-        draws = torch.rand(x.shape, generator=generator(seed, x.device), device=x.device, dtype=x.dtype)
+        draws = rand(x.shape, generator(seed), like=x)
         return low + (high - low) * draws
     raise ValueError(f"Unknown baseline '{kind}'. Use one of: {', '.join(BASELINES)}, or a tensor.")

@@ -3,7 +3,7 @@
 
 What a search learns lives in a :class:`LayerSearchCache` the caller owns: pass the same one to
 several :func:`fmapviz.saliency` calls (the CLI keeps one per run) and later calls skip the
-shape-only forward and, on class-token models, the probe. Without one, each call searches afresh.
+shape-only forward and, on class-token models, the probe. Without one, calls share :data:`SHARED_SEARCHES`.
 """
 
 from __future__ import annotations
@@ -70,11 +70,32 @@ class LayerSearchCache:
         return modules[:end][-PROBED_MODULES:]
 
 
+SHARED_SEARCHES = LayerSearchCache()
+"""The cache :func:`fmapviz.saliency` uses when no ``layer_search`` is passed: one search per model (held weakly)
+and input shape, so a default ``layers=None`` call costs what a call naming its layer does."""
+
+
 def _layer_shape(name: str, tensor: torch.Tensor) -> tuple[tuple[int, ...], bool]:
     """The (N, C, H, W) shape a layer is captured with, and whether it has leading (class) tokens."""
     layout = resolve_layout(tensor, "auto", name, strict=False)
     leading = layout == "tokens" and token_grid(tensor.shape[1])[0] > 0
     return tuple(as_spatial(tensor, layout).shape), leading
+
+
+def is_image_grid(shape: tuple[int, ...], image: tuple[int, int]) -> bool:
+    """Whether an ``(N, C, h, w)`` map is a grid over an ``image = (H, W)`` input: more than one cell, no larger than
+    the image, and ``h : w`` the image's ratio up to the rounding of strided layers (``|h W - w H| < H + W``).
+
+    A per-head attention tensor ``(N, heads, tokens, head_dim)`` (a ViT's ``attn.q_norm`` or ``k_norm``) is not
+    one: read as a ``heads``-channel image it would be meaningless.
+
+    Example:
+        >>> is_image_grid((1, 512, 7, 7), (224, 224)), is_image_grid((1, 3, 197, 64), (224, 224))
+        (True, False)
+    """
+    h, w = shape[-2:]
+    height, width = image
+    return h * w > 1 and h <= height and w <= width and abs(h * width - w * height) < height + width
 
 
 def _spatial_layers(model: nn.Module, x: torch.Tensor, until: str | None) -> LayerSearch:
@@ -85,6 +106,6 @@ def _spatial_layers(model: nn.Module, x: torch.Tensor, until: str | None) -> Lay
         reached = [index for index, name in enumerate(names) if module_name(name) == until]
         names = names[: reached[-1] + 1] if reached else names
     spatial = [name for name in names if len(shapes[name][0]) == 4 and shapes[name][0][0] == 1]
-    spatial = [name for name in spatial if shapes[name][0][2] * shapes[name][0][3] > 1]
+    spatial = [name for name in spatial if is_image_grid(shapes[name][0], tuple(x.shape[-2:]))]
     modules = list(dict.fromkeys(module_name(name) for name in spatial))
     return LayerSearch(modules, bool(spatial) and shapes[spatial[-1]][1])

@@ -1,9 +1,10 @@
 """``smooth=``: smoothing any method, one option across the registry.
 
 * Input-space methods: ``"smoothgrad"``, ``"smoothgrad_sq"`` or ``"vargrad"`` wrap the method in
-  captum's ``NoiseTunnel`` (Smilkov et al., 2017; Adebayo et al., 2018): ``smooth_samples`` noisy
+  captum's ``NoiseTunnel`` computation (Smilkov et al., 2017; Adebayo et al., 2018): ``smooth_samples`` noisy
   copies of each image with noise std ``smooth_noise`` times that image's value range (as the
-  ``smoothgrad`` method does), averaged (or their squares, or their variance).
+  ``smoothgrad`` method does), averaged (or their squares, or their variance). The noise is drawn on the
+  CPU, so the same seed gives the same map on any device.
 * CAM methods: ``"aug"`` is pytorch-grad-cam's ``aug_smooth`` (test-time augmentation: horizontal
   flip times brightness 0.9, 1, 1.1; each map scaled to [0, 1], flipped back and averaged);
   ``"eigen"`` is its ``eigen_smooth`` (the first principal component of the weighted activations
@@ -17,7 +18,7 @@ from dataclasses import replace
 
 import torch
 
-from ..seeding import seeded
+from ..seeding import generator, normal
 from .pipeline import Job, attribution_per_target
 from .result import Attribution
 
@@ -70,41 +71,38 @@ def deaugmented_mean(maps: torch.Tensor, batch: int) -> torch.Tensor:
 
 
 def noise_tunnel(compute: Callable[[Job], Attribution], job: Job) -> Attribution:
-    """captum's NoiseTunnel around ``compute``, image by image (each image's noise scaled by its own range)."""
-    from captum.attr import Attribution as CaptumAttribution
-    from captum.attr import NoiseTunnel
+    """captum's NoiseTunnel around ``compute``, image by image (each image's noise scaled by its own range).
 
-    plain = {**job.options, "smooth": None}
-
-    class Method(CaptumAttribution):
-        def attribute(self, inputs: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
-            indices = (
-                None if target is None else target.reshape(-1, 1).expand(inputs.shape[0], 1)
-            )  # one-row targets come unexpanded
-            rows = replace(job, x=inputs, indices=indices, options=plain)
-            with torch.enable_grad():  # NoiseTunnel calls its method under no_grad, as captum's own take it back
-                return compute(rows).attributions[:, 0]
-
-        attribute.__wrapped__ = attribute  # NoiseTunnel calls the undecorated attribute of captum's methods
-
-    tunnel = NoiseTunnel(Method(job.model))
+    The same computation as captum's ``NoiseTunnel`` (samples in chunks of ``job.batch_size``, the same sums),
+    but the noise is drawn on the CPU from a generator seeded by ``seed`` and then moved to the input's device:
+    on the CPU the numbers captum draws itself, and the same map on a GPU.
+    """
     x, options = job.x.detach(), job.options
+    plain = {**options, "smooth": None}
     spread = x.flatten(1).amax(1) - x.flatten(1).amin(1)
+    samples, kind = options["smooth_samples"], options["smooth"]
+
+    def tunnel(image: int, column: torch.Tensor | None) -> torch.Tensor:
+        one, draws = x[image : image + 1], generator(options["seed"])
+        stdev = float(options["smooth_noise"] * spread[image])
+        total: torch.Tensor | None = None
+        squares: torch.Tensor | None = None
+        for start in range(0, samples, job.batch_size):
+            count = min(job.batch_size, samples - start)
+            noise = normal(torch.full((count, *one.shape[1:]), stdev, device=x.device), draws)
+            indices = None if column is None else column[image : image + 1].reshape(-1, 1).expand(count, 1)
+            rows = replace(job, x=one.repeat_interleave(count, dim=0) + noise, indices=indices, options=plain)
+            with torch.enable_grad():
+                attributions = compute(rows).attributions[:, 0].reshape(1, count, *one.shape[1:])
+            part, part_squares = attributions.sum(dim=1), torch.sum(torch.pow(attributions, 2), dim=1)
+            total = part if total is None else total + part
+            squares = part_squares if squares is None else squares + part_squares
+        mean, mean_squares = total * 1 / samples, squares * 1 / samples
+        if kind == "smoothgrad":
+            return mean
+        return mean_squares if kind == "smoothgrad_sq" else mean_squares - mean * mean
 
     def attribute(column: torch.Tensor | None) -> torch.Tensor:
-        images = []
-        for image in range(x.shape[0]):
-            with seeded(options["seed"], x.device):
-                images.append(
-                    tunnel.attribute(
-                        x[image : image + 1],
-                        nt_type=options["smooth"],
-                        nt_samples=options["smooth_samples"],
-                        nt_samples_batch_size=job.batch_size,
-                        stdevs=float(options["smooth_noise"] * spread[image]),
-                        target=None if column is None else column[image : image + 1],
-                    )
-                )
-        return torch.cat(images)
+        return torch.cat([tunnel(image, column) for image in range(x.shape[0])])
 
     return attribution_per_target(job, attribute)

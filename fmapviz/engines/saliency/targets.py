@@ -163,17 +163,17 @@ def parse_target(target: TargetSpec, categories: Sequence[str] | None = None) ->
             return Target(label=target, top=top)
         index = class_index(target, categories, what="target class")
         label = categories[index] if categories is not None else f"class {index}"
-        return Target(label=label, classes=torch.tensor([[index]]))
+        return Target(label=label, classes=torch.tensor([[index]]))  # cpu: expanded_classes moves it
     if isinstance(target, bool):
         raise TypeError(f"target={target!r} is not a target. {TARGET_FORMS}")
     if isinstance(target, int):
-        return Target(label=f"class {target}", classes=torch.tensor([[target]]))
+        return Target(label=f"class {target}", classes=torch.tensor([[target]]))  # cpu: as above
     if isinstance(target, tuple) and len(target) == 2 and isinstance(target[0], str) and isinstance(target[1], int):
         raise TypeError(
             f"target=({target[0]!r}, {target[1]}) is the old form of a unit; write '{target[0]}[{target[1]}]'."
         )
     if isinstance(target, (list, torch.Tensor)):
-        classes = torch.as_tensor(target, dtype=torch.long)
+        classes = torch.as_tensor(target, dtype=torch.long)  # cpu: kept where given, moved by expanded_classes
         if classes.dim() == 2:  # (1, K) for every image or (N, K): K maps per image from one forward
             return Target(label="classes", classes=classes)
         return Target(label="per-image classes", classes=classes.reshape(-1, 1))

@@ -16,7 +16,7 @@ DataLoader or Dataset, by their dataset index (:func:`fmapviz.data.indexed_batch
 (:meth:`ScanResult.examples`, :mod:`.result`). Shards (``shard=(i, n)``: every n-th image
 from i) merge exactly (:meth:`ScanResult.merge`). Under ``torchrun`` the scan shards by rank
 and gathers the shards (:mod:`.driver`, with :mod:`fmapviz.distributed`), so
-``torchrun --nproc-per-node 2 -m fmapviz scan MODEL DATA --layer L -o out/`` runs two
+``torchrun --nproc-per-node 2 -m fmapviz scan MODEL DATA --layers L -o out/`` runs two
 processes and writes one merged result.
 """
 

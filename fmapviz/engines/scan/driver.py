@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ...data import indexed_batches
+from ...devices import describe
 from ...distributed import gather_objects, is_distributed, rank_and_world
 from ...hooks import LayerSelectors, capture, model_guard, resolve_layers
 from ...inputs import default_transform, model_device, normalization
@@ -94,7 +95,7 @@ def scan(
     sources, loader = indexed_batches(data, shard, transform, batch_size, num_workers)
 
     scanned: dict[str, LayerScan] = {}
-    current = {"sources": torch.empty(0, dtype=torch.int64)}
+    current = {"sources": torch.empty(0, dtype=torch.int64)}  # cpu: the loader's indices, moved in update
 
     def reduce(key: str, output: torch.Tensor) -> None:
         if output.ndim not in (2, 4):
@@ -140,6 +141,7 @@ def scan(
         std=std,
         transform_repr=repr(transform) if sources is not None else None,
         shard=shard,
+        device=describe(device),
         transform=transform if sources is not None else None,
     )
     if distributed:

@@ -9,7 +9,9 @@ import torch
 
 from ..channels.statistics import RunningChannelStats
 
+# cpu: constant bin edges, moved to the maps' device in update
 _DECADES = 10.0 ** torch.linspace(-3, 4, 85, dtype=torch.float64)
+# cpu: as _DECADES
 HISTOGRAM_EDGES = torch.cat([-_DECADES.flip(0), torch.zeros(1, dtype=torch.float64), _DECADES])
 """Signed-log bin edges (12 per decade from 1e-3 to 1e4, both signs, and 0). Bin ``b`` counts
 values in ``(edges[b-1], edges[b]]``; bin 0 and the last bin take everything beyond the ends."""

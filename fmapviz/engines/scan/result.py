@@ -61,6 +61,7 @@ class ScanResult:
         mean, std: the input normalization, to display crops.
         transform_repr: ``repr`` of the transform used on image files.
         shard: (i, n) when this result covers one shard only.
+        device: where the scan ran, as :func:`fmapviz.devices.describe` writes it (rank 0's under torchrun).
     """
 
     layers: dict[str, LayerScan]
@@ -74,6 +75,7 @@ class ScanResult:
     std: tuple[float, ...] = IMAGENET_STD
     transform_repr: str | None = None
     shard: tuple[int, int] | None = None
+    device: str | None = None
     transform: Callable[[Any], torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     def __getitem__(self, layer: str) -> LayerScan:
@@ -115,6 +117,7 @@ class ScanResult:
             std=a.std,
             transform_repr=a.transform_repr,
             shard=None,  # several shards together: which ones is not tracked
+            device=a.device,
             transform=a.transform or b.transform,
         )
 
@@ -261,6 +264,7 @@ class ScanResult:
             "transform": self.transform_repr,
             "shard": list(self.shard) if self.shard else None,
             "histogram_edges": HISTOGRAM_EDGES.tolist(),
+            "device": self.device,
         }
         with atomic_path(folder / "scan.pt") as temporary:  # an interrupted save leaves no half file
             torch.save(tensors, temporary)
@@ -284,6 +288,7 @@ class ScanResult:
             "std": self.std,
             "transform_repr": self.transform_repr,
             "shard": self.shard,
+            "device": self.device,
         }
 
     @classmethod
@@ -333,6 +338,7 @@ def load_scan(path: str | os.PathLike) -> ScanResult:
             "std": tuple(meta["std"]),
             "transform_repr": meta["transform"],
             "shard": tuple(meta["shard"]) if meta["shard"] else None,
+            "device": meta.get("device"),  # scans written before fmapviz recorded it have none
         },
         "tensors": tensors,
     }

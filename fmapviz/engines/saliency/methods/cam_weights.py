@@ -193,7 +193,7 @@ def ablation_cam_weights(
             for first in range(0, len(picked), rows if shared_prefix[0] else batch_size):
                 group = picked[first : first + (rows if shared_prefix[0] else batch_size)]
                 ablated = activation[image].expand(len(group), -1, -1, -1).clone()
-                ablated[torch.arange(len(group)), group] = 0
+                ablated[torch.arange(len(group), device=group.device), group] = 0
                 images = torch.full((len(group),), image, device=x.device)
                 scores = None
                 with _replaced_output(model, module, call, lambda _output, ablated=ablated: ablated):

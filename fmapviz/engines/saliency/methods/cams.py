@@ -18,8 +18,9 @@ from dataclasses import replace
 import torch
 
 from ....hooks import call_number, layer_keys, module_name
+from ....model_input import at_least_float32
 from ...inference import fast_forward
-from ...seeding import generator
+from ...seeding import generator, randn
 from ..pipeline import Job, Weigh, layer_pass, upsampled_maps
 from ..registry import CAM_OPTIONS, CAM_SMOOTH, SEED, Compute, Option, register
 from ..result import Attribution
@@ -70,7 +71,7 @@ def cam(weigh: Weigh, eigen: bool = False) -> Compute:
 
     def compute(job: Job) -> Attribution:
         def reduced(activation: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-            weighted = weigh(activation, grad)
+            weighted = weigh(at_least_float32(activation), at_least_float32(grad))  # float16 models too
             return eigen_projection(weighted) if eigen else reduce_channels(weighted, job)
 
         return Attribution.of_layers(layer_pass(job, reduced), job.layers)
@@ -285,8 +286,7 @@ def smoothgrad_campp(job: Job) -> Attribution:
     activations, _ = _layer_activations(job)
     x = job.x.detach()
     samples = job.options["samples"]
-    seeds = generator(job.options["seed"], x.device)
-    draws = torch.randn((samples, *x.shape[1:]), generator=seeds, device=x.device, dtype=x.dtype)
+    draws = randn((samples, *x.shape[1:]), generator(job.options["seed"]), like=x)
     draws = draws * job.options["noise"]
     keys = list(activations)
     moments: dict[str, list[torch.Tensor]] = {}

@@ -7,17 +7,19 @@ score per row otherwise; DeepLIFT, Deconvolution and LRP get it as a :class:`Sco
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from ...._torch_internals import lrp_supported_layers
-from ...seeding import numpy_seeded, seeded
+from ...seeding import generator, normal, numpy_seeded, seeded
 from ..baselines import make_baseline
 from ..pipeline import Forward, Job, attribution_per_target
 from ..registry import NOISE_TUNNEL, PATCH_BASELINE, SEED, Option, register
 from ..result import Attribution
+from ..unshare import PASS_THROUGH, UnshareError, reused_modules, unshared_copy
 
 
 class ScoreModule(nn.Module):
@@ -44,21 +46,26 @@ def _propagated(job: Job, rule: Callable[[nn.Module, torch.Tensor, torch.Tensor 
     return attribution_per_target(job, lambda column: rule(module, x, column))
 
 
-def reused_modules(model: nn.Module, x: torch.Tensor) -> list[str]:
-    """Names of the leaf modules that run more than once in one forward of ``x[:1]`` (no gradient)."""
-    counts: dict[str, int] = {}
-    handles = [
-        module.register_forward_pre_hook(lambda _m, _a, name=name: counts.__setitem__(name, counts.get(name, 0) + 1))
-        for name, module in model.named_modules()
-        if not list(module.children())
-    ]
+def one_module_per_call(job: Job, method: str, drop: tuple[type[nn.Module], ...] = ()) -> Job:
+    """``job`` on an :func:`~..unshare.unshared_copy` of its model when a leaf module runs more than once per
+    forward (or a ``drop`` type is present), else ``job`` itself.
+
+    Raises:
+        ValueError: a module is reused and no such copy can be made (one line naming the module and why).
+    """
+    reused = reused_modules(job.model, job.x)
+    if not reused and not any(isinstance(module, drop) for module in job.model.modules()):
+        return job
     try:
-        with torch.no_grad():
-            model(x[:1])
-    finally:
-        for handle in handles:
-            handle.remove()
-    return [name for name, count in counts.items() if count > 1]
+        return dataclasses.replace(job, model=unshared_copy(job.model, drop))
+    except UnshareError as error:
+        if not reused:
+            return job
+        raise ValueError(
+            f"{method}: module '{reused[0]}' runs more than once per forward, and captum's {method} needs one "
+            f"module per call; fmapviz runs it on a copy with one module per call, but {error}. "
+            "Use gradient_shap or integrated_gradients."
+        ) from None
 
 
 def deeplift(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, baseline: torch.Tensor) -> torch.Tensor:
@@ -86,18 +93,37 @@ def deeplift(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None, bas
     options={**PATCH_BASELINE, **NOISE_TUNNEL},
 )
 def deeplift_method(job: Job) -> Attribution:
-    """DeepLIFT, rescale rule (Shrikumar et al., 2017), via captum, against ``baseline``."""
+    """DeepLIFT, rescale rule (Shrikumar et al., 2017), via captum, against ``baseline``.
+
+    Runs on a copy with one module per call where the model reuses a module (a torchvision ResNet's ``relu``).
+    """
+    job = one_module_per_call(job, "DeepLift")
     module, x, baseline = _module(job), job.x.detach(), job.baseline()
     return attribution_per_target(job, lambda column: deeplift(module, x, column, baseline))
 
 
 def gradient_shap(
-    forward: Forward, x: torch.Tensor, target: torch.Tensor | None, baselines: torch.Tensor, samples: int, stdev: float
+    forward: Forward,
+    x: torch.Tensor,
+    target: torch.Tensor | None,
+    baselines: torch.Tensor,
+    samples: int,
+    stdev: float,
+    seed: int = 0,
 ) -> torch.Tensor:
-    """GradientSHAP (Lundberg & Lee, 2017) through captum: expected gradients from ``baselines`` with input noise."""
+    """GradientSHAP (Lundberg & Lee, 2017) through captum: expected gradients from ``baselines`` with input noise.
+
+    captum's computation with its ``n_samples`` copies of each image made here, their Gaussian noise (std
+    ``stdev``) drawn on the CPU from a generator seeded by ``seed``: the same map on every device. The baselines
+    and interpolation points come from numpy's RNG inside captum (seed it, see :func:`numpy_seeded`).
+    """
     from captum.attr import GradientShap
 
-    return GradientShap(forward).attribute(x, baselines=baselines, n_samples=samples, stdevs=stdev, target=target)
+    rows = x.repeat_interleave(samples, dim=0)
+    noisy = rows + normal(torch.full(rows.shape, float(stdev), device=x.device), generator(seed))
+    targets = target.repeat_interleave(samples) if isinstance(target, torch.Tensor) else target
+    attributions = GradientShap(forward).attribute(noisy, baselines=baselines, n_samples=1, stdevs=0.0, target=targets)
+    return attributions.reshape(x.shape[0], samples, *x.shape[1:]).sum(dim=1) * 1 / samples
 
 
 @register(
@@ -121,7 +147,7 @@ def gradient_shap_method(job: Job) -> Attribution:
 
     def attribute(column: torch.Tensor | None) -> torch.Tensor:
         with seeded(options["seed"], x.device), numpy_seeded(options["seed"]):
-            return gradient_shap(forward, x, column, references, options["samples"], options["noise"])
+            return gradient_shap(forward, x, column, references, options["samples"], options["noise"], options["seed"])
 
     return attribution_per_target(job, attribute)
 
@@ -172,5 +198,9 @@ def lrp(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None) -> torch
     options=NOISE_TUNNEL,
 )
 def lrp_method(job: Job) -> Attribution:
-    """LRP, epsilon rule, via captum, where captum has a rule for every layer of the model."""
-    return _propagated(job, lrp)
+    """LRP, epsilon rule, via captum, where captum has a rule for every layer of the model.
+
+    Runs on a copy with one module per call, without ``nn.Identity`` and ``nn.Flatten`` layers, where the model
+    has them (a torchvision ResNet's reused ``relu``, a timm ResNet's ``drop_block`` and ``aa``).
+    """
+    return _propagated(one_module_per_call(job, "LRP", PASS_THROUGH), lrp)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ...seeding import generator
+from ...seeding import generator, randn
 from ..guided import guided_relus
 from ..pipeline import Job, attribution_per_target, averaged_gradients, input_gradients
 from ..registry import NOISE_TUNNEL, SEED, Option, register
@@ -60,8 +60,7 @@ def smoothgrad(job: Job) -> Attribution:
     x = job.x.detach()
     noise, samples = job.options["noise"], job.options["samples"]
     sigma = noise * (x.flatten(1).amax(1) - x.flatten(1).amin(1))
-    seeds = generator(job.options["seed"], x.device)
-    draws = torch.randn((samples, *x.shape[1:]), generator=seeds, device=x.device, dtype=x.dtype)
+    draws = randn((samples, *x.shape[1:]), generator(job.options["seed"]), like=x)
 
     def noisy(images: torch.Tensor, variants: torch.Tensor) -> torch.Tensor:
         return x[images] + sigma[images].reshape(-1, 1, 1, 1) * draws[variants]

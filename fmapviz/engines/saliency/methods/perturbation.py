@@ -157,9 +157,11 @@ def weighted_least_squares(model: Any, dataloader: Any, construct_kwargs: dict[s
     """A captum ``LinearModel`` train function: sklearn ``LinearRegression`` with sample weights, in torch.
 
     Like sklearn: weighted centering, rows scaled by sqrt(weight), minimum-norm least squares
-    (LAPACK gelsd) for the coefficients, intercept from the weighted means.
+    (LAPACK gelsd, on the CPU) for the coefficients, intercept from the weighted means. The fitted
+    parameters go back to the device of the samples (the input's), where captum multiplies them.
     """
     rows = [tuple(batch) for batch in dataloader]
+    device = rows[0][0].device
     x = torch.cat([row[0] for row in rows]).double()
     y = torch.cat([row[1] for row in rows]).double().reshape(x.shape[0], -1)
     weight = (
@@ -172,7 +174,6 @@ def weighted_least_squares(model: Any, dataloader: Any, construct_kwargs: dict[s
         ((x - x_mean) * scale).cpu(), ((y - y_mean) * scale).cpu(), driver="gelsd"
     ).solution
     intercept = y_mean.cpu() - x_mean.cpu() @ coefficients
-    device = getattr(model, "device", "cpu")
     set_linear_parameters(model, coefficients.T.float().to(device), intercept.float().reshape(1).to(device))
     return {}
 
