@@ -119,3 +119,18 @@ def _repo_root_stays_clean():
     new = sorted(set(os.listdir(ROOT)) - before - _ROOT_CACHES)
     if new:
         pytest.fail(f"the tests left {new} in {ROOT}; write under tmp_path (or monkeypatch.chdir(tmp_path))")
+
+
+def tiny_vit_config(**labels):
+    """A Hugging Face ViT config small enough for any test: 64 px, 16 px patches (a class token + 4x4), 5 classes."""
+    transformers = pytest.importorskip("transformers")
+    return transformers.ViTConfig(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        image_size=64,
+        patch_size=16,
+        num_labels=5,
+        **labels,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import ASSETS, assert_same_state, hook_count, model_state
+from conftest import ASSETS, assert_same_state, hook_count, model_state, tiny_vit_config
 from torchvision import transforms
 
 import fmapviz
@@ -35,15 +35,7 @@ def timm_model(name: str, **options) -> torch.nn.Module:
 def hf_vit() -> torch.nn.Module:
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    config = transformers.ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=64,
-        patch_size=16,
-        num_labels=5,
-    )
+    config = tiny_vit_config()
     return transformers.ViTForImageClassification(config).eval()
 
 

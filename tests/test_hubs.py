@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from conftest import ASSETS, ROOT, hook_count
+from conftest import ASSETS, ROOT, hook_count, tiny_vit_config
 from PIL import Image
 
 import fmapviz
@@ -46,16 +46,8 @@ def hf_folder(tmp_path_factory):
     """A tiny Hugging Face ViT (64 px, 16 px patches: a class token + 4x4) and its processor, saved as from the hub."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    config = transformers.ViTConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        image_size=64,
-        patch_size=16,
-        num_labels=len(LABELS),
-        id2label=dict(enumerate(LABELS)),
-        label2id={label: index for index, label in enumerate(LABELS)},
+    config = tiny_vit_config(
+        id2label=dict(enumerate(LABELS)), label2id={label: index for index, label in enumerate(LABELS)}
     )
     folder = tmp_path_factory.mktemp("hf_vit")
     transformers.ViTForImageClassification(config).save_pretrained(folder)
