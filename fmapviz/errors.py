@@ -74,6 +74,18 @@ class WeightsNotFoundError(ModelLoadError):
     exit_code = 2
 
 
+class InputSizeError(FmapvizError, ValueError):
+    """An input too small for the model (its maps would collapse to 1x1 early, or it is smaller than the first
+    kernel); the message names the size and the option to change. The command line exits with 2.
+
+    Example:
+        >>> issubclass(fmapviz.errors.InputSizeError, ValueError), fmapviz.errors.InputSizeError.exit_code
+        (True, 2)
+    """
+
+    exit_code = 2
+
+
 def closest_names(query: str, names: Iterable[str], limit: int = 5) -> list[str]:
     """The names most similar to ``query``, best first (for "did you mean" hints)."""
     names = list(names)

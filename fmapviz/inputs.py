@@ -260,18 +260,35 @@ def load_image(
     return LoadedImage(batch, display.contiguous(), [name for name, _ in pictures], skipped or [])
 
 
+UPSAMPLED_LIMIT = 8
+"""A photo whose shorter side the transform enlarges more than this many times gets a warning naming it."""
+
+
 def transform_images(pictures: Sequence[tuple[str, Any]], transform: Callable[[Any], torch.Tensor]) -> torch.Tensor:
     """The (N,C,H,W) batch ``transform`` makes of named pictures (``(name, PIL image)`` pairs).
 
     Raises:
         ImageLoadError: the transform gives no (C,H,W) tensor (naming the picture), or tensors of different sizes.
+
+    Warns:
+        UserWarning: once, naming the pictures upsampled more than :data:`UPSAMPLED_LIMIT` times (a 1x1 photo).
     """
-    tensors = []
+    tensors, blown_up = [], []
     for name, picture in pictures:
         tensor = transform(picture)
         if not isinstance(tensor, torch.Tensor) or tensor.ndim != 3:
             raise ImageLoadError(f"The transform turned '{name}' into {type(tensor).__name__}, not a (C,H,W) tensor.")
         tensors.append(tensor)
+        if isinstance(picture, Image.Image) and min(picture.size) * UPSAMPLED_LIMIT < min(tensor.shape[-2:]):
+            blown_up.append(f"'{name}' ({picture.size[0]}x{picture.size[1]})")
+    if blown_up:
+        size = "x".join(str(side) for side in tensors[0].shape[-2:])
+        warnings.warn(
+            f"{len(blown_up)} image(s) much smaller than the model's {size} input, upsampled more than "
+            f"{UPSAMPLED_LIMIT}x (its maps show blown-up pixels; use larger photos): {', '.join(blown_up[:3])}"
+            + (", ..." if len(blown_up) > 3 else ""),
+            stacklevel=3,  # the caller of load_image
+        )
     return stack_images(tensors)
 
 

@@ -16,6 +16,7 @@ numbers, except that pooling done by functional code in a ``forward`` (no module
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,8 +25,10 @@ import torch
 from torch import nn
 
 from ._torch_internals import TorchDispatchMode, dispatch_modes_enabled
+from .errors import InputSizeError
 from .hooks import LayerSelectors, capture, model_guard, module_name
-from .inputs import model_device
+from .inputs import model_device, model_dtype
+from .memory import meta_forward
 from .model_input import accepts_loaded_model, loaded_input_shape
 from .models import LoadedModel
 
@@ -165,9 +168,14 @@ def _traced(
     layers: LayerSelectors,
     record: Callable[[str, torch.Tensor, Geometry | None], Any],
     stop_early: bool = False,
+    meta: bool = False,
 ) -> dict[str, Any]:
-    """Run one forward pass on zeros; ``record(name, output, geometry)`` for each selected layer."""
-    x = torch.zeros(tuple(input_size), device=model_device(model))
+    """Run one forward pass on zeros (``meta``: shapes only, on the meta device, in the model's dtype);
+    ``record(name, output, geometry)`` for each selected layer."""
+    if meta:
+        x = torch.empty(tuple(input_size), device="meta", dtype=model_dtype(model))
+    else:
+        x = torch.zeros(tuple(input_size), device=model_device(model))
     tracker = _GeometryTracker() if dispatch_modes_enabled() else _ModuleGeometryTracker(model)
     tracker.geometry[id(x)] = Geometry()
     tracker.alive.append(x)
@@ -177,8 +185,84 @@ def _traced(
 
     options = dict(reduce=reduce, stop_early=stop_early)
     with model_guard(model), torch.no_grad(), capture(model, layers, **options) as rows, tracker:
-        model(x)
+        meta_forward(model, x) if meta else model(x)
     return dict(rows)
+
+
+SLIDING_WINDOWS = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
+"""The layers whose strides make a model's total stride (adaptive pooling, which scales with the input, is not one)."""
+
+
+@accepts_loaded_model(inputs=(), input_size=loaded_input_shape)
+def check_input_size(
+    model: nn.Module | LoadedModel, input_size: Sequence[int] = (1, 3, 224, 224), option: str = "size="
+) -> None:
+    """Refuse an input too small for the model, and warn about one smaller than its total stride.
+
+    The thresholds come from the model's own layers, traced on the ``meta`` device (nothing is allocated, at any
+    size): its convolutions and poolings. An input smaller than the first one's kernel, or on which more than half
+    of them give 1x1 maps, is an error: the maps collapse long before the last layer. An input smaller than the
+    total stride (the product of the strides, 32 for mobilenet_v2) is a warning: the deepest maps are 1x1.
+    A model that cannot run on the meta device is not checked.
+
+    Args:
+        model: an image model; it is not run or changed.
+        input_size: (N, C, H, W) of the input.
+        option: how the message names the size to change (``"--size"`` on the command line).
+
+    Raises:
+        InputSizeError: the input is smaller than the first kernel, or most maps are 1x1; the message names
+            the size, the layer and the smallest size that keeps the maps.
+
+    Warns:
+        UserWarning: the input is smaller than the total stride.
+
+    Example:
+        >>> fmapviz.layers.check_input_size(torchvision.models.mobilenet_v2(), (1, 3, 3, 3), "--size")
+        Traceback (most recent call last):
+        ...
+        fmapviz.errors.InputSizeError: An input of 3x3 is too small for MobileNetV2: its maps are 1x1 from ...
+    """
+    modules = dict(model.named_modules())
+
+    def window(name: str, output: torch.Tensor, geometry: Geometry | None) -> tuple | None:
+        module = modules[module_name(name)]
+        if geometry is None or not isinstance(module, SLIDING_WINDOWS):
+            return None
+        kernel = _pair(getattr(module, "kernel_size", 1), 1)
+        dilation = _pair(getattr(module, "dilation", 1), 1)
+        reach = tuple(dilation[a] * (kernel[a] - 1) + 1 for a in range(2))
+        return name, tuple(output.shape[-2:]), geometry.stride, reach
+
+    try:
+        rows = [row for row in _traced(model, input_size, "all", window, meta=True).values() if row is not None]
+    except Exception:  # noqa: BLE001 - an op without a meta kernel (or a size it rejects): the run will say
+        return
+    if not rows:
+        return
+    height, width = input_size[-2:]
+    stride = tuple(int(max(row[2][a] for row in rows)) for a in range(2))
+    needed = f"pass {option} {max(stride)} or more"
+    what = f"An input of {height}x{width}"
+    first, reach = rows[0][0], rows[0][3]
+    if height < reach[0] or width < reach[1]:
+        raise InputSizeError(
+            f"{what} is smaller than the {reach[0]}x{reach[1]} kernel of {first}, the first layer of "
+            f"{type(model).__name__}; {needed}."
+        )
+    collapsed = [row[0] for row in rows if row[1] == (1, 1)]
+    if len(collapsed) * 2 > len(rows):
+        raise InputSizeError(
+            f"{what} is too small for {type(model).__name__}: its maps are 1x1 from {collapsed[0]} on "
+            f"({len(collapsed)} of its {len(rows)} convolutions and poolings); {needed}."
+        )
+    if height < stride[0] or width < stride[1]:
+        deepest = next(row[0] for row in reversed(rows) if row[2] == max(row[2] for row in rows))
+        warnings.warn(
+            f"{what} is smaller than the total stride {_pair_text(stride)} of {type(model).__name__} "
+            f"(at {deepest}): its deepest maps are 1x1; {needed}.",
+            stacklevel=2,
+        )
 
 
 class _GeometryTracker(TorchDispatchMode):

@@ -5,6 +5,7 @@
 * :func:`free_bytes` reads the device's free memory (CUDA, MPS, or the machine's available RAM).
 * :func:`halving` runs a chunked job with an automatic chunk size and halves it on out-of-memory,
   saying so once; a chunk size the user chose is never changed: it gets an error naming the option.
+  :func:`halving_chunks` does so for a job in consecutive slices, resuming at the slice that failed.
 """
 
 from __future__ import annotations
@@ -61,8 +62,12 @@ def _available_ram() -> int | None:
         return None
 
 
-def forward_bytes(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> int:
-    """Bytes of the input and of every module output of one forward pass on an input of ``shape``.
+def forward_bytes(
+    model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype = torch.float32, *, kept: bool = True
+) -> int:
+    """Bytes of the input and of every module output of one forward pass on an input of ``shape`` (what a
+    backward keeps); ``kept=False``: of the input and the largest module output only, the least a pass without
+    gradients holds at once.
 
     The forward runs on the ``meta`` device through :func:`torch.func.functional_call` with meta copies of the
     parameters and buffers: the model is not moved or changed and nothing is allocated. A model that cannot run
@@ -72,24 +77,46 @@ def forward_bytes(model: nn.Module, shape: tuple[int, ...], dtype: torch.dtype =
         >>> fmapviz.memory.forward_bytes(torch.nn.Conv2d(3, 8, 3, padding=1), (1, 3, 32, 32))
         45056
     """
-    total = [torch.Size(shape).numel() * dtype.itemsize]
+    outputs = [0]
 
     def count(module: nn.Module, args: tuple, output: object) -> None:
         if isinstance(output, torch.Tensor):
-            total.append(output.numel() * output.element_size())
+            outputs.append(output.numel() * output.element_size())
 
-    named = itertools.chain(model.named_parameters(), model.named_buffers())
-    tensors = {name: torch.empty_like(value, device="meta") for name, value in named}
     handles = [module.register_forward_hook(count) for module in model.modules() if not any(module.children())]
     try:
         with torch.no_grad():
-            functional_call(model, tensors, (torch.empty(shape, dtype=dtype, device="meta"),), strict=False)
+            meta_forward(model, torch.empty(shape, dtype=dtype, device="meta"))
     except Exception:  # noqa: BLE001 - an op without a meta kernel: no estimate
         return 0
     finally:
         for handle in handles:
             handle.remove()
-    return sum(total)
+    return torch.Size(shape).numel() * dtype.itemsize + (sum(outputs) if kept else max(outputs))
+
+
+def rows_that_fit(device: torch.device, per_row: int) -> int | None:
+    """How many rows of ``per_row`` bytes the free memory of ``device`` holds (None when either is unknown).
+
+    Example:
+        >>> fmapviz.memory.rows_that_fit(torch.device("cpu"), 2**20) > 0
+        True
+    """
+    free = free_bytes(device)
+    return int(USABLE_FRACTION * free // per_row) if free and per_row else None
+
+
+def meta_forward(model: nn.Module, x: torch.Tensor) -> object:
+    """``model(x)`` on the ``meta`` device: meta copies of its parameters and buffers through
+    :func:`torch.func.functional_call`, so shapes come out and nothing is allocated or changed.
+
+    Example:
+        >>> fmapviz.memory.meta_forward(torch.nn.Conv2d(3, 8, 3), torch.empty(1, 3, 32, 32, device="meta")).shape
+        torch.Size([1, 8, 30, 30])
+    """
+    named = itertools.chain(model.named_parameters(), model.named_buffers())
+    tensors = {name: torch.empty_like(value, device="meta") for name, value in named}
+    return functional_call(model, tensors, (x,), strict=False)
 
 
 def check_fits(needed: int, device: torch.device, what: str, fix: str) -> None:
@@ -162,6 +189,28 @@ def halving(run: Callable[[int], T], rows: int, *, what: str, option: str, chose
                 warnings.warn(f"{what}: out of memory at {rows} rows at a time; retrying with fewer.", stacklevel=2)
                 warned = True
             rows //= 2
+
+
+def halving_chunks(run: Callable[[slice], None], total: int, rows: int, *, what: str, option: str, chosen: bool) -> int:
+    """``run(part)`` for consecutive slices of ``range(total)``, ``rows`` long, through :func:`halving`: after an
+    out-of-memory the failed slice and the rest run with half the rows (finished slices are kept, so ``run`` must
+    leave no trace of a slice that failed). Returns the rows per slice used last.
+
+    Example:
+        >>> parts = []
+        >>> fmapviz.memory.halving_chunks(parts.append, 5, 2, what="x", option="batch_size", chosen=False), parts
+        (2, [slice(0, 2, None), slice(2, 4, None), slice(4, 5, None)])
+    """
+    done = 0
+
+    def from_where_it_stopped(size: int) -> int:
+        nonlocal done
+        while done < total:
+            run(slice(done, min(done + size, total)))
+            done = min(done + size, total)
+        return size
+
+    return halving(from_where_it_stopped, rows, what=what, option=option, chosen=chosen)
 
 
 def _release() -> None:

@@ -55,6 +55,21 @@ class TinyCNN(nn.Module):
         return self.fc(self.pool(self.features(x)).flatten(1))
 
 
+class FitsRows(nn.Module):
+    """A real TinyCNN that runs out of (CUDA) memory on batches of more than ``rows`` rows."""
+
+    def __init__(self, rows: int) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.net, self.rows, self.batches = TinyCNN(), rows, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.batches.append(x.shape[0])
+        if x.shape[0] > self.rows:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return self.net(x)
+
+
 @pytest.fixture
 def tiny_cnn() -> TinyCNN:
     torch.manual_seed(0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from conftest import TinyCNN, assert_same_state, hook_count, model_state
@@ -87,3 +89,42 @@ def test_randomization_check_accepts_grouped_blocks(tiny_cnn):
     check = evaluate.randomization_check(tiny_cnn, x, "gradcam", blocks=["fc", ["features.2", "features.0"]])
     assert check.blocks == ["fc", "features.0,features.2"]
     assert check.view == "positive"
+
+
+def _gradient(model):
+    return lambda inputs, classes: saliency(model, inputs, "gradient", target=classes).maps[:, 0]
+
+
+HALF_PRECISION_METRICS = {  # metric -> (its scores, how close a bfloat16 model's must be to the float32 model's)
+    "deletion": (lambda model, x, maps: evaluate.deletion(model, x, maps, target=1, steps=8).auc, 0.01),
+    "insertion": (lambda model, x, maps: evaluate.insertion(model, x, maps, target=1, steps=8).auc, 0.01),
+    "road": (lambda model, x, maps: evaluate.road(model, x, maps, target=1, fractions=(0.2, 0.5)).score, 0.01),
+    "average_drop_increase": (lambda model, x, maps: evaluate.average_drop_increase(model, x, maps, 1).drop, 0.01),
+    "infidelity": (lambda model, x, maps: evaluate.infidelity(model, x, maps, 1, noise=0.05, samples=8), 0.003),
+    # the model itself rounds the 0.02 input noise to a few bfloat16 steps: its maps move by that much
+    "sensitivity": (lambda model, x, maps: evaluate.sensitivity(_gradient(model), x, 1, samples=2), 0.1),
+    "randomization_check": (
+        lambda model, x, maps: (
+            evaluate.randomization_check(
+                model, x, "gradient", target=1, blocks=["features.2", "features.0"]
+            ).correlations
+        ),
+        0.01,
+    ),
+}
+
+
+@pytest.mark.parametrize("metric", HALF_PRECISION_METRICS)
+def test_metrics_of_a_bfloat16_model_are_float32_and_close_to_the_float32_models(metric):
+    score, tolerance = HALF_PRECISION_METRICS[metric]
+    model = PatternNet().eval()
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    x = torch.cat([pattern_image(22, 8), pattern_image(10, 20)])  # float32: cast to the model's dtype inside
+    maps = pattern_mask().expand(2, -1, -1)
+    before = model_state(half)
+    full, reduced = score(model, x, maps), score(half, x, maps)
+    assert reduced.dtype in (torch.float32, torch.float64) and bool(torch.isfinite(reduced).all())
+    torch.testing.assert_close(reduced.double(), full.double(), atol=tolerance, rtol=0)
+    assert hook_count(half) == 0
+    assert_same_state(before, model_state(half))
+    assert next(half.parameters()).dtype == torch.bfloat16

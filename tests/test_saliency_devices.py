@@ -12,7 +12,7 @@ import numpy
 import pytest
 import torch
 import torchvision
-from conftest import TinyCNN
+from conftest import FitsRows, TinyCNN
 from torch import nn
 
 import fmapviz
@@ -135,21 +135,6 @@ def test_saliency_and_metrics_run_at_full_float32_precision_and_restore_the_user
     with pytest.raises(RuntimeError, match="the model broke"):
         evaluate.deletion(failing, x, result, steps=2)
     assert set(failing.seen) == {"ieee"} and torch.backends.cudnn.conv.fp32_precision == "tf32"
-
-
-class FitsRows(nn.Module):
-    """TinyCNN that runs out of (CUDA) memory on batches of more than ``rows`` rows."""
-
-    def __init__(self, rows: int) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.net, self.rows, self.batches = TinyCNN(), rows, []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.batches.append(x.shape[0])
-        if x.shape[0] > self.rows:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return self.net(x)
 
 
 def test_automatic_batches_halve_on_out_of_memory_and_a_chosen_one_is_named():

@@ -65,6 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings(), interrupts_are_kept():
             warnings.showwarning = _one_line_warning
+            _check_device(args)
             return COMMANDS[args.command].run(args)
     except UsageError as error:
         if args.debug:
@@ -88,6 +89,14 @@ def _check_early(args: argparse.Namespace) -> None:
     command = COMMANDS[args.command]
     if command.check is not None:
         command.check(args)
+
+
+def _check_device(args: argparse.Namespace) -> None:
+    """A ``--device`` this machine lacks fails before the command creates its output folder (DeviceError, exit 2)."""
+    if getattr(args, "device", None) is not None:
+        from ..devices import resolve_device
+
+        resolve_device(args.device)
 
 
 def _capped(message: str, limit: int = 300) -> str:

@@ -20,6 +20,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--channels", type=channels_value, default="0-7", help="indices, 0-15 or all (default 0-7)")
     parser.add_argument("--steps", type=count_value(1), default=256, help="optimization steps (default 256)")
+    parser.add_argument(
+        "--batch-size", type=count_value(1), help="images optimized together (default: 16 on CPU, a GPU's free memory)"
+    )
     parser.add_argument("-o", "--out", default="actmax.png", help="output PNG (default actmax.png)")
 
 
@@ -43,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         size=loaded.input_size,
         model_size=loaded.size if loaded.fixed_size else None,  # padding and jitter change the size it needs
         steps=args.steps,
+        batch_size=args.batch_size or "auto",
         seed=args.seed,
         progress=not args.quiet,
         mean=loaded.mean,

@@ -48,7 +48,8 @@ def say_device(args: argparse.Namespace, device: torch.device) -> None:
 
 def load_model_from(args: argparse.Namespace, device: str | None = None, use_size: bool = True) -> LoadedModel:
     """The model ``args.model`` names, loaded with the common options (``--weights``, ``--checkpoint``, ...)
-    onto :func:`command_device`, which it then names on stderr (:func:`say_device`)."""
+    onto :func:`command_device`, which it then names on stderr (:func:`say_device`); a ``--size`` too small
+    for the model is refused or warned about (:func:`fmapviz.layers.check_input_size`)."""
     import fmapviz
 
     chosen = command_device(args, device)
@@ -65,6 +66,10 @@ def load_model_from(args: argparse.Namespace, device: str | None = None, use_siz
         output=args.output_key,
     )
     say_device(args, loaded.device)
+    if use_size and args.size is not None:  # a size the model's maps collapse at: refused or warned, naming --size
+        from fmapviz.layers import check_input_size
+
+        check_input_size(loaded, option="--size")
     return loaded
 
 

@@ -20,7 +20,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         "--layers", "--layer", nargs="+", action="extend", required=True, help="layer selectors (repeatable)"
     )
     parser.add_argument("--topk", type=count_value(1), default=16, help="top images kept per channel (default 16)")
-    parser.add_argument("--batch-size", type=count_value(1), default=32, help="images per forward pass (default 32)")
+    parser.add_argument(
+        "--batch-size", type=count_value(1), help="images per forward pass (default 32, fewer if memory is short)"
+    )
     parser.add_argument("--num-workers", type=count_value(0), default=0, help="image-reading processes (default 0)")
     parser.add_argument(
         "--shard", type=shard_value, help="i/n: scan every n-th image from i (default: all; per rank under torchrun)"
@@ -41,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
             args.data,
             args.layers,
             topk=args.topk,
-            batch_size=args.batch_size,
+            batch_size=args.batch_size or "auto",
             num_workers=args.num_workers,
             shard=args.shard,
             progress=not args.quiet and rank == 0,

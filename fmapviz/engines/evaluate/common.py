@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from ...devices import check_model_input, float32_precision
+from ...model_input import at_least_float32
 from ...outputs import output_tensor
 from ..saliency import SaliencyResult
 
@@ -82,10 +83,11 @@ def maps_and_classes(
 def class_scores(
     forward: Callable[[torch.Tensor], Any], x: torch.Tensor, classes: torch.Tensor, score: str, batch_size: int
 ) -> torch.Tensor:
-    """Each row's class score (logit or probability), the model run through ``forward`` in batches."""
+    """Each row's class score (logit or probability), the model run through ``forward`` in batches; float32 for a
+    float16 or bfloat16 model too (the softmax in float32)."""
     rows = []
     for first in range(0, x.shape[0], batch_size):
-        output = output_tensor(forward(x[first : first + batch_size]))
+        output = at_least_float32(output_tensor(forward(x[first : first + batch_size])))
         output = output.softmax(1) if score == "probability" else output
         rows.append(output.gather(1, classes[first : first + batch_size, None])[:, 0])
     return torch.cat(rows)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ...hooks import model_guard
-from ...model_input import accepts_loaded_model
+from ...model_input import accepts_loaded_model, at_least_float32
 from ...models import LoadedModel
 from ...outputs import output_tensor
 from ..inference import fast_forward
@@ -80,7 +80,7 @@ def _perturbation_curve(
             start, end = (x[image], reference[image]) if mode == "deletion" else (reference[image], x[image])
             for first in range(0, steps + 1, batch_size):
                 mask = changed[first : first + batch_size]
-                probabilities = output_tensor(forward(start * (1 - mask) + end * mask)).softmax(1)
+                probabilities = at_least_float32(output_tensor(forward(start * (1 - mask) + end * mask))).softmax(1)
                 scores[image, first : first + batch_size] = probabilities[:, classes[image]]
     fractions = counts.to(scores.dtype) / pixels
     name = baseline if isinstance(baseline, str) else "tensor"

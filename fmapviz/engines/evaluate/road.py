@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...hooks import model_guard
-from ...model_input import accepts_loaded_model
+from ...model_input import accepts_loaded_model, at_least_float32
 from ...models import LoadedModel
 from ..inference import fast_forward
 from ..seeding import generator, randn
@@ -187,14 +187,16 @@ def road(
             flat = signed.flatten(1)
             thresholds = torch.quantile(flat, levels, dim=1).T  # (N, P)
             removed = flat[:, None, :] >= thresholds[:, :, None]  # (N, P, H*W)
-            images = x[:, None].expand(-1, len(fractions), -1, -1, -1).flatten(0, 1)
+            # the imputation solves a linear system: float32 for a float16 or bfloat16 model, whose dtype it is given
+            images = at_least_float32(x)[:, None].expand(-1, len(fractions), -1, -1, -1).flatten(0, 1)
             filled = linear_imputation(
                 images, removed.reshape(-1, *x.shape[-2:]), iterations=iterations, tolerance=tolerance
             )
             if noise:
-                jitter = randn(filled.shape, noise_draws, like=x) * noise
+                jitter = randn(filled.shape, noise_draws, like=filled) * noise
                 filled = filled + jitter * removed.reshape(-1, 1, *x.shape[-2:])
             rows = classes.repeat_interleave(len(fractions))
+            filled = filled.to(x.dtype)
             curves[order] = class_scores(forward, filled, rows, score, batch_size).reshape(x.shape[0], -1)
     morf, lerf = curves["morf"], curves["lerf"]
     steps = torch.tensor(list(fractions), device=x.device)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ...hooks import model_guard
-from ...model_input import accepts_loaded_model
+from ...model_input import accepts_loaded_model, at_least_float32
 from ...models import LoadedModel
 from ...outputs import output_tensor
 from ..seeding import generator, randn, seeded
@@ -60,13 +60,17 @@ def infidelity(
         change = randn(inputs.shape, noise_draws, like=inputs) * noise
         return change, inputs - change
 
-    noise_draws = generator(seed)
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
+        return at_least_float32(output_tensor(model(inputs.to(x.dtype))))
+
+    # captum's sums and differences in float32 (a float16 or bfloat16 model sees its own dtype)
+    noise_draws, wide = generator(seed), at_least_float32(x)
     with model_guard(model):
         return captum_infidelity(
-            lambda inputs: output_tensor(model(inputs)),
+            forward,
             perturb,
-            x,
-            _per_channel(maps.float(), x),
+            wide,
+            _per_channel(maps.float(), wide),
             target=classes,
             n_perturb_samples=samples,
             max_examples_per_batch=batch_size,

@@ -7,22 +7,26 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ...data import indexed_batches
+from ...data import batch_images, indexed_batches
 from ...devices import describe
 from ...distributed import gather_objects, is_distributed, rank_and_world
 from ...hooks import LayerSelectors, capture, model_guard, resolve_layers
-from ...inputs import default_transform, model_device, normalization
+from ...inputs import default_transform, model_device, model_dtype, normalization
 from ...layers import layer_geometry
+from ...memory import check_fits, forward_bytes, halving_chunks, rows_that_fit
 from ...models import LoadedModel
 from ...progress import Progress
 from .reduce import LayerScan
 from .result import ScanResult
+
+AUTO_BATCH = 32
+"""Images per forward pass with ``batch_size="auto"`` (fewer when the free memory holds fewer)."""
 
 
 def scan(
@@ -31,7 +35,7 @@ def scan(
     layers: LayerSelectors,
     *,
     topk: int = 16,
-    batch_size: int = 32,
+    batch_size: int | Literal["auto"] = "auto",
     num_workers: int = 0,
     device: torch.device | str | None = None,
     transform: Callable[[Any], torch.Tensor] | None = None,
@@ -50,7 +54,10 @@ def scan(
             DataLoader (in order, ``shuffle=False``) yielding image tensors or (image, label) pairs.
         layers: layer selectors (see :mod:`fmapviz.hooks`); outputs must be (N,C,H,W) or (N,C).
         topk: how many top images to keep per channel.
-        batch_size, num_workers: for reading image files (a DataLoader keeps its own).
+        batch_size: images per forward pass when reading image files or a Dataset (a DataLoader keeps its own);
+            ``"auto"``: 32, fewer when the device's free memory holds fewer, halved and retried on out-of-memory.
+            A given size whose forward cannot fit in the free memory is refused before a batch is read.
+        num_workers: processes reading image files or a Dataset.
         device: where to run (default: the model's device); the model is not moved.
         transform: preprocessing for image files (default: the LoadedModel's, else resize 256,
             centre-crop 224, ImageNet normalization).
@@ -64,7 +71,8 @@ def scan(
 
     Raises:
         LayerNotFoundError: a selector matches no module.
-        ValueError, TypeError: bad ``topk``, ``shard``, data or layer output shape.
+        ValueError, TypeError: bad ``topk``, ``shard``, ``batch_size``, data or layer output shape.
+        MemoryLimitError: a ``batch_size`` that cannot fit in the free memory (or one image that does not).
 
     Example:
         >>> loaded = fmapviz.load_model("mobilenet_v2", weights="IMAGENET1K_V1")
@@ -75,7 +83,9 @@ def scan(
         torch.Size([3, 75, 75])
     """
     mean = std = None
+    known_shape = None  # (C, H, W) of the images, when the model's own transform makes them
     if isinstance(model, LoadedModel):
+        known_shape = (model.channels, *model.input_size) if transform is None else None
         transform = transform or model.transform
         mean, std = model.mean, model.std
         model = model.model
@@ -90,9 +100,15 @@ def scan(
         shard = rank_and_world()
     if shard is not None and not (len(shard) == 2 and 0 <= shard[0] < shard[1]):
         raise ValueError(f"shard must be (i, n) with 0 <= i < n, got {shard!r}.")
+    if batch_size != "auto" and (not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be 'auto' or a positive int, not {batch_size!r}.")
     names = resolve_layers(model, layers)
     device = torch.device(device) if device is not None else model_device(model)
-    sources, loader = indexed_batches(data, shard, transform, batch_size, num_workers)
+    read = AUTO_BATCH if batch_size == "auto" else batch_size
+    sources, loader = indexed_batches(data, shard, transform, read, num_workers)
+    readable = loader.dataset if sources is not None else data if isinstance(data, Dataset) else None
+    rows = _batch_rows(model, readable, sources is not None, known_shape, batch_size, device)
+    chosen = batch_size != "auto" and rows is not None  # a DataLoader's own batches halve on out-of-memory
 
     scanned: dict[str, LayerScan] = {}
     current = {"sources": torch.empty(0, dtype=torch.int64)}  # cpu: the loader's indices, moved in update
@@ -112,6 +128,19 @@ def scan(
     channels = 3
     bar = Progress("scan", len(loader) if hasattr(loader, "__len__") else None, enabled=progress)
     capturing = capture(model, names, stop_early=True, reduce=reduce)  # entered anew for each batch
+
+    def forward(part: slice) -> None:
+        """The current batch's images ``part`` through the model; a part that fails leaves no trace."""
+        kept = {key: layer.snapshot() for key, layer in scanned.items()}
+        current["sources"] = current["indices"][part]
+        try:
+            with capturing:
+                model(current["batch"][part])
+        except BaseException:  # out of memory half-way: the layers reduced so far forget this part
+            scanned.clear()
+            scanned.update(kept)
+            raise
+
     with model_guard(model), torch.no_grad():
         for indices, batch, bad in loader:
             skipped += [(sources[index] if sources else index, reason) for index, reason in bad]
@@ -119,9 +148,10 @@ def scan(
                 continue
             batch = batch.to(device)
             channels, input_size = batch.shape[1], tuple(batch.shape[-2:])
-            current["sources"] = indices
-            with capturing:
-                model(batch)
+            current.update(batch=batch, indices=indices)
+            rows = halving_chunks(
+                forward, len(indices), rows or len(indices), what="scan", option="batch_size", chosen=chosen
+            )
             images += len(indices)
             bar.done(f"batch ({images} images)")
         bar.close()
@@ -147,6 +177,37 @@ def scan(
     if distributed:
         result = _gather(result)
     return result
+
+
+def _batch_rows(
+    model: nn.Module,
+    dataset: Dataset | None,
+    files: bool,
+    shape: tuple[int, ...] | None,
+    batch_size: int | Literal["auto"],
+    device: torch.device,
+) -> int | None:
+    """Images per forward pass: ``batch_size``, checked against the free memory before a batch is read, or
+    :data:`AUTO_BATCH` and fewer if the free memory holds fewer; None for a DataLoader's own batches (no
+    ``dataset``: the files or Dataset scan reads, ``files`` for files).
+
+    The need is the least a pass without gradients holds (the input and the largest layer output), from the
+    model's own image size or else the first image read alone.
+    """
+    if dataset is None:
+        return None
+    if len(dataset) == 0:
+        return AUTO_BATCH if batch_size == "auto" else batch_size
+    if shape is None:
+        item = dataset[0]
+        image = item[1] if files else batch_images(item)  # files: (index, tensor or None, reason)
+        shape = tuple(image.shape[-3:]) if isinstance(image, torch.Tensor) and image.ndim >= 3 else None
+    per_image = forward_bytes(model, (1, *shape), model_dtype(model), kept=False) if shape else 0
+    if batch_size == "auto":
+        return max(1, min(AUTO_BATCH, rows_that_fit(device, per_image) or AUTO_BATCH))
+    needed = min(batch_size, len(dataset)) * per_image
+    check_fits(needed, device, f"scan with batch_size={batch_size}", "lower batch_size (--batch-size)")
+    return batch_size
 
 
 def _gather(result: ScanResult) -> ScanResult:

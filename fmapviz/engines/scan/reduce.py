@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -55,11 +56,16 @@ class LayerScan:
         positions = torch.stack([flat_index // width, flat_index % width], dim=-1)  # (N, C, 2)
         bins = torch.bucketize(image_max.double(), HISTOGRAM_EDGES.to(maps.device))
         offsets = torch.arange(self.channels, device=maps.device) * self.histogram.shape[1]
-        self.histogram += torch.bincount((bins + offsets).flatten(), minlength=self.histogram.numel()).view_as(
-            self.histogram
-        )
+        # every update replaces tensors instead of writing into them: a shallow copy is a snapshot (see snapshot)
+        self.histogram = self.histogram + torch.bincount(
+            (bins + offsets).flatten(), minlength=self.histogram.numel()
+        ).view_as(self.histogram)
         batch = (image_max.T.to(self.top_values.dtype), sources.to(maps.device).expand(self.channels, -1))
         self._keep_top(batch[0], batch[1], positions.transpose(0, 1), k)
+
+    def snapshot(self) -> LayerScan:
+        """A copy that later updates leave as it is (they replace tensors, never write into them): cheap."""
+        return replace(self, stats=copy.copy(self.stats), image_max=copy.copy(self.image_max))
 
     def _keep_top(self, values: torch.Tensor, sources: torch.Tensor, positions: torch.Tensor, k: int) -> None:
         values = torch.cat([self.top_values, values], dim=1)
