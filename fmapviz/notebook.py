@@ -23,6 +23,7 @@ from .engines.saliency import METHODS, saliency
 from .engines.saliency.layer_search import LayerSearchCache
 from .hooks import feature_maps, resolve_layers
 from .inputs import IMAGENET_MEAN, IMAGENET_STD, LoadedImage, denormalize
+from .model_input import fixed_model_size
 from .models import LoadedModel
 from .outputs import output_tensor
 from .plot import Figure
@@ -69,10 +70,18 @@ class Interactive:
         actmax_size: int,
         mean: Sequence[float],
         std: Sequence[float],
+        model_size: tuple[int, int] | None = None,
     ) -> None:
         widgets = _widgets()
         self.model, self.image, self.categories = model, image, categories
-        self.actmax_settings = {"steps": actmax_steps, "size": actmax_size, "mean": mean, "std": std}
+        # model_size: a fixed-size model (a ViT) sees each activation-maximization image resized to its own size
+        self.actmax_settings = {
+            "steps": actmax_steps,
+            "size": actmax_size,
+            "mean": mean,
+            "std": std,
+            "model_size": model_size,
+        }
         self.computed: Counter[str] = Counter()
         self._maps: dict[str, torch.Tensor] = {}
         self._actmax: dict[tuple[str, int], Figure] = {}
@@ -208,4 +217,7 @@ def interact(
         names = resolve_layers(module, [layers] if isinstance(layers, str) else list(layers))
     if not names:
         raise ValueError("The model has no layer with (N, C, H, W) maps; pass layers= to choose some.")
-    return Interactive(module, image, names, categories, methods, classes, actmax_steps, actmax_size, mean, std)
+    model_size = fixed_model_size(loaded) if loaded is not None else None
+    return Interactive(
+        module, image, names, categories, methods, classes, actmax_steps, actmax_size, mean, std, model_size
+    )

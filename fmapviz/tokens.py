@@ -8,7 +8,7 @@ then one token per image patch, row by row) and Swin-style models return channel
 Layouts (the ``layout`` argument of :func:`to_spatial` and :func:`fmapviz.capture`):
 
 * ``"auto"`` (default): a 4-D tensor stays NCHW unless ``shape[1] == shape[2] != shape[3]``
-  (then NHWC, as Swin's ``(1, 56, 56, 96)``); a 3-D ``(N, T, C)`` tensor is tokens when ``T``
+  (then NHWC, as Swin's ``(1, 56, 56, 96)``); a 3-D ``(N, T, C)`` tensor with ``C > 1`` is tokens when ``T``
   minus 0 to 8 leading tokens is a perfect square (a class token is tried first, then none, then
   1 + k register tokens); when only register counts fit and several do (``T = 11``: 2 + 3x3 or
   7 + 2x2) the guess is ambiguous and :func:`to_spatial` raises. A 4-D tensor with ``C == H == W``
@@ -74,7 +74,7 @@ def resolve_layout(tensor: torch.Tensor, layout: str = "auto", name: str | None 
     if layout == "auto":
         if tensor.dim() == 4 and shape[1] == shape[2] != shape[3]:
             return "nhwc"
-        if tensor.dim() == 3:
+        if tensor.dim() == 3 and shape[2] > 1:  # (N, C, 1) is a pooled output, not tokens of one channel
             fits = token_grids(shape[1])
             if strict and len(fits) > 1 and fits[0][0] >= 2:
                 options = " or ".join(f"{leading} leading + {side}x{side}" for leading, side in fits[:2])

@@ -91,6 +91,30 @@ def test_layers_none_offers_every_spatial_layer_and_a_tensor_input_works():
         fmapviz.interact(TinyCNN().eval(), torch.randn(1, 3, 32, 32), methods=["nope"])
 
 
+def test_a_fixed_size_timm_vit_in_the_same_view_gets_actmax_images_of_its_size_and_its_own_layer_names():
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, num_classes=4, img_size=32, patch_size=8, depth=2, embed_dim=32,
+        num_heads=2,
+    ).eval()  # fmt: skip
+    loaded = fmapviz.models.LoadedModel(
+        vit, None, ["cat", "dog", "fox", "owl"], "vit", None, size=(32, 32), fixed_size=True
+    )  # a 24 px image would fail timm's input-size check unless resized to 32
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    before = model_state(vit)
+    with pytest.warns(UserWarning, match="Layer blocks.1 gets no gradient"):  # only the class token leaves it
+        view = fmapviz.interact(loaded, x, ["blocks.0", "blocks.1"], methods=["gradcam"], actmax_steps=2,
+                                actmax_size=24)  # fmt: skip
+    assert view.layer.options == ("blocks.0", "blocks.1") and view.channel.max == 31  # (1, 1 + 4x4, 32) tokens
+    view.channel.value = 3
+    view.layer.value = "blocks.0"
+    assert dict(view.computed) == {"maps": 2, "actmax": 3, "saliency": 2}
+    assert all(bytes(w.value).startswith(b"\x89PNG") for w in (view.grid, view.actmax_view, view.saliency_view))
+    assert hook_count(vit) == 0
+    assert_same_state(before, model_state(vit))
+
+
 def test_import_fmapviz_never_imports_ipywidgets_and_a_missing_one_names_the_extra(monkeypatch):
     code = "import sys, fmapviz; fmapviz.interact; print('ipywidgets' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout

@@ -56,6 +56,8 @@ def test_nchw_maps_and_vectors_are_left_as_they_are():
     conv = torch.randn(1, 64, 28, 28)
     assert to_spatial(conv) is conv
     assert to_spatial(torch.randn(4, 10)).shape == (4, 10)
+    pooled = torch.randn(1, 32, 1)  # AdaptiveAvgPool1d over tokens (HF Swin's pooler): not 7 + 5x5 one-channel tokens
+    assert resolve_layout(pooled) == "nchw" and to_spatial(pooled) is pooled
 
 
 def test_equal_channels_height_width_stays_nchw_unless_told():

@@ -152,7 +152,15 @@ def explain_channels(
                     f"Layer '{name}' gives {tuple(maps[key].shape)} outputs, not (N,C,H,W) spatial maps; "
                     "pick a convolutional layer (see fmapviz.summary(model))."
                 )
-        logits.gather(1, classes[:, None]).sum().backward()
+        chosen = logits.gather(1, classes[:, None]).sum()
+        if chosen.requires_grad:
+            chosen.backward()
+        for name, key in keys.items():
+            if key not in maps.grads:
+                raise ValueError(
+                    f"The logits do not depend on layer '{name}' (the model goes on with another of its outputs); "
+                    "pick a layer inside it (see fmapviz.summary(model))."
+                )
         found = {}
         for name, key in keys.items():
             activation, gradient = maps[key].detach(), maps.grads[key]

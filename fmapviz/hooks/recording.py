@@ -41,11 +41,16 @@ class _StopForward(Exception):
 
 
 class FeatureMaps(dict):
-    """Captured feature maps by layer name, in execution order; ``.grads`` holds their gradients."""
+    """Captured feature maps by layer name, in execution order; ``.grads`` holds their gradients.
+
+    ``.partial`` names the maps that are one of several tensors their layer returned (a Hugging Face
+    ``ModelOutput``'s ``last_hidden_state`` beside its ``pooler_output``): the model may go on with another one.
+    """
 
     def __init__(self) -> None:
         super().__init__()
         self.grads: dict[str, torch.Tensor] = {}
+        self.partial: set[str] = set()
 
 
 class Capture:
@@ -128,6 +133,7 @@ class Capture:
     def _start_pass(self, module: nn.Module, args: Any) -> None:
         self.maps.clear()
         self.maps.grads.clear()
+        self.maps.partial.clear()
         self._calls.clear()
         self._pending = set(self._wanted)
         self._copied_bytes = 0
@@ -174,30 +180,40 @@ class Capture:
             pass  # nothing to show (a detector's transform returns an ImageList): no entry
         elif levels is None:
             tensor = output_tensor(output, self.pick) if self.pick is not None else first_tensor(output)
-            new = self._store(key, tensor, layout, whole_output=output is tensor)
+            items = _top_level(output)
+            if any(isinstance(item, torch.Tensor) and item is not tensor for item in items):
+                self.maps.partial.add(key)
+            replaceable = output is tensor or any(item is tensor for item in items)
+            new = self._store(key, tensor, layout, whole_output=output is tensor, replaceable=replaceable)
             replacement = None if new is None else _substitute(output, tensor, new)
         else:
             # a dict of maps (a feature pyramid): one entry per level, "name:level"
-            news = {level: self._store(f"{key}:{level}", value, layout, True) for level, value in levels.items()}
+            news = {level: self._store(f"{key}:{level}", value, layout, True, True) for level, value in levels.items()}
             changed = {level: new for level, new in news.items() if new is not None}
             replacement = type(output)({**output, **changed}) if changed else None
         if self.stop_early and (calls == max(wanted) if wanted is not None else name not in self._finish_after):
             self._finished([name])
         return replacement
 
-    def _store(self, key: str, tensor: torch.Tensor, layout: str, whole_output: bool) -> torch.Tensor | None:
-        """Store ``tensor``'s map under ``key``; return the tensor the model should go on with, or None."""
+    def _store(
+        self, key: str, tensor: torch.Tensor, layout: str, whole_output: bool, replaceable: bool
+    ) -> torch.Tensor | None:
+        """Store ``tensor``'s map under ``key``; return the tensor the model should go on with, or None.
+
+        ``replaceable``: the tensor is the output or one item of its tuple, list or dict (a ``ModelOutput``), so
+        the model can go on with the returned one instead.
+        """
         layout = resolve_layout(tensor, layout, key, strict=layout != "auto")
         if self.reduce is not None:
             self.maps[key] = self.reduce(key, as_spatial(tensor, layout))
-        elif self.keep_grad and torch.is_grad_enabled() and (tensor.requires_grad or whole_output):
+        elif self.keep_grad and torch.is_grad_enabled() and (tensor.requires_grad or replaceable):
             live = tensor if tensor.requires_grad else tensor.detach().requires_grad_()  # the graph may start here
             if layout == "nchw":
                 live.register_hook(functools.partial(self.maps.grads.__setitem__, key))
             else:
                 live.register_hook(functools.partial(self._store_grad, key, layout))
             spatial = self.maps[key] = as_spatial(live, layout)
-            if whole_output or layout != "nchw":
+            if whole_output or layout != "nchw" or live is not tensor:
                 # the model goes on with a copy rebuilt from our map: in-place ops cannot touch it, and
                 # gradients from the output reach the map (token and NHWC maps are views, off that path)
                 return from_spatial(spatial, live, layout)
@@ -271,6 +287,13 @@ def map_levels(output: Any) -> dict[Any, torch.Tensor] | None:
     if all(isinstance(value, torch.Tensor) and value.dim() >= 3 for value in output.values()):
         return dict(output)
     return None
+
+
+def _top_level(output: Any) -> list[Any]:
+    """The items of a tuple or list, or the values of a dict: what :func:`_substitute` can replace."""
+    if isinstance(output, dict):
+        return list(output.values())
+    return list(output) if isinstance(output, (tuple, list)) else []
 
 
 def _substitute(output: Any, old: torch.Tensor, new: torch.Tensor) -> Any:

@@ -26,7 +26,9 @@ class LayerSearch:
     """What ``layers=None`` learns about a model for one input shape.
 
     Attributes:
-        modules: modules with a ``(1, C, H, W)`` map, H*W > 1, in the order they finish.
+        modules: modules with a ``(1, C, H, W)`` map over the image (:func:`is_image_grid`), in the order they
+            finish; not a map returned beside other tensors (the model may go on with another) nor one whose
+            height is a token count of the model (a per-head ``(N, heads, tokens, head_dim)`` attention tensor).
         has_class_tokens: the last one has leading class tokens (a ViT: its patch tokens may not
             reach the output).
         probed: class-token models: the last module whose map gets a gradient from a logit.
@@ -75,11 +77,13 @@ SHARED_SEARCHES = LayerSearchCache()
 and input shape, so a default ``layers=None`` call costs what a call naming its layer does."""
 
 
-def _layer_shape(name: str, tensor: torch.Tensor) -> tuple[tuple[int, ...], bool]:
-    """The (N, C, H, W) shape a layer is captured with, and whether it has leading (class) tokens."""
+def _layer_shape(name: str, tensor: torch.Tensor) -> tuple[tuple[int, ...], bool, int | None]:
+    """The (N, C, H, W) shape a layer is captured with, whether it has leading (class) tokens, and its token count
+    (None: not tokens)."""
     layout = resolve_layout(tensor, "auto", name, strict=False)
-    leading = layout == "tokens" and token_grid(tensor.shape[1])[0] > 0
-    return tuple(as_spatial(tensor, layout).shape), leading
+    tokens = tensor.shape[1] if layout == "tokens" else None
+    leading = tokens is not None and token_grid(tokens)[0] > 0
+    return tuple(as_spatial(tensor, layout).shape), leading, tokens
 
 
 def is_image_grid(shape: tuple[int, ...], image: tuple[int, int]) -> bool:
@@ -105,7 +109,13 @@ def _spatial_layers(model: nn.Module, x: torch.Tensor, until: str | None) -> Lay
     if until is not None:
         reached = [index for index, name in enumerate(names) if module_name(name) == until]
         names = names[: reached[-1] + 1] if reached else names
+    # a map returned beside other tensors may be off the path to the output: HF's SwinModel returns
+    # last_hidden_state and pooler_output, and its classifier reads only the pooler_output
     spatial = [name for name in names if len(shapes[name][0]) == 4 and shapes[name][0][0] == 1]
+    spatial = [name for name in spatial if name not in shapes.partial]
     spatial = [name for name in spatial if is_image_grid(shapes[name][0], tuple(x.shape[-2:]))]
+    # a per-head q or k (N, heads, tokens, head_dim) can pass for a grid at small sizes ((1, 2, 17, 16) at 64 px)
+    token_counts = {shapes[name][2] for name in names if shapes[name][2] is not None}
+    spatial = [name for name in spatial if shapes[name][0][-2] not in token_counts]
     modules = list(dict.fromkeys(module_name(name) for name in spatial))
     return LayerSearch(modules, bool(spatial) and shapes[spatial[-1]][1])

@@ -222,7 +222,10 @@ def layer_pass(job: Job, weigh: Weigh) -> dict[str, torch.Tensor]:
     per_key: dict[str, list[torch.Tensor]] = {key: [] for key in keys}
     dead: list[str] = []
     for k, score in enumerate(scores):
-        grads = torch.autograd.grad(score.sum(), activations, retain_graph=k < len(scores) - 1, allow_unused=True)
+        if score.requires_grad:
+            grads = torch.autograd.grad(score.sum(), activations, retain_graph=k < len(scores) - 1, allow_unused=True)
+        else:  # no captured map is on the path to the target (the model went on with another output of the layer)
+            grads = (None,) * len(activations)
         if job.candidates:  # layers=None with a probe: keep the last layer that gets a gradient
             keys, activations, grads = _last_reached(job, keys, activations, grads)
             per_key = {key: [] for key in keys}
@@ -234,7 +237,10 @@ def layer_pass(job: Job, weigh: Weigh) -> dict[str, torch.Tensor]:
             ]
         unused = [key for key, grad in zip(keys, grads) if grad is None]
         if unused:
-            raise ValueError(f"The target does not depend on layer {unused[0]}; pick a layer that runs before it.")
+            raise ValueError(
+                f"The target does not depend on layer {unused[0]} (it runs after the target, or the model goes on "
+                "with another of its outputs); pick a layer that runs before the target, or one inside this layer."
+            )
         for key, activation, grad in zip(keys, activations, grads):
             per_key[key].append(weigh(activation.detach(), grad))
     clamp = job.options.get("clamp", "map")
