@@ -31,6 +31,7 @@ ORDER = [
     "vit",
     "explain_channels",
     "explore",
+    "explore_model",
     "startup",
     "compare",
 ]

@@ -1,4 +1,5 @@
-"""torchrun in one place: joining the process group, this process's rank, barriers and gathers.
+"""torchrun in one place: joining the process group, this process's rank, barriers, gathers, and checks made
+on rank 0 that every process obeys.
 
 Outside a process group (no ``torchrun``, or a PyTorch without ``torch.distributed``) every helper
 answers as for a single process: rank 0 of 1, a barrier that returns at once, a gather of one value.
@@ -7,11 +8,14 @@ answers as for a single process: rank 0 of 1, a barrier that returns at once, a 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import pickle
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import torch
+
+from .errors import FmapvizError
 
 
 def is_distributed() -> bool:
@@ -42,6 +46,36 @@ def gather_objects(value: Any) -> list[Any]:
     values: list[Any] = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(values, value)
     return values
+
+
+def check_on_rank_zero(check: Callable[[], None]) -> None:
+    """Run ``check`` on rank 0 only and raise what it raises on every process, so that no process waits in a
+    barrier for one that stopped (outside a group: just ``check()``).
+
+    The exception travels pickled: keep it plain (an :class:`~fmapviz.errors.FmapvizError` with its message).
+
+    Example:
+        >>> check_on_rank_zero(lambda: None)  # under torchrun: every rank returns, or every rank raises
+    """
+    error = None
+    if rank_and_world()[0] == 0:
+        try:
+            check()
+        except Exception as raised:  # noqa: BLE001 - raised again below, on every process
+            error = raised
+    shared = gather_objects(error if error is None or _picklable(error) else FmapvizError(str(error)))[0]
+    if error is not None:
+        raise error
+    if shared is not None:
+        raise shared
+
+
+def _picklable(value: Any) -> bool:
+    try:
+        pickle.loads(pickle.dumps(value))
+    except Exception:  # noqa: BLE001 - any failure means: send something plainer
+        return False
+    return True
 
 
 @contextmanager

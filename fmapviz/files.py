@@ -60,9 +60,10 @@ def finite(value: Any) -> Any:
     return value
 
 
-def write_json(path: str | os.PathLike, value: Any) -> Path:
-    """Write strict JSON (non-finite numbers become ``null``) atomically; returns the path."""
-    return write_text(path, json.dumps(finite(value), indent=2, allow_nan=False))
+def write_json(path: str | os.PathLike, value: Any, indent: int | None = 2) -> Path:
+    """Write strict JSON (non-finite numbers become ``null``) atomically, ``indent`` None: on one line;
+    returns the path."""
+    return write_text(path, json.dumps(finite(value), indent=indent, allow_nan=False))
 
 
 def save_figure(figure: Any, path: str | os.PathLike) -> Path:

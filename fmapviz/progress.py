@@ -1,7 +1,7 @@
 """Where a long run is: a progress bar per stage on a terminal, one line per finished item otherwise.
 
 Lines go to stderr, so they never mix with what a command prints on stdout, and a log file
-or CI output gets ``report: 3/20 cat.png (4.1 s)`` lines instead of bar redraws.
+or CI output gets ``report: 3/20 cat.png (4.1 s, about 1 min left)`` lines instead of bar redraws.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ class Progress:
         self.what, self.total, self.enabled = what, total, enabled
         self.stream = stream if stream is not None else sys.stderr
         self.count = 0
-        self._started = time.perf_counter()
+        self.begun = self._started = time.perf_counter()
         self._bar = None
         if enabled and getattr(self.stream, "isatty", lambda: False)():
             from tqdm.auto import tqdm
@@ -83,7 +83,8 @@ class Progress:
             self._bar.set_postfix_str(name)
 
     def done(self, item: str, count: int = 1) -> None:
-        """``count`` items finished (``item`` names them): advance the bar, or print one line with the time."""
+        """``count`` items finished (``item`` names them): advance the bar, or print one line with the time it
+        took and the time left at the pace so far."""
         _stop_if_interrupted()
         self.count += count
         if self._bar is not None:
@@ -91,8 +92,16 @@ class Progress:
         elif self.enabled:
             seconds = time.perf_counter() - self._started
             count = f"{self.count}/{self.total}" if self.total is not None else str(self.count)
-            print(f"{self.what}: {count} {item} ({seconds:.1f} s)", file=self.stream, flush=True)
+            left = self.left_s() if self.total is not None and self.count < self.total else None
+            timing = f"{seconds:.1f} s" + (f", about {_duration(left)} left" if left is not None else "")
+            print(f"{self.what}: {count} {item} ({timing})", file=self.stream, flush=True)
             self._started = time.perf_counter()
+
+    def left_s(self) -> float | None:
+        """Seconds left at the pace so far (None before the first item or when the total is not known)."""
+        if not self.count or self.total is None:
+            return None
+        return round((time.perf_counter() - self.begun) / self.count * max(self.total - self.count, 0), 1)
 
     def close(self) -> None:
         """Close the bar, if any."""
@@ -105,3 +114,12 @@ class Progress:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _duration(seconds: float) -> str:
+    """``40 s``, ``9 min``, ``1.5 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -244,3 +244,64 @@ def test_gallery_draws_every_image_and_a_row_of_extras_per_channel(tmp_path):
         fmapviz.show_gallery(result, names=["a"])
     with pytest.raises(ValueError, match="extra has 2 entries"):
         fmapviz.show_gallery(result, extra=crops[:2])
+
+
+def test_one_batch_of_several_layers_and_seeds_equals_one_channel_runs(tiny):
+    goals = [obj.channel("features.0", 2), obj.channel("features.2", 5), obj.channel("features.2", 5)]
+    batched = fmapviz.maximize(tiny, goals, seeds=[3, 3, 4], **FAST)
+    singles = [fmapviz.maximize(tiny, goal, seed=seed, **FAST) for goal, seed in zip(goals, [3, 3, 4])]
+    assert torch.allclose(batched.images, torch.cat([s.images for s in singles]), atol=1e-5)
+    assert not torch.allclose(batched.images[1], batched.images[2])  # the same channel, another seed
+    assert batched.steps_run == [8, 8, 8]
+    with pytest.raises(ValueError, match=r"seeds= needs one seed per image \(3\), got 2 seeds"):
+        fmapviz.maximize(tiny, goals, seeds=[3, 4], **FAST)
+
+
+def test_converged_compares_windows_of_the_noisy_objective():
+    from fmapviz.engines.actmax.stopping import converged, stop_window
+
+    generator = torch.Generator().manual_seed(0)
+    noise = 0.05 * torch.randn(64, 3, generator=generator)
+    rising = torch.linspace(0, 10, 64)[:, None] + noise[:, :1]  # +1.3 a window of 8: far above 1 %
+    flat = 5.0 + noise[:, 1:2]  # noise only: the window means agree within 1 %
+    falling = torch.linspace(10, 5, 64)[:, None]
+    values = torch.cat([rising, flat, falling], 1)
+    assert converged(values, 0.01, 8).tolist() == [False, True, True]
+    assert converged(values[:15], 0.01, 8).tolist() == [False, False, False]  # two windows are needed
+    assert (stop_window(128), stop_window(48), stop_window(512)) == (16, 8, 64)
+
+
+STOP = dict(size=16, steps=96, lr=0.1, progress=False, stop_tolerance=0.01)
+
+
+def test_early_stopping_freezes_each_image_whatever_its_batch(tiny):
+    channels = list(range(16))
+    together = fmapviz.maximize(tiny, "features.2", channels=channels, batch_size=16, **STOP)
+    alone = [fmapviz.maximize(tiny, f"features.2[{c}]", **STOP) for c in (0, 7, 15)]
+    assert min(together.steps_run) < max(together.steps_run)  # images stop at their own step
+    assert min(together.steps_run) < 96
+    for channel, single in zip((0, 7, 15), alone):
+        assert single.steps_run == [together.steps_run[channel]]
+        assert torch.allclose(single.images[0], together.images[channel], atol=1e-5)
+    chunked = fmapviz.maximize(tiny, "features.2", channels=channels, batch_size=5, **STOP)
+    assert chunked.steps_run == together.steps_run
+    assert torch.allclose(chunked.images, together.images, atol=1e-5)
+
+
+def test_a_stopped_image_is_the_image_of_a_run_with_that_many_steps(tiny):
+    stopped = fmapviz.maximize(tiny, "features.2", channels=range(16), **STOP)
+    channel = min(range(16), key=lambda c: stopped.steps_run[c])
+    steps = stopped.steps_run[channel]
+    assert steps < 96
+    plain = fmapviz.maximize(tiny, f"features.2[{channel}]", **{**STOP, "steps": steps, "stop_tolerance": None})
+    assert torch.allclose(plain.images[0], stopped.images[channel], atol=1e-5)
+    assert torch.allclose(plain.final_activation[0], stopped.final_activation[channel], atol=1e-4)
+    history = stopped.history[:, channel]
+    assert history.shape == (96,) and not history[:steps].isnan().any() and history[steps:].isnan().all()
+
+
+def test_early_stopping_is_off_by_default(tiny):
+    result = fmapviz.maximize(tiny, "features.2", channels=range(4), size=16, steps=40, lr=0.1, progress=False)
+    assert result.steps_run == [40] * 4 and not result.history.isnan().any()
+    with pytest.raises(ValueError, match="stop_tolerance must be 0 or more"):
+        fmapviz.maximize(tiny, "features.2[0]", stop_tolerance=-0.1, **FAST)

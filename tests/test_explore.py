@@ -305,7 +305,7 @@ def test_site_pictures_are_webp_and_smaller_than_png(tmp_path):
     pictures = [p for p in (index.parent / "data").rglob("*") if p.suffix in (".png", ".jpg", ".jpeg", ".webp")]
     assert pictures and {p.suffix for p in pictures} == {".webp"}
     assert all(p.read_bytes()[:4] == b"RIFF" and p.read_bytes()[8:12] == b"WEBP" for p in pictures)
-    crop = next(p for p in pictures if p.name == "crop_0.webp")
+    crop = next(p for p in pictures if p.parent.name == "crops")
     with Image.open(crop) as picture:
         assert picture.format == "WEBP" and max(picture.size) == 112
         exact = io.BytesIO()
@@ -320,8 +320,11 @@ def test_channel_page_without_actmax_shows_its_best_crop_and_histogram_labels_st
     optimized = {int(p.stem.split("_")[0]) for p in (site / "data").glob("actmax-*/features.3/*_0.webp")}
     channel = next(c for c in range(16) if c not in optimized and c > 1)
     page = (site / "channels" / "features.3" / f"{channel}.html").read_text()
-    crop = re.search(r'<img class="big" src="([^"]+)" alt="best dataset crop">', page)
-    assert crop and crop.group(1).endswith(f"/features.3/{channel}/crop_0.webp")
+    record = json.loads(
+        (next((site / "data").glob("channels-*")) / "features.3" / str(channel) / "record.json").read_text()
+    )
+    crop = re.search(r'<span class="crop"><img class="big" src="([^"]+)" alt="best dataset crop"><i style=', page)
+    assert crop and crop.group(1).endswith(record["crops"][0]["picture"])
     labels = [float(v) for v in re.findall(r'<text [^>]*font-size="11"[^>]*>([-\d.e+]+)</text>', page)]
     low, high = (
         float(scanned["features.3"].image_max.min[channel]),
@@ -329,6 +332,26 @@ def test_channel_page_without_actmax_shows_its_best_crop_and_histogram_labels_st
     )
     assert len(labels) == 2 and labels[0] == pytest.approx(low, rel=1e-3) and labels[1] == pytest.approx(high, rel=1e-3)
     assert labels[1] <= float(scanned.stats("features.3").max[channel]) * (1 + 1e-3)
+
+
+def test_crops_of_one_photo_region_are_one_picture_with_each_channels_window_drawn_by_the_page(tmp_path):
+    index = build_site(tmp_path, progress=False)
+    site = index.parent
+    channels = next((site / "data").glob("channels-*"))
+    records = [json.loads(path.read_text()) for path in channels.glob("features.*/*/record.json")]
+    crops = [crop for record in records for crop in record["crops"]]
+    pictures = {crop["picture"] for crop in crops}
+    assert len(crops) == 24 * TINY.crops and len(pictures) < len(crops)  # 24 channels, shared regions
+    assert {path.relative_to(channels).as_posix() for path in (channels / "crops").iterdir()} == pictures
+    for crop in crops:
+        left, top, width, height = crop["box"]
+        assert 0 <= left and 0 <= top and 0 < width and 0 < height and left + width <= 100.1 and top + height <= 100.1
+    record = json.loads((channels / "features.3" / "5" / "record.json").read_text())
+    page = (site / "channels" / "features.3" / "5.html").read_text()
+    for crop in record["crops"]:
+        left, top, width, height = crop["box"]
+        assert f'{crop["picture"]}" alt=' in page
+        assert f'<i style="left:{left}%;top:{top}%;width:{width}%;height:{height}%"></i>' in page
 
 
 def test_drive_overlay_leaves_the_photo_where_nothing_drives_the_channel():
@@ -376,3 +399,79 @@ def test_the_status_file_shows_each_stage_and_the_time_left_while_building(tmp_p
     assert seen[0]["done"] == 0 and seen[0]["left_s"] is None
     assert seen[1]["done"] == 8 and seen[1]["left_s"] >= 0 and seen[1]["elapsed_s"] >= 0
     assert "building" not in json.loads((index.parent / "fmapviz-site.json").read_text())
+
+
+def test_each_stage_line_says_the_time_left_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    build_site(tmp_path)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("explore channels:")]
+    assert len(lines) == 3, lines
+    assert re.fullmatch(r"explore channels: 8/24 features\.1 8 channels \(\d+\.\d s, about \d+ s left\)", lines[0])
+    assert re.fullmatch(r"explore channels: 24/24 features\.3 8 channels \(\d+\.\d s\)", lines[2])
+
+
+def test_the_actmax_stage_batches_layers_and_copies_and_each_image_equals_a_one_channel_run():
+    from fmapviz.explorer.actmax_stage import actmax_chunks, actmax_work, chunk_label, optimize_chunk
+
+    loaded = tiny_model()
+    settings = ExploreSettings(actmax_copies=2, alternatives_top=3, actmax_steps=4, actmax_size=24, seed=5)
+    chosen = {"features.1": [5, 2, 7, 0], "features.3": [9, 1, 4, 3, 12, 8, 6, 10, 11, 13, 14, 15]}
+    work = actmax_work(chosen, settings, lambda image: image.channel == 0)  # channel 0 is cached
+    assert [(image.layer, image.channel, image.copy) for image in work[:7]] == [
+        ("features.1", 5, 0), ("features.1", 2, 0), ("features.1", 7, 0),
+        ("features.1", 5, 1), ("features.1", 2, 1), ("features.1", 7, 1), ("features.3", 9, 0),
+    ]  # fmt: skip
+    chunks = actmax_chunks(loaded, work, settings.actmax_size)
+    assert [len(chunk) for chunk in chunks] == [16, 5]  # maximize's automatic batch on the CPU, across layers
+    assert chunk_label(chunks[0]) == "features.1-features.3 16 channels"
+    images = optimize_chunk(loaded, chunks[0], settings)
+    for image, pixels in zip(chunks[0], images):
+        alone = fmapviz.maximize(loaded.model, f"{image.layer}[{image.channel}]", seed=5 + image.copy, size=24,
+                                 steps=4, progress=False, mean=loaded.mean, std=loaded.std)  # fmt: skip
+        assert torch.allclose(pixels, alone.images[0], atol=1e-5), image
+
+
+def test_cli_quick_preset_optimizes_one_small_image_per_channel_with_early_stopping(net, tmp_path, capsys):
+    from fmapviz.explorer.settings import QUICK
+
+    make_photos(tmp_path / "photos", 2)
+    site = tmp_path / "site"
+    command = ["explore", net, str(tmp_path / "photos"), "-o", str(site), "--layers", "2", "--size", "32", "--quick"]
+    assert main([*command, "--quiet", "--actmax-steps", "24"]) == 0  # an explicit option overrides the preset
+    settings = json.loads((site / "fmapviz-site.json").read_text())["settings"]
+    assert settings["actmax_steps"] == 24 and settings["actmax_copies"] == 1
+    assert (
+        (settings["actmax_size"], settings["actmax_stop"])
+        == (QUICK["actmax_size"], QUICK["actmax_stop"])
+        != (128, None)
+    )
+    pictures = sorted((site / "data").glob("actmax-*/2/*.webp"))
+    assert len(pictures) == 16 and all(path.stem.endswith("_0") for path in pictures)  # every channel, one copy
+    with Image.open(pictures[0]) as picture:
+        assert picture.size == (QUICK["actmax_size"],) * 2
+    assert ExploreSettings.quick(actmax_copies=2) == ExploreSettings(**{**QUICK, "actmax_copies": 2})
+    with pytest.raises(SystemExit):
+        main(["explore", "--help"])
+    assert "--quick" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # three interpreters importing torch
+def test_under_torchrun_a_refusal_on_rank_0_stops_both_ranks_with_one_line(net, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    make_photos(tmp_path / "photos", 2)
+    site = tmp_path / "site"
+    assert explore_cli(net, tmp_path / "photos", site, "--layers", "2") == 0
+    (tmp_path / "other.py").write_text(SEEDED_NET.replace("manual_seed(0)", "manual_seed(1)"))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "fmapviz"]
+    command += ["explore", f"{tmp_path / 'other.py'}:build", str(tmp_path / "photos"), "-o", str(site), "--quiet"]
+    command += ["--layers", "2", "--size", "32", "--actmax-top", "1", "--actmax-steps", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=240)  # no hang
+    assert run.returncode != 0
+    # one line from each rank (their writes may interleave; torchrun adds its own report)
+    assert run.stderr.count("error: ") == 2 and run.stderr.count("is a site of model") == 2, run.stderr[-3000:]
+    assert "Connection reset" not in run.stderr and "fmapviz/explorer" not in run.stderr  # rank 1 did not crash

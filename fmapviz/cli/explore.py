@@ -35,8 +35,8 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--actmax-copies",
         type=count_value(1),
-        default=3,
-        help="actmax images (seeds) per alternatives channel (default 3)",
+        default=None,
+        help="actmax images (seeds) per alternatives channel (default 3; --quick: 1)",
     )
     parser.add_argument(
         "--alternatives-top",
@@ -45,9 +45,17 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         help="channels per layer (firing hardest) whose pages show all the actmax copies (default 16)",
     )
     parser.add_argument(
-        "--actmax-steps", type=count_value(0), default=128, help="actmax optimization steps (default 128)"
+        "--actmax-steps", type=count_value(0), default=None, help="actmax optimization steps (default 128; --quick: 48)"
     )
-    parser.add_argument("--actmax-size", type=count_value(1), default=128, help="actmax image size (default 128)")
+    parser.add_argument(
+        "--actmax-size", type=count_value(1), default=None, help="actmax image size (default 128; --quick: 64)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the quick preset for a whole model on a CPU: actmax at 48 steps, 64 px, one image per channel, "
+        "each stopped once its objective has converged (the --actmax-* options still override it)",
+    )
     parser.add_argument("--batch-size", type=count_value(1), default=16, help="photos per forward pass (default 16)")
     parser.add_argument("-o", "--out", default="fmapviz-site", help="site folder (default fmapviz-site)")
 
@@ -58,17 +66,17 @@ def run(args: argparse.Namespace) -> int:
     from fmapviz.explorer import ExploreSettings
     from fmapviz.explorer.layers import NoSpatialLayersError
 
-    settings = ExploreSettings(
+    preset = ExploreSettings.quick if args.quick else ExploreSettings
+    given = {"actmax_copies": args.actmax_copies, "actmax_steps": args.actmax_steps, "actmax_size": args.actmax_size}
+    settings = preset(
         crops=args.crops,
         explain_top=args.top,
         method=args.method,
         actmax_top=args.actmax_top,
-        actmax_copies=args.actmax_copies,
         alternatives_top=args.alternatives_top,
-        actmax_steps=args.actmax_steps,
-        actmax_size=args.actmax_size,
         seed=args.seed,
         batch_size=args.batch_size,
+        **{name: value for name, value in given.items() if value is not None},
     )
     with torchrun_group(args.device) as (_, device):  # under torchrun the processes share the work
         loaded = load_model_from(args, device)
@@ -88,6 +96,7 @@ COMMAND = Command(
     add_options,
     run,
     "fmapviz explore mobilenet_v2 --weights IMAGENET1K_V1 photos/ --layers features.7 features.14 -o site/\n"
+    "  fmapviz explore mobilenet_v2 --weights IMAGENET1K_V1 photos/ --layers all --quick -o site/\n"
     "  torchrun --nproc-per-node 2 -m fmapviz explore resnet18 --weights IMAGENET1K_V1 photos/ --layers layer3 "
     "layer4 -o site/",
 )

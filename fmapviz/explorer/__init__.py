@@ -1,6 +1,7 @@
 """explore: a browsable static site of a model's layers, channels and photos (``fmapviz explore``).
 
-* :mod:`.build` computes and caches (scan, explanations, channel examples, activation maximization);
+* :mod:`.build` computes and caches (scan, explanations, channel examples, activation maximization, whose
+  batches :mod:`.actmax_stage` makes); :mod:`.settings` holds :class:`ExploreSettings` and its quick preset;
 * :mod:`.pages` turns the cache into HTML; :mod:`.cache` holds the atomic writes and cache keys;
 * ``assets/`` holds the stylesheet and the small script the pages use (no network, no server).
 
@@ -13,20 +14,22 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from contextlib import nullcontext
+from contextlib import ExitStack
 from pathlib import Path
 
 from torch import nn
 
 from ..data import list_photos
 from ..devices import describe
+from ..distributed import check_on_rank_zero
 from ..files import FolderLock, write_json
 from ..hooks import LayerSelectors
 from ..inputs import default_transform
 from ..models import LoadedModel
-from .build import ExploreSettings, Site
+from .build import Site
 from .cache import FORMAT, MARKER, check_same_site, claim_folder
 from .layers import spatial_layers
+from .settings import ExploreSettings
 
 __all__ = ["ExploreSettings", "explore"]
 
@@ -87,10 +90,14 @@ def explore(
     names = spatial_layers(model, layers, tuple(first.shape[-2:]))
     out = Path(out)
     site = Site(model, files, names, out, settings, progress)
-    if site.rank == 0:
+
+    def claim(held: ExitStack) -> None:  # on rank 0; a refusal stops every rank, none waits for rank 0
         check_same_site(out, model.name, site.keys, force)
         claim_folder(out, force, files)
-    with FolderLock(out) if site.rank == 0 else nullcontext():
+        held.enter_context(FolderLock(out))
+
+    with ExitStack() as held:
+        check_on_rank_zero(lambda: claim(held))
         seconds, results = {}, {}
         for stage in ("scan", "images", "channels", "actmax"):
             started = time.perf_counter()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,7 @@ import torch
 
 from ..data import read_input
 from ..distributed import barrier, gather_objects, rank_and_world
-from ..engines.actmax import maximize
-from ..engines.explain import ATTRIBUTIONS, explain_channels, unit_gradients
+from ..engines.explain import explain_channels, unit_gradients
 from ..engines.saliency import saliency
 from ..engines.scan import ScanResult, receptive_window, scan
 from ..errors import FmapvizError, ImageLoadError
@@ -30,10 +29,12 @@ from ..inputs import denormalize
 from ..layers import summary
 from ..models import LoadedModel
 from ..plot.colors import overlay
-from ..plot.saliency import saliency_overlay
+from ..plot.saliency import saliency_pixels
 from ..progress import Progress
 from . import cache
+from .actmax_stage import actmax_chunks, actmax_work, chunk_label, optimize_chunk
 from .layers import safe_name
+from .settings import ExploreSettings
 from .status import StageProgress
 
 CHANNEL_BATCH = 16  # channels whose what-drives-it maps share one forward and backward pass
@@ -41,50 +42,6 @@ PICTURE = "webp"  # every picture of a site: a fifth of PNG, two thirds of JPEG 
 ACTMAX_QUALITY = 90  # optimized images have fine texture: less lossy than the photos' crops (80)
 DRIVE_ALPHA = 0.7  # opacity of the what-drives-it map where it peaks (none where it is 0: the photo shows)
 PHOTO_CACHE = 512  # photos kept in memory as model inputs while channel pages are made
-
-
-@dataclass(frozen=True)
-class ExploreSettings:
-    """What an explorer site shows and how hard it works; every field is part of the cache keys.
-
-    Attributes:
-        topk: dataset examples kept per channel by the scan.
-        crops: examples shown on a channel page (at most ``topk``).
-        least: least-activating photos shown on a channel page.
-        explain_top: channels explained per layer on each image page.
-        method: the channel attribution method (a key of :data:`fmapviz.engines.explain.ATTRIBUTIONS`).
-        actmax_top: channels per layer (those firing hardest over the data) that get an activation-maximization
-            image, the tile of their channel page; None: every channel.
-        actmax_copies: images (other seeds) shown on the channel pages of the ``alternatives_top`` channels
-            of each layer that fire hardest (the first is the tile, the others are alternatives).
-        alternatives_top: channels per layer whose pages show the ``actmax_copies`` images.
-        actmax_steps, actmax_size: optimization steps and image size of activation maximization.
-        seed: seed of activation maximization.
-        batch_size: images per forward pass.
-    """
-
-    topk: int = 16
-    crops: int = 8
-    least: int = 4
-    explain_top: int = 5
-    method: str = "activation_x_gradient"
-    actmax_top: int | None = None
-    actmax_copies: int = 3
-    alternatives_top: int = 16
-    actmax_steps: int = 128
-    actmax_size: int = 128
-    seed: int = 0
-    batch_size: int = 16
-
-    def __post_init__(self) -> None:
-        if self.method not in ATTRIBUTIONS:
-            raise ValueError(f"Unknown attribution method '{self.method}'. Use one of: {', '.join(ATTRIBUTIONS)}.")
-        for name in ("topk", "crops", "explain_top", "actmax_copies", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
-        for name in ("least", "actmax_top", "alternatives_top", "actmax_steps"):
-            if (getattr(self, name) or 0) < 0:
-                raise ValueError(f"{name} must be 0 or more, got {getattr(self, name)}.")
 
 
 class Site:
@@ -109,19 +66,21 @@ class Site:
                 "load a checkpoint or seed the model factory so every process builds the same model."
             )
         transform = repr(loaded.transform)
+        actmax = [settings.actmax_steps, settings.actmax_size, settings.seed, loaded.mean, PICTURE]
+        if settings.actmax_stop is not None:  # sites built without early stopping keep their key
+            actmax.append(settings.actmax_stop)
         keys = {
             "scan": cache.key(weights, layers, transform, settings.topk),
             "images": cache.key(weights, layers, transform, settings.explain_top, settings.method, PICTURE),
-            "actmax": cache.key(
-                weights, settings.actmax_steps, settings.actmax_size, settings.seed, loaded.mean, PICTURE
-            ),
+            "actmax": cache.key(weights, *actmax),
         }
-        keys["channels"] = cache.key(keys["scan"], settings.crops, PICTURE)
+        keys["channels"] = cache.key(keys["scan"], settings.crops, PICTURE, "shared crops")
         self.keys = keys
         self.scan_result: ScanResult | None = None
         self.records: dict[str, dict] = {}  # image id -> its record
         self.unreadable: list[tuple[str, str]] = []
         self._photos: dict[str, torch.Tensor] = {}  # file -> model input, at most PHOTO_CACHE of them
+        self._ids: dict[str, str] = {}  # file -> image id
 
     def folder(self, stage: str) -> Path:
         return self.out / "data" / f"{stage}-{self.keys[stage]}"
@@ -172,7 +131,10 @@ class Site:
     # ------------------------------------------------------------------------------------------ images
 
     def image_id(self, file: str) -> str:
-        return f"{safe_name(Path(file).stem)[:40]}-{cache.file_digest(file)}"
+        """The photo's name in the site: its file name and a hash of its bytes (read once per build)."""
+        if file not in self._ids:
+            self._ids[file] = f"{safe_name(Path(file).stem)[:40]}-{cache.file_digest(file)}"
+        return self._ids[file]
 
     def run_images(self) -> dict[str, dict]:
         """Prediction, Grad-CAM and the explanation through channels for every readable photo."""
@@ -207,12 +169,14 @@ class Site:
             method=settings.method,
             categories=loaded.categories,
         )
-        cams = saliency(loaded.model, x, "gradcam", target="top", layers=self.layers).layer_maps  # predicted class
+        gradcam = saliency(loaded.model, x, "gradcam", target="top", layers=self.layers)  # the predicted class
+        # by requested layer: a ViT's last block, which only its class token leaves, gives the nearest layer's map
+        used = dict(zip(self.layers, gradcam.layers))
         probabilities = found.logits.softmax(dim=1).cpu()
         for row, (file, image_id) in enumerate(zip(files, ids)):
             where = folder / image_id
-            photo = display[row]
-            cache.write_picture(where / f"photo.{PICTURE}", _pixels(photo))
+            photo = _pixels(display[row])  # uint8 once: every overlay of this photo blends onto it
+            cache.write_picture(where / f"photo.{PICTURE}", photo)
             record: dict[str, Any] = {
                 "file": file,
                 "id": image_id,
@@ -225,21 +189,22 @@ class Site:
                 channels = layer.channels[row].tolist()
                 spatial = layer.maps[row, channels].cpu()
                 peak = float(spatial.abs().max())
-                cam = cams[name][row, 0].detach().cpu()
+                cam = gradcam.layer_maps[used[name]][row, 0].detach().cpu()
                 cam_peak = float(cam.max()) or 1.0
                 cache.write_picture(
                     where / f"gradcam_{safe_name(name)}.{PICTURE}", overlay(photo, cam, "jet", 0.5, vmax=cam_peak)
                 )
                 for slot, channel in enumerate(channels):
-                    tile = saliency_overlay(photo, spatial[slot], True, 0.6, peak)
-                    cache.write_picture(where / f"attribution_{safe_name(name)}_{channel}.{PICTURE}", _pixels(tile))
+                    tile = saliency_pixels(photo, spatial[slot], True, 0.6, peak)
+                    cache.write_picture(where / f"attribution_{safe_name(name)}_{channel}.{PICTURE}", tile)
                 record["layers"][name] = {
                     "channels": channels,
-                    "values": [round(float(v), 4) for v in layer.values[row]],
+                    "values": [round(v, 4) for v in layer.values[row].tolist()],
                     "total": round(float(layer.attributions[row].sum()), 4),
-                    "activations": [round(float(v), 4) for v in layer.activations[row].cpu()],
+                    "activations": [round(v, 4) for v in layer.activations[row].tolist()],
+                    "gradcam_layer": used[name],
                 }
-            write_json(where / "record.json", record)
+            write_json(where / "record.json", record, indent=None)  # a whole model's record: 2,816 activations
 
     # ------------------------------------------------------------------------------------------ actmax
 
@@ -254,31 +219,16 @@ class Site:
 
     def run_actmax(self) -> None:
         """Activation-maximization images of the chosen channels, and alternatives (other seeds) for the
-        channels of each layer that fire hardest."""
+        channels of each layer that fire hardest, batched across layers and copies (:mod:`.actmax_stage`)."""
         settings = self.settings
-        jobs = []  # (layer, copy, channels still missing)
-        for layer in self.layers:
-            chosen = self.actmax_channels(layer)
-            for copy in range(settings.actmax_copies):
-                channels = chosen if copy == 0 else chosen[: settings.alternatives_top]
-                jobs.append((layer, copy, [c for c in channels if not self.actmax_path(layer, c, copy).is_file()]))
-        chunks = [(layer, copy, missing[i : i + 8]) for layer, copy, missing in jobs for i in range(0, len(missing), 8)]
-        with self.bar(sum(len(channels) for *_, channels in chunks), "actmax") as bar:
-            for layer, copy, channels in self.mine(chunks):
-                result = maximize(
-                    self.loaded.model,
-                    layer,
-                    channels=channels,
-                    size=settings.actmax_size,
-                    steps=settings.actmax_steps,
-                    seed=settings.seed + copy,
-                    progress=False,
-                    mean=self.loaded.mean,
-                    std=self.loaded.std,
-                )
-                for channel, image in zip(channels, result.images):
-                    cache.write_picture(self.actmax_path(layer, channel, copy), _pixels(image), ACTMAX_QUALITY)
-                bar.done(f"{layer} {len(channels)} channels", len(channels) * self.world)
+        chosen = {layer: self.actmax_channels(layer) for layer in self.layers}
+        work = actmax_work(chosen, settings, lambda image: self.actmax_path(*astuple(image)).is_file())
+        chunks = actmax_chunks(self.loaded, work, settings.actmax_size)
+        with self.bar(len(work), "actmax") as bar:
+            for chunk in self.mine(chunks):
+                for image, pixels in zip(chunk, optimize_chunk(self.loaded, chunk, settings)):
+                    cache.write_picture(self.actmax_path(*astuple(image)), _pixels(pixels), ACTMAX_QUALITY)
+                bar.done(chunk_label(chunk), len(chunk) * self.world)
         barrier()
 
     # ------------------------------------------------------------------------------------------ channels
@@ -332,14 +282,27 @@ class Site:
         count = min(self.settings.crops, scanned.top_values.shape[1])
         records, driven = {}, []
         for _, channel, signature in group:
-            where, crops = self.channel_folder(layer, channel), []
+            crops = []
             for rank in range(count):
                 source = result.sources[int(scanned.top_sources[channel, rank])]
-                display = (self.photo(source) * std + mean).clamp(0, 1)
+                size = tuple(self.photo(source).shape[-2:])
                 row, col = (int(v) for v in scanned.top_positions[channel, rank])
-                window = receptive_window(geometry, row, col, tuple(display.shape[-2:]))
-                cache.write_picture(where / f"crop_{rank}.{PICTURE}", boxed_crop(display, window))
-                crops.append({"source": source, "value": round(float(scanned.top_values[channel, rank]), 4)})
+                window = receptive_window(geometry, row, col, size)
+                box = crop_box(window, size)
+                # one picture per photo region, shared by every channel (and rank) that shows it; the page draws
+                # the window's box over it
+                name = f"crops/{self.image_id(source)}_{'_'.join(map(str, box))}.{PICTURE}"
+                if not (self.folder("channels") / name).is_file():
+                    display = (self.photo(source) * std + mean).clamp(0, 1)
+                    cache.write_picture(self.folder("channels") / name, crop_picture(display, box))
+                crops.append(
+                    {
+                        "source": source,
+                        "value": round(float(scanned.top_values[channel, rank]), 4),
+                        "picture": name,
+                        "box": window_in_crop(window, box),
+                    }
+                )
             records[channel] = {"signature": signature, "crops": crops, "drive": None}
             if count and float(scanned.top_values[channel, 0]) > 0:
                 driven.append(channel)
@@ -389,29 +352,34 @@ class Site:
         return {"settings": asdict(self.settings), "keys": self.keys, "layers": self.layers}
 
 
-def boxed_crop(image: torch.Tensor, window: tuple[int, int, int, int], size: int = 112) -> np.ndarray:
-    """The receptive-field window of ``image`` with some context, its box drawn, resized to ``size`` pixels."""
-    from PIL import Image, ImageDraw
-
+def crop_box(window: tuple[int, int, int, int], size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The region of a photo of ``size`` (H, W) shown for a receptive-field ``window`` (top, left, bottom, right):
+    the window with a quarter of its size as context, inside the photo, as (left, top, right, bottom) pixels."""
     top, left, bottom, right = window
-    height, width = image.shape[-2:]
+    height, width = size
     margin = max(bottom - top, right - left) // 4 + 2
-    box = (
-        max(0, left - margin),
-        max(0, top - margin),
-        min(width, right + margin + 1),
-        min(height, bottom + margin + 1),
-    )
+    return max(0, left - margin), max(0, top - margin), min(width, right + margin + 1), min(height, bottom + margin + 1)
+
+
+def window_in_crop(window: tuple[int, int, int, int], box: tuple[int, int, int, int]) -> list[float]:
+    """Where ``window`` lies in the crop ``box``: [left, top, width, height] in percent of the crop (drawn by CSS)."""
+    top, left, bottom, right = window
+    width, height = box[2] - box[0], box[3] - box[1]
+    return [
+        round(100 * (left - box[0]) / width, 1),
+        round(100 * (top - box[1]) / height, 1),
+        round(100 * (right + 1 - left) / width, 1),
+        round(100 * (bottom + 1 - top) / height, 1),
+    ]
+
+
+def crop_picture(image: torch.Tensor, box: tuple[int, int, int, int], size: int = 112) -> np.ndarray:
+    """The ``box`` (left, top, right, bottom) of ``image`` (3,H,W), resized so that its longer side is ``size``."""
+    from PIL import Image
+
     picture = Image.fromarray(_pixels(image)).crop(box)
     scale = size / max(picture.size)
     picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))))
-    outline = [
-        (left - box[0]) * scale,
-        (top - box[1]) * scale,
-        (right + 1 - box[0]) * scale - 1,
-        (bottom + 1 - box[1]) * scale - 1,
-    ]
-    ImageDraw.Draw(picture).rectangle(outline, outline=(255, 210, 0), width=2)
     return np.asarray(picture)
 
 

@@ -70,7 +70,7 @@ class Pages:
         return root + path.relative_to(self.out).as_posix()
 
     def channel_file(self, layer: str, channel: int, name: str, root: str) -> str:
-        """The link to a file the channel stage wrote (``crop_0.webp``, ``drive.webp``)."""
+        """The link to a file the channel stage wrote for one channel (``drive.webp``)."""
         return self.data_link(self.site.channel_folder(layer, channel) / name, root)
 
     def actmax_image(self, layer: str, channel: int, copy: int = 0) -> Path | None:
@@ -80,10 +80,20 @@ class Pages:
     def tile_image(self, layer: str, channel: int, root: str) -> str:
         """The channel's picture: its activation-maximization image, else its best dataset crop."""
         path = self.actmax_image(layer, channel)
-        if path is None:
-            crop = self.site.channel_folder(layer, channel) / f"crop_0.{PICTURE}"
-            path = crop if crop.is_file() else None
+        crops = self.channels.get((layer, channel), {}).get("crops")
+        if path is None and crops:
+            path = self.site.folder("channels") / crops[0]["picture"]
         return self.data_link(path, root) if path is not None else ""
+
+    def crop_html(self, crop: dict, root: str, size: str, alt: str) -> str:
+        """A dataset crop (a picture shared by every channel showing that photo region) with the channel's
+        receptive-field window drawn over it."""
+        left, top, width, height = crop["box"]
+        picture = self.data_link(self.site.folder("channels") / crop["picture"], root)
+        return (
+            f'<span class="crop"><img class="{size}" src="{esc(picture)}" alt="{esc(alt)}">'
+            f'<i style="left:{left}%;top:{top}%;width:{width}%;height:{height}%"></i></span>'
+        )
 
     def state(self, layer: str, channel: int) -> str:
         health = self.health[layer]
@@ -250,11 +260,14 @@ class Pages:
             if actmax[0] is not None
             else self.best_crop(layer, channel, root)
         )
-        folder = site.channel_folder(layer, channel)
         crops = "".join(
-            f"<figure>{self.photo_link(crop['source'], root, folder / f'crop_{rank}.{PICTURE}', 'small')}"
-            f"<figcaption>{crop['value']:.3g}</figcaption></figure>"
-            for rank, crop in enumerate(record.get("crops", []))
+            self.photo_figure(
+                crop["source"],
+                root,
+                self.crop_html(crop, root, "small", Path(crop["source"]).name),
+                f"{crop['value']:.3g}",
+            )
+            for crop in record.get("crops", [])
         )
         least = self.least_activating(layer, channel, root)
         drive = record.get("drive")
@@ -291,29 +304,32 @@ class Pages:
 
     def best_crop(self, layer: str, channel: int, root: str) -> str:
         """What stands in for a missing activation-maximization image: the channel's best dataset crop."""
-        crop = self.site.channel_folder(layer, channel) / crop_name(0)
-        if not crop.is_file():
+        crops = self.channels.get((layer, channel), {}).get("crops")
+        if not crops:
             return '<p class="note">No activation-maximization image and no dataset example.</p>'
         return (
-            f'<figure><img class="big" src="{esc(self.data_link(crop, root))}" alt="best dataset crop">'
+            f"<figure>{self.crop_html(crops[0], root, 'big', 'best dataset crop')}"
             f"<figcaption>its best dataset crop: only the {self.site.settings.actmax_top} channels of each layer "
             "that fire hardest are optimized (--actmax-top N or all)</figcaption></figure>"
         )
 
-    def photo_link(self, source: str, root: str, picture: Path, size: str) -> str:
-        image = f'<img class="{size}" src="{esc(self.data_link(picture, root))}" alt="{esc(Path(source).name)}">'
+    def photo_figure(self, source: str, root: str, image: str, caption: str) -> str:
+        """``image`` (HTML) linked to the page of the photo ``source`` when the site has one, with a caption."""
         image_id = self.image_ids.get(source)
-        return f'<a href="{esc(self.image_link(image_id, root))}">{image}</a>' if image_id else image
+        linked = f'<a href="{esc(self.image_link(image_id, root))}">{image}</a>' if image_id else image
+        return f"<figure>{linked}<figcaption>{caption}</figcaption></figure>"
 
     def least_activating(self, layer: str, channel: int, root: str) -> str:
         records = [r for r in self.site.records.values() if layer in r["layers"]]
         records.sort(key=lambda r: r["layers"][layer]["activations"][channel])
-        photo = f"photo.{PICTURE}"
-        return "".join(
-            f"<figure>{self.photo_link(r['file'], root, self.site.folder('images') / r['id'] / photo, 'small')}"
-            f"<figcaption>mean {r['layers'][layer]['activations'][channel]:.3g}</figcaption></figure>"
-            for r in records[: self.site.settings.least]
-        )
+        figures = []
+        for r in records[: self.site.settings.least]:
+            picture = self.data_link(self.site.folder("images") / r["id"] / f"photo.{PICTURE}", root)
+            image = f'<img class="small" src="{esc(picture)}" alt="{esc(Path(r["file"]).name)}">'
+            figures.append(
+                self.photo_figure(r["file"], root, image, f"mean {r['layers'][layer]['activations'][channel]:.3g}")
+            )
+        return "".join(figures)
 
     # ---------------------------------------------------------------------------------------- image page
 
@@ -326,7 +342,8 @@ class Pages:
         )
         cams = "".join(
             f'<figure><img class="big" src="{esc(self.data_link(folder / gradcam_name(layer), root))}"'
-            f' alt="Grad-CAM at {esc(layer)}"><figcaption>Grad-CAM at {esc(layer)}</figcaption></figure>'
+            f' alt="Grad-CAM at {esc(layer)}"><figcaption>Grad-CAM at {esc(_gradcam_layer(record, layer))}'
+            "</figcaption></figure>"
             for layer in site.layers
         )
         target = record["prediction"][0][1] if record["prediction"][0][0] == record["target"] else record["target"]
@@ -340,9 +357,8 @@ class Pages:
                 actmax = self.actmax_image(layer, channel)
                 channel_record = self.channels.get((layer, channel), {})
                 crops = "".join(
-                    f'<img class="small" src="{esc(self.channel_file(layer, channel, crop_name(rank), root))}" '
-                    f'alt="top example {rank}">'
-                    for rank in range(min(CROPS_ON_IMAGE_PAGE, len(channel_record.get("crops", []))))
+                    self.crop_html(crop, root, "small", f"top example {rank}")
+                    for rank, crop in enumerate(channel_record.get("crops", [])[:CROPS_ON_IMAGE_PAGE])
                 )
                 rows.append(
                     f'<tr><td><a href="{esc(self.channel_link(layer, channel, root))}">{esc(layer)}[{channel}]</a></td>'
@@ -373,8 +389,10 @@ class Pages:
         return page(f"{Path(record['file']).name}: fmapviz explorer", body, root, crumbs)
 
 
-def crop_name(rank: int) -> str:
-    return f"crop_{rank}.{PICTURE}"
+def _gradcam_layer(record: dict, layer: str) -> str:
+    """The layer whose Grad-CAM an image page shows for ``layer``: a ViT's last block gives the nearest one reached."""
+    used = record["layers"][layer].get("gradcam_layer", layer)
+    return layer if used == layer else f"{used} (nearest to {layer} that the class reaches)"
 
 
 def gradcam_name(layer: str) -> str:

@@ -11,8 +11,9 @@ from .cache import MARKER, read_json
 
 
 class StageProgress(Progress):
-    """The progress bar of one explorer stage (with tqdm's time left in a terminal) that also writes
-    ``"building": {stage, done, total, elapsed_s, left_s}`` into the site's status file after every step.
+    """The progress bar of one explorer stage, with the time left (tqdm's in a terminal, on each line otherwise),
+    that also writes ``"building": {stage, done, total, elapsed_s, left_s}`` into the site's status file after
+    every step.
 
     The finished build rewrites the status file without ``"building"``.
 
@@ -24,18 +25,11 @@ class StageProgress(Progress):
     def __init__(self, out: Path, stage: str, total: int, enabled: bool = True, status: bool = True) -> None:
         super().__init__(f"explore {stage}", total, enabled=enabled)
         self.out, self.stage_name, self.status = out, stage, status
-        self.begun = time.perf_counter()
         self.write_status()
 
     def done(self, item: str, count: int = 1) -> None:
         super().done(item, count)
         self.write_status()
-
-    def left_s(self) -> float | None:
-        """Seconds left at the pace so far (None before the first step)."""
-        if not self.count or self.total is None:
-            return None
-        return round((time.perf_counter() - self.begun) / self.count * max(self.total - self.count, 0), 1)
 
     def write_status(self) -> None:
         marker = Path(self.out) / MARKER

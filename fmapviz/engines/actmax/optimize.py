@@ -9,7 +9,11 @@ Seeds, by design: image ``i`` has its own ``torch.Generator`` seeded ``seed + co
 is 0 unless ``copies > 1``), used for its initial noise and for every random transform it
 sees. A per-image objective (one per channel or class) reads only its own image's
 activations. So image ``i`` of a batched run equals a single run with the same seed, and
-``channels=range(16)`` gives the same images as sixteen one-channel calls.
+``channels=range(16)`` gives the same images as sixteen one-channel calls; ``seeds=`` gives each image
+its own seed, so one batch can hold several copies of many objectives, from several layers.
+
+``stop_tolerance=`` stops each image once its objective has converged (:mod:`.stopping`); a stopped image
+is frozen, so it too is the same whatever batch it is part of.
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ from torch import nn
 from ...errors import LayerNotFoundError, closest_names
 from ...hooks import capture, model_guard
 from ...inputs import IMAGENET_MEAN, IMAGENET_STD, model_device
-from ...memory import USABLE_FRACTION, forward_bytes, free_bytes
+from ...memory import check_fits, forward_bytes, halving_chunks, rows_that_fit
 from ...model_input import accepts_loaded_model, fixed_model_size, model_dtype
 from ...models import LoadedModel
 from ...outputs import output_tensor
 from ...vocabulary import Unit, bare_int_error, is_unit
 from .objectives import INPUT, OUTPUT, Objective, channel, class_logit, parse_objective
 from .param import PARAMS
+from .stopping import EarlyStop
 from .transforms import Transform, apply, resolve_transforms
 
 ObjectiveLike = str | Objective
@@ -43,7 +48,8 @@ class ActMaxResult:
 
     Attributes:
         images: (N,3,H,W) optimized images in [0, 1], on the model's device.
-        history: (steps, N) objective value of each image at each step (with random transforms).
+        history: (steps, N) objective value of each image at each step (with random transforms); NaN after
+            the image stopped early.
         initial_activation: (N,) objective of each starting image, without random transforms.
         final_activation: (N,) objective of each final image, without random transforms.
         labels: N readable objective names (``"features.10[17]"``, ``"class:954"``).
@@ -51,6 +57,8 @@ class ActMaxResult:
             known, else the label.
         channels: the channel (or class) index of each image when ``channels=`` was given, else None.
         settings: the arguments used (size, steps, lr, param, seed, ...).
+        steps_run: the optimization steps each image got: ``steps``, or fewer where ``stop_tolerance=``
+            stopped it early.
     """
 
     images: torch.Tensor
@@ -61,6 +69,7 @@ class ActMaxResult:
     channels: list[int] | None = None
     names: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
+    steps_run: list[int] = field(default_factory=list)
 
 
 @accepts_loaded_model(
@@ -78,6 +87,8 @@ def maximize(
     decorrelate: bool = True,
     transforms: str | Sequence[Transform] | None = "standard",
     seed: int = 0,
+    seeds: Sequence[int] | None = None,
+    stop_tolerance: float | None = None,
     batch_size: int | str = "auto",
     progress: bool = True,
     mean: Sequence[float] | None = None,
@@ -103,8 +114,13 @@ def maximize(
         decorrelate: use Lucid's ImageNet colour decorrelation.
         transforms: ``"standard"`` (pad, jitter, scale, rotate, jitter), ``"none"``/None, or a list of transforms.
         seed: seed of the per-image generators (see the module docstring).
+        seeds: one seed per image instead (e.g. ``seed + copy`` for copies of many channels in one call).
+        stop_tolerance: stop an image once the mean of its objective over the last window of steps (an eighth
+            of ``steps``, at least 8) gained at most this fraction over the window before (e.g. 0.01); it is
+            then frozen and ``steps_run`` says when. None (the default): every image runs every step.
         batch_size: images optimized together; ``"auto"`` picks 16 on CPU (bigger batches do not pay
-            there) and 64 on GPUs. Results do not depend on it.
+            there) and, on a GPU, what its free memory holds, halved and retried on out-of-memory. Results do not
+            depend on it. A given size that cannot fit is refused before anything is allocated.
         progress: show a tqdm bar with the current mean objective.
         mean, std: the model's input normalization (default ImageNet), applied inside.
         init: start from these images (1 or N, 3, H, W) in [0, 1] instead of noise (DeepDream on a photo).
@@ -119,6 +135,7 @@ def maximize(
     Raises:
         LayerNotFoundError: an objective names a layer the model lacks; the message lists the closest.
         ValueError: an objective string, channel, parameterization or size is invalid.
+        MemoryLimitError: a ``batch_size`` that does not fit in the device's free memory (or one image does not).
 
     Example:
         >>> result = fmapviz.maximize(model, "features.10", channels=range(4), size=64, steps=8, progress=False)
@@ -131,6 +148,8 @@ def maximize(
         raise ValueError(f"steps must be >= 0 and copies >= 1, got steps={steps}, copies={copies}.")
     if steps == 0 and init is None:
         raise ValueError("steps must be >= 1: with steps=0 the images are the starting noise (steps=0 needs init=).")
+    if stop_tolerance is not None and not stop_tolerance >= 0:
+        raise ValueError(f"stop_tolerance must be 0 or more (or None), got {stop_tolerance}.")
     device, dtype = model_device(model), model_dtype(model)
     height, width = _pair(size) if init is None else tuple(init.shape[-2:])
     chain = resolve_transforms(transforms)
@@ -142,12 +161,12 @@ def maximize(
         if shared is not None:
             count = max(copies, init.shape[0] if init is not None and init.dim() == 4 else 1)
             objectives = [shared] * count
-            seeds = [seed + i for i in range(count)] if copies > 1 else [seed] * count
         else:
             if copies > 1:
                 raise ValueError("copies > 1 needs a single objective, not one per channel or a list.")
-            objectives, seeds = per_image, [seed] * len(per_image)
-        _check_layers(model, objectives)
+            objectives = per_image
+        seeds = _image_seeds(seeds, seed, copies, len(objectives))
+        _check_layers(model, list({id(objective): objective for objective in objectives}.values()))
         starts = _init_images(init, len(objectives), device)
         shape = (1, mean_t.shape[1], *(_pair(model_size) if model_size is not None else (height, width)))
         chunk = _chunk_size(batch_size, len(objectives), device, model, shape)
@@ -165,46 +184,63 @@ def maximize(
             parts = {key: value.unbind(0) for key, value in tensors.items()}
             return torch.cat([obj({k: v[i][None] for k, v in parts.items()}) for i, obj in enumerate(chosen)]).float()
 
-        images, history, initial, final = [], [], [], []
+        images, history, initial, final, steps_run = [], [], [], [], []
         from tqdm.auto import tqdm
 
         bar = tqdm(total=steps * len(objectives), disable=not progress, desc="maximize", unit="img-step")
+
+        def optimize(part: slice) -> None:
+            """Optimize the images of ``part``; the results are kept only when the whole chunk finishes."""
+            bar.n = sum(steps_run)  # the steps of a chunk cut short by out-of-memory count again
+            generators = [torch.Generator().manual_seed(s) for s in seeds[part]]
+            parameters, render = PARAMS[param](
+                (height, width),
+                generators,
+                decorrelate=decorrelate,
+                init=None if starts is None else starts[part],
+                device=device,
+            )
+            optimizer = torch.optim.Adam(parameters, lr=lr)
+            chosen = objectives[part]
+            with torch.no_grad():
+                before = evaluate(render(), chosen, None)
+            stop = EarlyStop(len(chosen), steps, stop_tolerance, device)
+            for step in range(steps):
+                optimizer.zero_grad(set_to_none=True)
+                image, rows = render(), stop.active
+                if shared is None and len(rows) < len(chosen):  # a stopped image leaves the forward
+                    score = evaluate(image[rows], [chosen[i] for i in rows], [generators[i] for i in rows])
+                else:  # a shared objective may compare the images (diversity): it sees them all
+                    score = evaluate(image, chosen, generators)
+                (-score.sum()).backward()
+                optimizer.step()
+                stop.record(step, score.detach(), parameters)
+                bar.update(len(rows))
+                if step % 8 == 0 or step == steps - 1:
+                    bar.set_postfix(objective=f"{score.detach().mean().item():.3g}")
+                if stop.finished:
+                    break
+            with torch.no_grad():
+                image = render()
+                after = evaluate(image, chosen, None)
+            initial.append(before)
+            final.append(after)
+            images.append(as_channels(as_channels(image.detach(), mean_t.shape[1]), 3))  # what the model saw
+            history.append(stop.history())
+            steps_run.extend(stop.steps_run)
+
         try:
-            for start in range(0, len(objectives), chunk):
-                part = slice(start, start + chunk)
-                generators = [torch.Generator().manual_seed(s) for s in seeds[part]]
-                parameters, render = PARAMS[param](
-                    (height, width),
-                    generators,
-                    decorrelate=decorrelate,
-                    init=None if starts is None else starts[part],
-                    device=device,
-                )
-                optimizer = torch.optim.Adam(parameters, lr=lr)
-                with torch.no_grad():
-                    initial.append(evaluate(render(), objectives[part], None))
-                values = []
-                for step in range(steps):
-                    optimizer.zero_grad(set_to_none=True)
-                    score = evaluate(render(), objectives[part], generators)
-                    (-score.sum()).backward()
-                    optimizer.step()
-                    values.append(score.detach())
-                    bar.update(score.shape[0])
-                    if step % 8 == 0 or step == steps - 1:
-                        bar.set_postfix(objective=f"{score.detach().mean().item():.3g}")
-                with torch.no_grad():
-                    image = render()
-                    final.append(evaluate(image, objectives[part], None))
-                images.append(as_channels(as_channels(image.detach(), mean_t.shape[1]), 3))  # what the model saw
-                history.append(torch.stack(values) if values else _empty_history(part, len(objectives), device))
+            chunk = halving_chunks(
+                optimize, len(objectives), chunk, what="maximize", option="batch_size", chosen=batch_size != "auto"
+            )
         finally:
             bar.close()
 
     settings = dict(size=(height, width), steps=steps, lr=lr, param=param, decorrelate=decorrelate, seed=seed,
                     transforms=transforms if isinstance(transforms, str) or transforms is None else "custom",
                     batch_size=chunk, mean=tuple(mean_t.flatten().tolist()), std=tuple(std_t.flatten().tolist()),
-                    copies=copies, model_size=model_size, init=init is not None)  # fmt: skip
+                    copies=copies, model_size=model_size, init=init is not None,
+                    stop_tolerance=stop_tolerance)  # fmt: skip
     return ActMaxResult(
         images=torch.cat(images),
         history=torch.cat(history, dim=1),
@@ -214,6 +250,7 @@ def maximize(
         channels=channel_list,
         names=[class_name(obj.name, categories) for obj in objectives],
         settings=settings,
+        steps_run=steps_run,
     )
 
 
@@ -227,8 +264,14 @@ def as_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     return images.expand(-1, channels, -1, -1)
 
 
-def _empty_history(part: slice, total: int, device: torch.device) -> torch.Tensor:
-    return torch.zeros(0, len(range(total)[part]), device=device)
+def _image_seeds(seeds: Sequence[int] | None, seed: int, copies: int, count: int) -> list[int]:
+    """One seed per image: ``seeds`` as given, else ``seed + copy`` for copies, else ``seed``."""
+    if seeds is None:
+        return [seed + i for i in range(count)] if copies > 1 else [seed] * count
+    if isinstance(seeds, (int, str)) or len(seeds) != count:
+        given = seeds if isinstance(seeds, (int, str)) else f"{len(seeds)} seeds"
+        raise ValueError(f"seeds= needs one seed per image ({count}), got {given}; or pass seed= for all of them.")
+    return [int(value) for value in seeds]
 
 
 def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -342,21 +385,36 @@ def _init_images(init: torch.Tensor | None, count: int, device: torch.device) ->
     return images.to(device).expand(count, -1, -1, -1)
 
 
+def auto_batch_size(model: nn.Module, size: int | tuple[int, int], count: int, channels: int = 3) -> int:
+    """The images :func:`maximize` optimizes together with ``batch_size="auto"``, for ``count`` images of ``size``
+    pixels: 16 on the CPU, on a GPU as many as its free memory holds (never more than ``count``).
+
+    Example:
+        >>> auto_batch_size(model, 128, count=100)  # a model on the CPU
+        16
+    """
+    return _chunk_size("auto", count, model_device(model), model, (1, channels, *_pair(size)))
+
+
 def _chunk_size(
     batch_size: int | str, count: int, device: torch.device, model: nn.Module | None = None, shape: tuple = ()
 ) -> int:
     """Images optimized together: ``batch_size``, or automatically 16 on the CPU and, on a GPU, as many as its
-    free memory holds (one forward's activations per image, times 4 for the backward and the transforms)."""
+    free memory holds (one forward's activations per image, times 4 for the backward and the transforms).
+    :func:`maximize` halves an automatic size on out-of-memory; a given one that cannot fit raises MemoryLimitError.
+    """
     if batch_size == "auto":
         if device.type == "cpu":
             return min(count, 16)
-        free = free_bytes(device)
-        per_image = 4 * forward_bytes(model, shape) if model is not None and shape else 0
-        rows = int(USABLE_FRACTION * free // per_image) if free and per_image else 64
-        return max(1, min(count, rows))
+        per_image = 4 * forward_bytes(model, shape, model_dtype(model)) if model is not None and shape else 0
+        return max(1, min(count, rows_that_fit(device, per_image) or 64))
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int or 'auto', got {batch_size!r}.")
-    return min(batch_size, count)
+    rows = min(batch_size, count)
+    if model is not None and shape:  # the forward activations alone: refused before anything is allocated
+        needed = rows * forward_bytes(model, shape, model_dtype(model))
+        check_fits(needed, device, f"maximize with batch_size={batch_size}", "lower batch_size (actmax --batch-size)")
+    return rows
 
 
 def class_name(label: str, categories: Sequence[str] | None) -> str:
