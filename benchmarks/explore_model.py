@@ -156,6 +156,11 @@ def shards(temporary: Path) -> str:
     two = explore(photos, temporary / "two", *options, processes=2)
     first, second = digests(temporary / "one"), digests(temporary / "two")
     same = sum(1 for name, digest in first.items() if second.get(name) == digest)
+    differ: dict[str, int] = defaultdict(int)
+    for name, digest in first.items():
+        if second.get(name) != digest:
+            parts = name.split("/")
+            differ[parts[1].rsplit("-", 1)[0] if parts[0] == "data" else parts[0]] += 1
     return (
         "### 1 vs 2 processes (torchrun, gloo, CPU)\n\n"
         "`fmapviz explore mobilenet_v2 --weights IMAGENET1K_V1 PHOTOS --layers features.7 features.14 --quick` on 20 "
@@ -165,7 +170,9 @@ def shards(temporary: Path) -> str:
             ["processes", "wall clock", "files", "identical to 1 process"],
             [[1, f"{one:.0f} s", len(first), "–"], [2, f"{two:.0f} s", len(second), f"{same} of {len(first)}"]],
         )
-        + "\n\n"
+        + "\n\nFiles that differ, by stage or page type: "
+        + (", ".join(f"{kind} {count}" for kind, count in sorted(differ.items())) or "none")
+        + ".\n\n"
     )
 
 

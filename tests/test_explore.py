@@ -354,16 +354,40 @@ def test_crops_of_one_photo_region_are_one_picture_with_each_channels_window_dra
         assert f'<i style="left:{left}%;top:{top}%;width:{width}%;height:{height}%"></i>' in page
 
 
-def test_drive_overlay_leaves_the_photo_where_nothing_drives_the_channel():
-    from fmapviz.explorer.build import _pixels, drive_overlay
+def test_maps_are_see_through_layers_over_their_photo_and_empty_where_nothing_drives_the_channel(tmp_path):
+    from fmapviz.explorer.build import DRIVE_ALPHA, DRIVE_PIXELS
+    from fmapviz.plot.colors import heat_layer, overlay
 
-    photo = torch.rand(3, 32, 32)
     gradient = torch.zeros(8, 8)
     gradient[:, 6:] = 1.0
-    blended = drive_overlay(photo, gradient, 1.0).astype(int)
-    plain = _pixels(photo).astype(int)
-    assert abs(blended[:, :16] - plain[:, :16]).max() <= 1  # the photo, untouched, away from the map
-    assert abs(blended[:, 28:] - plain[:, 28:]).mean() > 20  # the map where it peaks
+    layer = heat_layer(gradient, "jet", DRIVE_PIXELS, DRIVE_ALPHA, fade=True)
+    assert layer.shape == (*DRIVE_PIXELS, 4)
+    assert layer[:, : DRIVE_PIXELS[1] // 2, 3].max() == 0  # the photo, untouched, away from the map
+    assert layer[:, -4:, 3].min() == int(DRIVE_ALPHA * 255 + 0.5)  # the map where it peaks
+    photo = torch.rand(3, *DRIVE_PIXELS)  # the browser's source-over compositing is overlay's blend
+    blended = overlay(photo, gradient, "jet", 0.5).astype(int)
+    flat = heat_layer(gradient, "jet", DRIVE_PIXELS, 0.5).astype(float)
+    pixels = (photo.permute(1, 2, 0).numpy() * 255 + 0.5).astype(int)
+    composite = pixels * (1 - flat[..., 3:] / 255) + flat[..., :3] * flat[..., 3:] / 255
+    assert abs(composite - blended).max() <= 2
+
+    index = build_site(tmp_path, progress=False)
+    site = index.parent
+    image_page = next((site / "images").glob("*.html")).read_text()
+    layered = re.findall(
+        r'<span class="layered"><img class="(\w+)" src="([^"]+)"[^>]*><img class="\w+ heat" src="([^"]+)"', image_page
+    )
+    assert len(layered) == len(LAYERS) * (1 + TINY.explain_top)  # a Grad-CAM per layer, an attribution per channel
+    assert {Path(photo).name for _, photo, _ in layered} == {"photo.webp"}
+    for _, _, heat in layered:
+        with Image.open(next(site.rglob(Path(heat).name))) as picture:
+            assert picture.mode == "RGBA"
+    channel_page = (site / "channels" / "features.3" / "5.html").read_text()
+    assert re.search(
+        r'<span class="layered"><img class="big" src="[^"]+/photo.webp"[^>]*>'
+        r'<img class="big heat" src="[^"]+/drive.webp"',
+        channel_page,
+    )
 
 
 def test_a_site_of_other_settings_or_another_model_is_refused_unless_forced(net, tmp_path, capsys):

@@ -28,8 +28,8 @@ from ..files import write_json
 from ..inputs import denormalize
 from ..layers import summary
 from ..models import LoadedModel
-from ..plot.colors import overlay
-from ..plot.saliency import saliency_pixels
+from ..plot.colors import heat_layer
+from ..plot.saliency import DIVERGING
 from ..progress import Progress
 from . import cache
 from .actmax_stage import actmax_chunks, actmax_work, chunk_label, optimize_chunk
@@ -38,9 +38,13 @@ from .settings import ExploreSettings
 from .status import StageProgress
 
 CHANNEL_BATCH = 16  # channels whose what-drives-it maps share one forward and backward pass
+STORAGE = "shared crops, map layers"  # how pictures are laid out: a change rebuilds old caches
 PICTURE = "webp"  # every picture of a site: a fifth of PNG, two thirds of JPEG at the same look (benchmarks/RESULTS.md)
 ACTMAX_QUALITY = 90  # optimized images have fine texture: less lossy than the photos' crops (80)
 DRIVE_ALPHA = 0.7  # opacity of the what-drives-it map where it peaks (none where it is 0: the photo shows)
+# maps are stored as see-through layers the pages lay over their photo (stored once), at these sizes:
+MAP_PIXELS = (64, 64)  # Grad-CAM and attribution maps (layer resolution: 7 to 112 for mobilenet_v2)
+DRIVE_PIXELS = (112, 112)  # the input-gradient map of a channel's best photo (smoothed over 9 pixels at 224)
 PHOTO_CACHE = 512  # photos kept in memory as model inputs while channel pages are made
 
 
@@ -71,10 +75,10 @@ class Site:
             actmax.append(settings.actmax_stop)
         keys = {
             "scan": cache.key(weights, layers, transform, settings.topk),
-            "images": cache.key(weights, layers, transform, settings.explain_top, settings.method, PICTURE),
+            "images": cache.key(weights, layers, transform, settings.explain_top, settings.method, PICTURE, STORAGE),
             "actmax": cache.key(weights, *actmax),
         }
-        keys["channels"] = cache.key(keys["scan"], settings.crops, PICTURE, "shared crops")
+        keys["channels"] = cache.key(keys["scan"], settings.crops, PICTURE, STORAGE)
         self.keys = keys
         self.scan_result: ScanResult | None = None
         self.records: dict[str, dict] = {}  # image id -> its record
@@ -175,8 +179,7 @@ class Site:
         probabilities = found.logits.softmax(dim=1).cpu()
         for row, (file, image_id) in enumerate(zip(files, ids)):
             where = folder / image_id
-            photo = _pixels(display[row])  # uint8 once: every overlay of this photo blends onto it
-            cache.write_picture(where / f"photo.{PICTURE}", photo)
+            cache.write_picture(where / f"photo.{PICTURE}", _pixels(display[row]))
             record: dict[str, Any] = {
                 "file": file,
                 "id": image_id,
@@ -188,14 +191,15 @@ class Site:
                 layer = found[name]
                 channels = layer.channels[row].tolist()
                 spatial = layer.maps[row, channels].cpu()
-                peak = float(spatial.abs().max())
+                peak = float(spatial.abs().max()) or 1.0
                 cam = gradcam.layer_maps[used[name]][row, 0].detach().cpu()
                 cam_peak = float(cam.max()) or 1.0
                 cache.write_picture(
-                    where / f"gradcam_{safe_name(name)}.{PICTURE}", overlay(photo, cam, "jet", 0.5, vmax=cam_peak)
+                    where / f"gradcam_{safe_name(name)}.{PICTURE}",
+                    heat_layer(cam, "jet", MAP_PIXELS, 0.5, vmax=cam_peak),
                 )
                 for slot, channel in enumerate(channels):
-                    tile = saliency_pixels(photo, spatial[slot], True, 0.6, peak)
+                    tile = heat_layer(spatial[slot], DIVERGING, MAP_PIXELS, 0.6, vmin=-peak, vmax=peak)
                     cache.write_picture(where / f"attribution_{safe_name(name)}_{channel}.{PICTURE}", tile)
                 record["layers"][name] = {
                     "channels": channels,
@@ -311,16 +315,15 @@ class Site:
             x = torch.stack([self.photo(source) for source in best]).to(loaded.device)
             gradients = unit_gradients(loaded.model, x, layer, driven).cpu()
             gradients = torch.nn.functional.avg_pool2d(gradients[:, None], 9, 1, 4, count_include_pad=False)[:, 0]
-            for channel, source, photo, gradient in zip(driven, best, x.cpu(), gradients):
+            for channel, source, gradient in zip(driven, best, gradients):
                 peak = float(torch.quantile(gradient.flatten(), 0.995)) or 1.0
-                display = (photo * std + mean).clamp(0, 1)
                 cache.write_picture(
                     self.channel_folder(layer, channel) / f"drive.{PICTURE}",
-                    drive_overlay(display, gradient, peak),
-                )
+                    heat_layer(gradient, "jet", DRIVE_PIXELS, DRIVE_ALPHA, vmax=peak, fade=True),
+                )  # as opaque as it is strong: where nothing drives the channel, the photo shows unchanged
                 records[channel]["drive"] = {"source": source}
         for channel, record in records.items():
-            write_json(self.channel_folder(layer, channel) / "record.json", record)
+            write_json(self.channel_folder(layer, channel) / "record.json", record, indent=None)
 
     # ------------------------------------------------------------------------------------------ model
 
@@ -381,18 +384,6 @@ def crop_picture(image: torch.Tensor, box: tuple[int, int, int, int], size: int 
     scale = size / max(picture.size)
     picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))))
     return np.asarray(picture)
-
-
-def drive_overlay(photo: torch.Tensor, gradient: torch.Tensor, peak: float) -> np.ndarray:
-    """The what-drives-it map over its photo, as opaque as it is strong: where nothing drives the channel,
-    the photo shows unchanged."""
-    from ..plot.colors import apply_colormap
-
-    heat = torch.nn.functional.interpolate(gradient.float()[None, None], size=photo.shape[-2:], mode="bilinear")[0, 0]
-    heat = (heat / peak).clamp(0, 1)
-    weight = (DRIVE_ALPHA * heat).numpy()[..., None]
-    coloured = apply_colormap(heat, "jet").astype(np.float32)
-    return (_pixels(photo).astype(np.float32) * (1 - weight) + coloured * weight + 0.5).astype(np.uint8)
 
 
 def _fresh(record: dict | None, signature: str) -> bool:

@@ -17,6 +17,7 @@ from ..files import atomic_path, write_json
 
 MARKER = "fmapviz-site.json"
 FORMAT = 1
+ALPHA_QUALITY = 50  # see-through map layers: lossy alpha halves a smooth fading layer (drive maps: 6.9 -> 3.9 KB)
 WEBP_METHOD = 2  # libwebp effort 0-6: 2 encodes 2.4x faster than the default 4 for 4% more bytes (site pictures)
 
 
@@ -42,7 +43,11 @@ def write_picture(path: Path, pixels: np.ndarray, quality: int = 80) -> Path:
 
     with atomic_path(path) as temporary:
         Image.fromarray(pixels).save(
-            temporary, format=Image.registered_extensions()[path.suffix.lower()], quality=quality, method=WEBP_METHOD
+            temporary,
+            format=Image.registered_extensions()[path.suffix.lower()],
+            quality=quality,
+            method=WEBP_METHOD,
+            alpha_quality=ALPHA_QUALITY,
         )
     return path
 

@@ -69,9 +69,15 @@ class Pages:
     def data_link(self, path: Path, root: str) -> str:
         return root + path.relative_to(self.out).as_posix()
 
-    def channel_file(self, layer: str, channel: int, name: str, root: str) -> str:
-        """The link to a file the channel stage wrote for one channel (``drive.webp``)."""
-        return self.data_link(self.site.channel_folder(layer, channel) / name, root)
+    def layered(self, photo: Path, heat: Path, root: str, size: str, alt: str) -> str:
+        """A map stored as a see-through layer (``heat``), shown over its photo (whose picture is stored once)."""
+        return (
+            f'<span class="layered"><img class="{size}" src="{esc(self.data_link(photo, root))}" alt="{esc(alt)}">'
+            f'<img class="{size} heat" src="{esc(self.data_link(heat, root))}" alt=""></span>'
+        )
+
+    def photo_picture(self, source: str) -> Path:
+        return self.site.folder("images") / self.image_ids[source] / f"photo.{PICTURE}"
 
     def actmax_image(self, layer: str, channel: int, copy: int = 0) -> Path | None:
         path = self.site.actmax_path(layer, channel, copy)
@@ -272,10 +278,16 @@ class Pages:
         least = self.least_activating(layer, channel, root)
         drive = record.get("drive")
         drive_html = (
-            f'<figure><img class="big" src="{esc(self.channel_file(layer, channel, f"drive.{PICTURE}", root))}" '
-            'alt="input gradient"><figcaption>|d mean activation / d pixel| on the best photo, smoothed'
-            "</figcaption></figure>"
-            if drive
+            "<figure>"
+            + self.layered(
+                self.photo_picture(drive["source"]),
+                site.channel_folder(layer, channel) / f"drive.{PICTURE}",
+                root,
+                "big",
+                "input gradient",
+            )
+            + "<figcaption>|d mean activation / d pixel| on the best photo, smoothed</figcaption></figure>"
+            if drive and drive["source"] in self.image_ids
             else '<p class="note">The channel never fires, so no photo drives it.</p>'
         )
         count = scanned.channels
@@ -324,7 +336,7 @@ class Pages:
         records.sort(key=lambda r: r["layers"][layer]["activations"][channel])
         figures = []
         for r in records[: self.site.settings.least]:
-            picture = self.data_link(self.site.folder("images") / r["id"] / f"photo.{PICTURE}", root)
+            picture = self.data_link(self.photo_picture(r["file"]), root)
             image = f'<img class="small" src="{esc(picture)}" alt="{esc(Path(r["file"]).name)}">'
             figures.append(
                 self.photo_figure(r["file"], root, image, f"mean {r['layers'][layer]['activations'][channel]:.3g}")
@@ -340,10 +352,11 @@ class Pages:
             f"<tr><td>{esc(name)}</td><td class=num>{probability:.1%}</td></tr>"
             for _, name, probability in record["prediction"]
         )
+        photo = folder / f"photo.{PICTURE}"
         cams = "".join(
-            f'<figure><img class="big" src="{esc(self.data_link(folder / gradcam_name(layer), root))}"'
-            f' alt="Grad-CAM at {esc(layer)}"><figcaption>Grad-CAM at {esc(_gradcam_layer(record, layer))}'
-            "</figcaption></figure>"
+            "<figure>"
+            + self.layered(photo, folder / f"gradcam_{safe_name(layer)}.{PICTURE}", root, "big", f"Grad-CAM at {layer}")
+            + f"<figcaption>Grad-CAM at {esc(_gradcam_layer(record, layer))}</figcaption></figure>"
             for layer in site.layers
         )
         target = record["prediction"][0][1] if record["prediction"][0][0] == record["target"] else record["target"]
@@ -363,8 +376,7 @@ class Pages:
                 rows.append(
                     f'<tr><td><a href="{esc(self.channel_link(layer, channel, root))}">{esc(layer)}[{channel}]</a></td>'
                     f'<td class=num>{value:+.3g}<br><span class="bar" style="width:{60 * abs(value) / peak:.0f}px">'
-                    f'</span></td><td><img class="mid" src="{esc(self.data_link(attribution, root))}" '
-                    f'alt="where"></td><td>'
+                    f"</span></td><td>{self.layered(photo, attribution, root, 'mid', 'where')}</td><td>"
                     + (
                         f'<img class="mid" src="{esc(self.data_link(actmax, root))}" alt="activation maximization">'
                         if actmax
@@ -379,7 +391,7 @@ class Pages:
             )
         body = (
             f"<h1>{esc(Path(record['file']).name)}</h1>"
-            f'<div class="row"><figure><img class="big" src="{esc(self.data_link(folder / f"photo.{PICTURE}", root))}" '
+            f'<div class="row"><figure><img class="big" src="{esc(self.data_link(photo, root))}" '
             f'alt="photo"></figure><div><h2>Prediction</h2><table>{prediction}</table></div>{cams}</div>'
             f"<h2>Explanation through channels: why '{esc(target)}'</h2>"
             f'<p class="note">{esc(site.settings.method)}: each channel\'s contribution to the class logit, '
@@ -393,10 +405,6 @@ def _gradcam_layer(record: dict, layer: str) -> str:
     """The layer whose Grad-CAM an image page shows for ``layer``: a ViT's last block gives the nearest one reached."""
     used = record["layers"][layer].get("gradcam_layer", layer)
     return layer if used == layer else f"{used} (nearest to {layer} that the class reaches)"
-
-
-def gradcam_name(layer: str) -> str:
-    return f"gradcam_{safe_name(layer)}.{PICTURE}"
 
 
 def histogram_svg(counts: torch.Tensor, low: float, high: float, width: int = 280, height: int = 110) -> str:

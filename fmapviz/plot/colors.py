@@ -135,21 +135,59 @@ def overlay(
         >>> overlay(loaded.display[0], cam[0], "jet", alpha=0.4).shape
         (224, 224, 3)
     """
+    photo = to_uint8_image(image)
+    coloured, weight = _coloured(heat01, cmap, photo.shape[:2], alpha, vmin, vmax, fade=False)
+    blended = photo.astype(np.float32) * (1.0 - weight[..., None]) + coloured.astype(np.float32) * weight[..., None]
+    return (blended + 0.5).astype(np.uint8)
+
+
+def heat_layer(
+    heat: ArrayLike,
+    cmap: str | object,
+    size: tuple[int, int],
+    alpha: float = 0.5,
+    *,
+    vmin: float = 0.0,
+    vmax: float = 1.0,
+    fade: bool = False,
+) -> np.ndarray:
+    """A heat map as a see-through RGBA layer (uint8 (H,W,4) at ``size``), to lay over its photo: :func:`overlay`
+    composites it here, a web page in the browser (the photo's picture is then stored once).
+
+    Args:
+        heat: (h,w) map, resized bilinearly to ``size`` before it is coloured.
+        cmap: colormap of the heat map.
+        alpha: opacity, 0 (photo only) to 1 (map only).
+        vmin, vmax: the values drawn as the first and last colours.
+        fade: opacity grows with the value (``alpha`` where it reaches ``vmax``, none at ``vmin``), so the photo
+            shows where the map is empty.
+
+    Example:
+        >>> heat_layer(torch.rand(7, 7), "jet", (64, 64)).shape
+        (64, 64, 4)
+    """
+    coloured, opacity = _coloured(heat, cmap, size, alpha, vmin, vmax, fade)
+    return np.concatenate([coloured, (opacity * 255 + 0.5).astype(np.uint8)[..., None]], axis=2)
+
+
+def _coloured(
+    heat: ArrayLike, cmap: str | object, size: tuple[int, int], alpha: float, vmin: float, vmax: float, fade: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 (H,W,3) colours, float32 (H,W) opacity) of a heat map resized to ``size``."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}.")
-    photo = to_uint8_image(image)
-    heat = heat01 if isinstance(heat01, torch.Tensor) else torch.as_tensor(np.asarray(heat01))
-    heat = heat.detach()
-    if heat.ndim != 2:
-        raise ValueError(f"heat01 must be a 2-D (H,W) map, got shape {tuple(heat.shape)}.")
-    height, width = photo.shape[:2]
-    if tuple(heat.shape) != (height, width):
-        heat = torch.nn.functional.interpolate(
-            heat.float()[None, None], size=(height, width), mode="bilinear", align_corners=False
+    values = heat if isinstance(heat, torch.Tensor) else torch.as_tensor(np.asarray(heat))
+    values = values.detach()
+    if values.ndim != 2:
+        raise ValueError(f"heat01 must be a 2-D (H,W) map, got shape {tuple(values.shape)}.")
+    if tuple(values.shape) != tuple(size):
+        values = torch.nn.functional.interpolate(
+            values.float()[None, None], size=tuple(size), mode="bilinear", align_corners=False
         )[0, 0]
-    coloured = apply_colormap(heat, cmap, vmin=vmin, vmax=vmax).astype(np.float32)
-    blended = photo.astype(np.float32) * (1.0 - alpha) + coloured * alpha
-    return (blended + 0.5).astype(np.uint8)
+    opacity = np.full(tuple(size), alpha, dtype=np.float32)
+    if fade:
+        opacity *= ((values.float().cpu() - vmin) / ((vmax - vmin) or 1.0)).clamp(0, 1).numpy()
+    return apply_colormap(values, cmap, vmin=vmin, vmax=vmax), opacity
 
 
 def rgb(images: torch.Tensor) -> torch.Tensor:

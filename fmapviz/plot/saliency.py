@@ -30,22 +30,13 @@ def saliency_overlay(
     Returns:
         The tile as a float tensor, ready for :func:`fmapviz.plot.annotated_grid`.
     """
-    return image_tile(saliency_pixels(photo, values, signed, alpha, peak))
-
-
-def saliency_pixels(
-    photo: torch.Tensor | np.ndarray,
-    values: torch.Tensor,
-    signed: bool,
-    alpha: float = 0.5,
-    peak: float | None = None,
-) -> np.ndarray:
-    """:func:`saliency_overlay` as uint8 (H,W,3) pixels, for writing to a file; ``photo`` may be uint8 (H,W,3)."""
     peak = robust_peak(values) if peak is None else peak
     peak = peak if peak > 0 else 1.0
     if signed:
-        return overlay(photo, values, DIVERGING, alpha, vmin=-peak, vmax=peak)
-    return overlay(photo, values, SEQUENTIAL, alpha, vmin=0.0, vmax=peak)
+        pixels = overlay(photo, values, DIVERGING, alpha, vmin=-peak, vmax=peak)
+    else:
+        pixels = overlay(photo, values, SEQUENTIAL, alpha, vmin=0.0, vmax=peak)
+    return image_tile(pixels)
 
 
 def robust_peak(values: torch.Tensor) -> float:
