@@ -36,13 +36,13 @@ COMMAND = ["-m", "fmapviz", "explore", "mobilenet_v2", "--weights", "IMAGENET1K_
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
 
 
-def explore(photos: Path, site: Path, *options: str, processes: int = 1) -> float:
-    """Wall-clock seconds of one command-line run (``processes`` > 1: under torchrun, gloo on the CPU)."""
+def explore(photos: Path, site: Path, *options: str, processes: int = 1, threads: int = 2) -> float:
+    """Wall-clock seconds of one command-line run with ``threads`` per process (``processes`` > 1: under torchrun,
+    gloo on the CPU)."""
     launcher = [sys.executable]
-    env = dict(ENV)
+    env = {**ENV, "OMP_NUM_THREADS": str(threads)}
     if processes > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}"]
-        env["OMP_NUM_THREADS"] = str(max(1, 2 // processes))
     command = launcher + COMMAND + [str(photos), *options, "-o", str(site), "--quiet", "--device", "cpu"]
     start = time.perf_counter()
     subprocess.run(command, check=True, env=env)
@@ -152,27 +152,34 @@ def quick_and_default(temporary: Path, parts: set[str]) -> str:
 def shards(temporary: Path) -> str:
     photos = linked_photos(temporary / "shard-photos", 20)
     options = ["--layers", "features.7", "features.14", "--quick"]
-    one = explore(photos, temporary / "one", *options)
-    two = explore(photos, temporary / "two", *options, processes=2)
-    first, second = digests(temporary / "one"), digests(temporary / "two")
-    same = sum(1 for name, digest in first.items() if second.get(name) == digest)
-    differ: dict[str, int] = defaultdict(int)
-    for name, digest in first.items():
-        if second.get(name) != digest:
-            parts = name.split("/")
-            differ[parts[1].rsplit("-", 1)[0] if parts[0] == "data" else parts[0]] += 1
+    runs = {  # (processes, threads each): the same 2 cores
+        (1, 2): explore(photos, temporary / "one-2", *options),
+        (1, 1): explore(photos, temporary / "one-1", *options, threads=1),
+        (2, 1): explore(photos, temporary / "two-1", *options, processes=2, threads=1),
+    }
+    found = {setup: digests(temporary / ("one" if setup[0] == 1 else "two") + f"-{setup[1]}") for setup in runs}
+    reference = found[(1, 1)]
+    rows, differ = [], {}
+    for setup, wall in runs.items():
+        same = sum(1 for name, digest in reference.items() if found[setup].get(name) == digest)
+        kinds: dict[str, int] = defaultdict(int)
+        for name, digest in reference.items():
+            if found[setup].get(name) != digest:
+                parts = name.split("/")
+                kinds[parts[1].rsplit("-", 1)[0] if parts[0] == "data" else parts[0]] += 1
+        differ[setup] = ", ".join(f"{kind} {count}" for kind, count in sorted(kinds.items())) or "none"
+        label = "–" if setup == (1, 1) else f"{same} of {len(reference)}"
+        rows.append(
+            [setup[0], setup[1], f"{wall:.0f} s", len(found[setup]), label, "–" if setup == (1, 1) else differ[setup]]
+        )
     return (
         "### 1 vs 2 processes (torchrun, gloo, CPU)\n\n"
         "`fmapviz explore mobilenet_v2 --weights IMAGENET1K_V1 PHOTOS --layers features.7 features.14 --quick` on 20 "
-        "photos, as one process (2 threads) and under `torchrun --standalone --nproc-per-node 2` (1 thread each, "
-        "the same 2 cores):\n\n"
+        "photos, as one process and under `torchrun --standalone --nproc-per-node 2`, on the same 2 cores:\n\n"
         + markdown_table(
-            ["processes", "wall clock", "files", "identical to 1 process"],
-            [[1, f"{one:.0f} s", len(first), "–"], [2, f"{two:.0f} s", len(second), f"{same} of {len(first)}"]],
+            ["processes", "threads each", "wall clock", "files", "identical to 1 process, 1 thread", "differ"], rows
         )
-        + "\n\nFiles that differ, by stage or page type: "
-        + (", ".join(f"{kind} {count}" for kind, count in sorted(differ.items())) or "none")
-        + ".\n\n"
+        + "\n\n"
     )
 
 

@@ -171,22 +171,58 @@ def _collate_files(items: list[tuple[int, torch.Tensor | None, str | None]]) -> 
     return indices, stack_images([tensor for _, tensor in good]), skipped
 
 
+IndexedBatch = tuple[int, torch.Tensor, torch.Tensor | None, list[tuple[int, str]]]
+"""(batch number, global indices (N,), images (N,C,H,W) or None, [(global index, reason)] of the files skipped)."""
+
+
+def shard_batches(batches: int, shard: tuple[int, int] | None) -> list[int]:
+    """The numbers of the batches that shard (i, n) of ``batches`` batches reads: consecutive batches in blocks
+    dealt out in turn (block b to shard b mod n), each block the largest power of two that still gives every
+    shard four blocks (at least one batch); all of them for None.
+
+    Whole batches keep every image in the batch one pass puts it in (float results depend on the batch), and
+    power-of-two blocks are subtrees of the pairwise fold of a scan (:class:`fmapviz.engines.scan.reduce.BatchTree`),
+    so gathered shards give one pass's numbers bit for bit.
+
+    Example:
+        >>> shard_batches(16, (1, 2))  # blocks of 2 batches
+        [2, 3, 6, 7, 10, 11, 14, 15]
+    """
+    first, count = shard or (0, 1)
+    block = 1 << max(0, (batches // (4 * count)).bit_length() - 1)
+    return [number for number in range(batches) if (number // block) % count == first]
+
+
+class _NumberedBatches:
+    """The batches of a DataLoader over image files, each with its number in one pass over all the files."""
+
+    def __init__(self, numbers: list[int], loader: DataLoader) -> None:
+        self.numbers, self.loader, self.dataset = numbers, loader, loader.dataset
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[IndexedBatch]:
+        return ((number, *batch) for number, batch in zip(self.numbers, self.loader))
+
+
 def indexed_batches(
     data: Any, shard: tuple[int, int] | None, transform: Transform, batch_size: int, num_workers: int
-) -> tuple[list[str] | None, Iterable[tuple[torch.Tensor, torch.Tensor | None, list[tuple[int, str]]]]]:
+) -> tuple[list[str] | None, Iterable[IndexedBatch]]:
     """Batches that know where each image came from, for a pass that must find images again.
 
     Args:
         data: a folder (searched recursively), a file, a glob or a list of them; a Dataset; or a
             DataLoader that visits its dataset in order with a ``batch_size``.
-        shard: (i, n) keeps every n-th image from the i-th; None keeps all.
+        shard: (i, n): the batches of shard i of n (:func:`shard_batches`); None keeps all.
         transform: the preprocessing of image files (a Dataset or DataLoader brings its own).
         batch_size, num_workers: of the DataLoader that reads files or wraps a Dataset.
 
     Returns:
         (the files, indexed by global image index, or None for a Dataset or DataLoader, whose index is
-        then the dataset index; the batches, each (global indices (N,), images (N,C,H,W) or None when
-        no image of the batch could be read, [(global index, reason)] of the files skipped)).
+        then the dataset index; the batches, each an :data:`IndexedBatch`: the batch's number in one pass
+        over all of the data, the global indices, the images or None when no image of the batch could be read,
+        and the files skipped with their reason).
 
     Raises:
         TypeError: ``data`` is none of these. ValueError: a shuffled or unbatched DataLoader.
@@ -194,16 +230,16 @@ def indexed_batches(
 
     Example:
         >>> files, batches = indexed_batches("photos/", (0, 2), loaded.transform, 16, 0)
-        >>> indices, images, skipped = next(iter(batches))
-        >>> indices[:3].tolist()  # every other photo
-        [0, 2, 4]
+        >>> number, indices, images, skipped = next(iter(batches))
+        >>> number, indices[:3].tolist()  # the first batch of shard 0
+        (0, [0, 1, 2])
     """
-    first, step = shard or (0, 1)
     if isinstance(data, (str, os.PathLike, list, tuple)):
         paths = list_images(data, recursive=True)
-        files = _ImageFiles(paths, list(range(first, len(paths), step)), transform)
+        numbers, indices = _sharded(len(paths), batch_size, shard)
+        files = _ImageFiles(paths, indices, transform)
         loader = DataLoader(files, batch_size=batch_size, num_workers=num_workers, collate_fn=_collate_files)
-        return paths, loader
+        return paths, _NumberedBatches(numbers, loader)
     if isinstance(data, Dataset) and not isinstance(data, DataLoader):
         data = DataLoader(data, batch_size=batch_size, num_workers=num_workers)
     if not isinstance(data, DataLoader):
@@ -215,7 +251,7 @@ def indexed_batches(
             "scan needs a DataLoader that visits the dataset in order with a batch_size "
             "(shuffle=False, no custom sampler), so images can be found again by index."
         )
-    indices = list(range(first, len(data.dataset), step))
+    numbers, indices = _sharded(len(data.dataset), data.batch_size, shard)
     if shard:
         data = DataLoader(
             Subset(data.dataset, indices),
@@ -225,14 +261,23 @@ def indexed_batches(
             pin_memory=data.pin_memory,
         )
 
-    def generate() -> Iterator[tuple[torch.Tensor, torch.Tensor, list]]:
+    def generate() -> Iterator[IndexedBatch]:
         done = 0
-        for batch in data:
+        for number, batch in zip(numbers, data):
             images = batch_images(batch)
-            yield torch.tensor(indices[done : done + len(images)], dtype=torch.int64), images, []
+            yield number, torch.tensor(indices[done : done + len(images)], dtype=torch.int64), images, []
             done += len(images)
 
     return None, generate()
+
+
+def _sharded(count: int, batch_size: int, shard: tuple[int, int] | None) -> tuple[list[int], list[int]]:
+    """The batch numbers and the image indices of ``shard`` of ``count`` images in batches of ``batch_size``."""
+    numbers = shard_batches(-(-count // batch_size), shard)
+    indices = [
+        index for number in numbers for index in range(number * batch_size, min(count, (number + 1) * batch_size))
+    ]
+    return numbers, indices
 
 
 def list_photos(data: PathSource) -> list[str]:

@@ -49,6 +49,18 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def write_tensors(path: str | os.PathLike, value: Any) -> Path:
+    """Save plain tensors, lists and numbers with ``torch.save``, atomically (read back with ``weights_only=True``).
+
+    Saved through an open file: torch names the archive inside after a path's file name, which for the
+    temporary file holds the process id, and the same tensors must give the same bytes."""
+    import torch
+
+    with atomic_path(path) as temporary, open(temporary, "wb") as file:
+        torch.save(value, file)
+    return Path(path)
+
+
 def finite(value: Any) -> Any:
     """``value`` with every NaN or infinite float (nested in dicts, lists, tuples) replaced by None."""
     if isinstance(value, float) and not math.isfinite(value):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fmapviz.data import batch_images, file_batches, image_batches, indexed_batches, list_photos
+from fmapviz.data import batch_images, file_batches, image_batches, indexed_batches, list_photos, shard_batches
 from fmapviz.distributed import barrier, gather_objects, is_distributed, rank_and_world, torchrun_group
 from fmapviz.errors import ImageLoadError
 from fmapviz.inputs import default_transform
@@ -57,13 +57,26 @@ def test_image_batches_of_tensors_batches_and_nothing(photos):
 
 
 def test_indexed_batches_shard_files_and_skip_the_unreadable_with_their_reason(photos):
-    files, batches = indexed_batches(photos, (0, 2), default_transform(8), 8, 0)
+    files, batches = indexed_batches(photos, (0, 2), default_transform(8), 1, 0)
     assert files == sorted(str(path) for path in photos.rglob("*.png"))
-    ((indices, images, skipped),) = list(batches)
-    assert indices.tolist() == [0] and images.shape == (1, 3, 8, 8)  # files[2] is broken.png
-    assert [index for index, _ in skipped] == [2] and "broken.png" in skipped[0][1]
+    (first, indices, images, skipped), (second, none, empty, bad) = list(batches)  # batches 0 and 2 of 4
+    assert (first, indices.tolist(), images.shape, skipped) == (0, [0], (1, 3, 8, 8), [])
+    assert (second, none.tolist(), empty) == (2, [], None)  # files[2] is broken.png
+    assert [index for index, _ in bad] == [2] and "broken.png" in bad[0][1]
     with pytest.raises(TypeError, match="Cannot scan a int"):
         indexed_batches(3, None, default_transform(8), 8, 0)
+
+
+@pytest.mark.parametrize("batches, shards", [(1, 2), (7, 2), (16, 2), (100, 3), (33, 8)])
+def test_shards_deal_out_whole_power_of_two_blocks_of_batches(batches, shards):
+    parts = [shard_batches(batches, (i, shards)) for i in range(shards)]
+    assert sorted(sum(parts, [])) == list(range(batches))  # every batch in exactly one shard
+    block = 1 << max(0, (batches // (4 * shards)).bit_length() - 1)
+    for i, part in enumerate(parts):
+        assert all((number // block) % shards == i for number in part)
+    assert shard_batches(batches, None) == list(range(batches))
+    assert max(map(len, parts)) - min(map(len, parts)) <= block  # dealt out in turn: balanced to one block
+    assert batches < 4 * shards or block * 4 * shards <= batches  # and every shard gets four blocks or more
 
 
 def test_batch_images_finds_the_tensor_or_says_what_to_yield():

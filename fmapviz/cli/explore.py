@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .common import load_model_from, say
-from .options import MODEL_HELP, Command, UsageError, count_or_all_value, count_value
+from .options import MODEL_HELP, Command, UsageError, count_or_all_value, count_value, stop_value
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:
@@ -51,10 +51,17 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         "--actmax-size", type=count_value(1), default=None, help="actmax image size (default 128; --quick: 64)"
     )
     parser.add_argument(
+        "--actmax-stop",
+        type=stop_value,
+        default=None,
+        help="stop an actmax image once its objective gains less than this fraction over a window of steps; "
+        "0: run every step (default 0.01)",
+    )
+    parser.add_argument(
         "--quick",
         action="store_true",
-        help="the quick preset for a whole model on a CPU: actmax at 48 steps, 64 px, one image per channel, "
-        "each stopped once its objective has converged (the --actmax-* options still override it)",
+        help="the quick preset for a whole model on a CPU: actmax at 48 steps, 64 px, one image per channel "
+        "(the --actmax-* options still override it)",
     )
     parser.add_argument("--batch-size", type=count_value(1), default=16, help="photos per forward pass (default 16)")
     parser.add_argument("-o", "--out", default="fmapviz-site", help="site folder (default fmapviz-site)")
@@ -68,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
 
     preset = ExploreSettings.quick if args.quick else ExploreSettings
     given = {"actmax_copies": args.actmax_copies, "actmax_steps": args.actmax_steps, "actmax_size": args.actmax_size}
+    given = {name: value for name, value in given.items() if value is not None}
+    if args.actmax_stop is not None:
+        given["actmax_stop"] = args.actmax_stop or None  # 0: every image runs every step
     settings = preset(
         crops=args.crops,
         explain_top=args.top,
@@ -76,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         alternatives_top=args.alternatives_top,
         seed=args.seed,
         batch_size=args.batch_size,
-        **{name: value for name, value in given.items() if value is not None},
+        **given,
     )
     with torchrun_group(args.device) as (_, device):  # under torchrun the processes share the work
         loaded = load_model_from(args, device)

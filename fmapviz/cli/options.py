@@ -97,6 +97,20 @@ def count_value(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def stop_value(text: str) -> float:
+    """An early-stopping tolerance: a fraction from 0 (off) to below 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise _value_error(f"'{text}' is not a number") from None
+    if not 0 <= value < 1:
+        raise _value_error(f"{value} is not a fraction from 0 (no early stopping) to below 1, e.g. 0.01")
+    return value
+
+
+stop_value.__name__ = "fraction"
+
+
 def count_or_all_value(minimum: int) -> Callable[[str], int | None]:
     """A parser of whole numbers of at least ``minimum``, or ``all`` (None)."""
     count = count_value(minimum)
@@ -115,7 +129,7 @@ def count_or_all_value(minimum: int) -> Callable[[str], int | None]:
 
 
 def shard_value(text: str) -> tuple[int, int]:
-    """``"i/n"``: scan every n-th image from i."""
+    """``"i/n"``: scan shard i of n."""
     index, slash, count = text.partition("/")
     if not (slash and index.strip().isdigit() and count.strip().isdigit() and int(index) < int(count)):
         raise _value_error(f"'{text}' is not i/n with 0 <= i < n (e.g. 0/4)")

@@ -25,7 +25,9 @@ def add_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--num-workers", type=count_value(0), default=0, help="image-reading processes (default 0)")
     parser.add_argument(
-        "--shard", type=shard_value, help="i/n: scan every n-th image from i (default: all; per rank under torchrun)"
+        "--shard",
+        type=shard_value,
+        help="i/n: scan shard i of n, blocks of whole batches in turn (default: all; per rank under torchrun)",
     )
     parser.add_argument("-o", "--out", default="fmapviz-scan", help="output folder (default fmapviz-scan)")
 

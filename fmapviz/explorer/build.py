@@ -24,7 +24,7 @@ from ..engines.explain import explain_channels, unit_gradients
 from ..engines.saliency import saliency
 from ..engines.scan import ScanResult, receptive_window, scan
 from ..errors import FmapvizError, ImageLoadError
-from ..files import write_json
+from ..files import write_json, write_tensors
 from ..inputs import denormalize
 from ..layers import summary
 from ..models import LoadedModel
@@ -38,13 +38,15 @@ from .settings import ExploreSettings
 from .status import StageProgress
 
 CHANNEL_BATCH = 16  # channels whose what-drives-it maps share one forward and backward pass
-STORAGE = "shared crops, map layers"  # how pictures are laid out: a change rebuilds old caches
+STORAGE = "crops by photo digest, 64 px maps"  # how pictures are laid out: a change rebuilds old caches
 PICTURE = "webp"  # every picture of a site: a fifth of PNG, two thirds of JPEG at the same look (benchmarks/RESULTS.md)
-ACTMAX_QUALITY = 90  # optimized images have fine texture: less lossy than the photos' crops (80)
+# optimized images: quality 90 takes 1.4x the bytes of 80 (8.6 against 6.0 KB at 128 px) and looks the same at 2x zoom
+ACTMAX_QUALITY = 80
 DRIVE_ALPHA = 0.7  # opacity of the what-drives-it map where it peaks (none where it is 0: the photo shows)
-# maps are stored as see-through layers the pages lay over their photo (stored once), at these sizes:
-MAP_PIXELS = (64, 64)  # Grad-CAM and attribution maps (layer resolution: 7 to 112 for mobilenet_v2)
-DRIVE_PIXELS = (112, 112)  # the input-gradient map of a channel's best photo (smoothed over 9 pixels at 224)
+# maps are stored as see-through layers the pages lay over their photo (stored once): Grad-CAM and attribution maps
+# (layer resolution 7 to 112 for mobilenet_v2) and the input gradient of a channel's best photo (smoothed over 9 of
+# 224 pixels: at 112 px it took 1.9x the bytes of 64 px and looked the same over the photo at 224)
+MAP_PIXELS = (64, 64)
 PHOTO_CACHE = 512  # photos kept in memory as model inputs while channel pages are made
 
 
@@ -70,13 +72,11 @@ class Site:
                 "load a checkpoint or seed the model factory so every process builds the same model."
             )
         transform = repr(loaded.transform)
-        actmax = [settings.actmax_steps, settings.actmax_size, settings.seed, loaded.mean, PICTURE]
-        if settings.actmax_stop is not None:  # sites built without early stopping keep their key
-            actmax.append(settings.actmax_stop)
+        actmax = [settings.actmax_steps, settings.actmax_size, settings.actmax_stop, settings.seed, loaded.mean]
         keys = {
             "scan": cache.key(weights, layers, transform, settings.topk),
             "images": cache.key(weights, layers, transform, settings.explain_top, settings.method, PICTURE, STORAGE),
-            "actmax": cache.key(weights, *actmax),
+            "actmax": cache.key(weights, *actmax, PICTURE, ACTMAX_QUALITY),
         }
         keys["channels"] = cache.key(keys["scan"], settings.crops, PICTURE, STORAGE)
         self.keys = keys
@@ -84,7 +84,7 @@ class Site:
         self.records: dict[str, dict] = {}  # image id -> its record
         self.unreadable: list[tuple[str, str]] = []
         self._photos: dict[str, torch.Tensor] = {}  # file -> model input, at most PHOTO_CACHE of them
-        self._ids: dict[str, str] = {}  # file -> image id
+        self._digests: dict[str, str] = {}  # file -> hash of its bytes
 
     def folder(self, stage: str) -> Path:
         return self.out / "data" / f"{stage}-{self.keys[stage]}"
@@ -122,7 +122,7 @@ class Site:
                 )
                 result = part if result is None else ScanResult.concatenate(result, part)
                 if self.rank == 0:
-                    cache.write_tensors(path, result.to_state())
+                    write_tensors(path, result.to_state())
                 bar.done(f"{len(files)} photos", len(files))
         if result is None or not result.images:
             reasons = "; ".join(f"{Path(source).name}: {reason}" for source, reason in self.unreadable[:3])
@@ -134,11 +134,15 @@ class Site:
 
     # ------------------------------------------------------------------------------------------ images
 
+    def photo_digest(self, file: str) -> str:
+        """A hash of the photo's bytes (read once per build)."""
+        if file not in self._digests:
+            self._digests[file] = cache.file_digest(file)
+        return self._digests[file]
+
     def image_id(self, file: str) -> str:
-        """The photo's name in the site: its file name and a hash of its bytes (read once per build)."""
-        if file not in self._ids:
-            self._ids[file] = f"{safe_name(Path(file).stem)[:40]}-{cache.file_digest(file)}"
-        return self._ids[file]
+        """The photo's name in the site: its file name and a hash of its bytes."""
+        return f"{safe_name(Path(file).stem)[:40]}-{self.photo_digest(file)}"
 
     def run_images(self) -> dict[str, dict]:
         """Prediction, Grad-CAM and the explanation through channels for every readable photo."""
@@ -147,10 +151,10 @@ class Site:
         ids = {file: self.image_id(file) for file in files}
         folder = self.folder("images")
         todo = [file for file in files if cache.read_json(folder / ids[file] / "record.json") is None]
+        size = self.settings.batch_size
         with self.bar(len(todo), "images") as bar:
-            mine = self.mine(todo)
-            for start in range(0, len(mine), self.settings.batch_size):
-                batch = mine[start : start + self.settings.batch_size]
+            # whole batches per rank: each photo's numbers come from the batch one process puts it in
+            for batch in self.mine([todo[start : start + size] for start in range(0, len(todo), size)]):
                 self._explain_images(batch, [ids[file] for file in batch], folder)
                 bar.done(f"{len(batch)} photos", len(batch) * self.world)
         barrier()
@@ -295,7 +299,7 @@ class Site:
                 box = crop_box(window, size)
                 # one picture per photo region, shared by every channel (and rank) that shows it; the page draws
                 # the window's box over it
-                name = f"crops/{self.image_id(source)}_{'_'.join(map(str, box))}.{PICTURE}"
+                name = f"crops/{self.photo_digest(source)}_{'_'.join(map(str, box))}.{PICTURE}"
                 if not (self.folder("channels") / name).is_file():
                     display = (self.photo(source) * std + mean).clamp(0, 1)
                     cache.write_picture(self.folder("channels") / name, crop_picture(display, box))
@@ -319,7 +323,7 @@ class Site:
                 peak = float(torch.quantile(gradient.flatten(), 0.995)) or 1.0
                 cache.write_picture(
                     self.channel_folder(layer, channel) / f"drive.{PICTURE}",
-                    heat_layer(gradient, "jet", DRIVE_PIXELS, DRIVE_ALPHA, vmax=peak, fade=True),
+                    heat_layer(gradient, "jet", MAP_PIXELS, DRIVE_ALPHA, vmax=peak, fade=True),
                 )  # as opaque as it is strong: where nothing drives the channel, the photo shows unchanged
                 records[channel]["drive"] = {"source": source}
         for channel, record in records.items():

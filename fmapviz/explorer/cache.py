@@ -52,13 +52,6 @@ def write_picture(path: Path, pixels: np.ndarray, quality: int = 80) -> Path:
     return path
 
 
-def write_tensors(path: Path, value: Any) -> Path:
-    """Plain tensors, lists and numbers (no pickled objects: read back with ``weights_only=True``)."""
-    with atomic_path(path) as temporary:
-        torch.save(value, temporary)
-    return path
-
-
 def read_tensors(path: Path) -> Any | None:
     try:
         return torch.load(path, weights_only=True, map_location="cpu")

@@ -13,11 +13,12 @@ One streaming pass keeps, per channel of every selected layer (:mod:`.reduce`):
 Layer outputs are reduced as each layer runs (``capture(reduce=...)``), so memory is
 O(channels × k) whatever the dataset size. Images are named by their file path or, for a
 DataLoader or Dataset, by their dataset index (:func:`fmapviz.data.indexed_batches`); crops are read back on demand
-(:meth:`ScanResult.examples`, :mod:`.result`). Shards (``shard=(i, n)``: every n-th image
-from i) merge exactly (:meth:`ScanResult.merge`). Under ``torchrun`` the scan shards by rank
-and gathers the shards (:mod:`.driver`, with :mod:`fmapviz.distributed`), so
+(:meth:`ScanResult.examples`, :mod:`.result`). Shards (``shard=(i, n)``: blocks of whole batches dealt
+out in turn, :func:`fmapviz.data.shard_batches`) merge to float rounding (:meth:`ScanResult.merge`). Under
+``torchrun`` the scan shards by rank and gathers the shards (:mod:`.driver`, with :mod:`fmapviz.distributed`)
+folding every batch's statistics pairwise in batch order (:class:`.reduce.BatchTree`), so
 ``torchrun --nproc-per-node 2 -m fmapviz scan MODEL DATA --layers L -o out/`` runs two
-processes and writes one merged result.
+processes and writes one merged result, bit for bit that of one process (at the same threads per process).
 """
 
 from .driver import scan

@@ -22,7 +22,7 @@ from ...layers import layer_geometry
 from ...memory import check_fits, forward_bytes, halving_chunks, rows_that_fit
 from ...models import LoadedModel
 from ...progress import Progress
-from .reduce import LayerScan
+from .reduce import BatchTree, LayerScan, Scans
 from .result import ScanResult
 
 AUTO_BATCH = 32
@@ -61,9 +61,10 @@ def scan(
         device: where to run (default: the model's device); the model is not moved.
         transform: preprocessing for image files (default: the LoadedModel's, else resize 256,
             centre-crop 224, ImageNet normalization).
-        shard: (i, n) scans every n-th image starting at i. Under ``torch.distributed``
-            (e.g. ``torchrun``) and without ``shard``, each rank scans shard (rank, world_size),
-            and the shards are gathered so every rank returns the merged result.
+        shard: (i, n) scans shard i of n: blocks of whole batches dealt out in turn
+            (:func:`fmapviz.data.shard_batches`). Under ``torch.distributed`` (e.g. ``torchrun``) and
+            without ``shard``, each rank scans shard (rank, world_size), and the shards are gathered so
+            every rank returns the merged result: the same numbers, bit for bit, as one process.
         progress: report each finished batch (a bar on a terminal, else one line on stderr).
 
     Returns:
@@ -110,7 +111,8 @@ def scan(
     rows = _batch_rows(model, readable, sources is not None, known_shape, batch_size, device)
     chosen = batch_size != "auto" and rows is not None  # a DataLoader's own batches halve on out-of-memory
 
-    scanned: dict[str, LayerScan] = {}
+    trees: list[tuple[int, BatchTree]] = []  # (first batch, its fold) per run of consecutive batches
+    batch: Scans = {}  # the current batch's scans, reduced part by part
     current = {"sources": torch.empty(0, dtype=torch.int64)}  # cpu: the loader's indices, moved in update
 
     def reduce(key: str, output: torch.Tensor) -> None:
@@ -118,9 +120,9 @@ def scan(
             raise ValueError(
                 f"Layer '{key}' gives outputs of shape {tuple(output.shape)}; scan needs (N,C,H,W) or (N,C) maps."
             )
-        if key not in scanned:
-            scanned[key] = LayerScan.start(output.shape[1], output.device)
-        scanned[key].update(output, current["sources"], topk)
+        if key not in batch:
+            batch[key] = LayerScan.start(output.shape[1], output.device)
+        batch[key].update(output, current["sources"], topk)
 
     skipped: list[tuple[str, str]] = []
     images = 0
@@ -131,30 +133,34 @@ def scan(
 
     def forward(part: slice) -> None:
         """The current batch's images ``part`` through the model; a part that fails leaves no trace."""
-        kept = {key: layer.snapshot() for key, layer in scanned.items()}
+        kept = {key: layer.snapshot() for key, layer in batch.items()}
         current["sources"] = current["indices"][part]
         try:
             with capturing:
                 model(current["batch"][part])
         except BaseException:  # out of memory half-way: the layers reduced so far forget this part
-            scanned.clear()
-            scanned.update(kept)
+            batch.clear()
+            batch.update(kept)
             raise
 
     with model_guard(model), torch.no_grad():
-        for indices, batch, bad in loader:
+        for number, indices, pixels, bad in loader:
             skipped += [(sources[index] if sources else index, reason) for index, reason in bad]
-            if batch is None:
-                continue
-            batch = batch.to(device)
-            channels, input_size = batch.shape[1], tuple(batch.shape[-2:])
-            current.update(batch=batch, indices=indices)
-            rows = halving_chunks(
-                forward, len(indices), rows or len(indices), what="scan", option="batch_size", chosen=chosen
-            )
-            images += len(indices)
-            bar.done(f"batch ({images} images)")
+            if not trees or number != trees[-1][0] + sum(size for size, _ in trees[-1][1].parts):
+                trees.append((number, BatchTree(topk)))
+            batch = {}
+            if pixels is not None:
+                pixels = pixels.to(device)
+                channels, input_size = pixels.shape[1], tuple(pixels.shape[-2:])
+                current.update(batch=pixels, indices=indices)
+                rows = halving_chunks(
+                    forward, len(indices), rows or len(indices), what="scan", option="batch_size", chosen=chosen
+                )
+                images += len(indices)
+                bar.done(f"batch ({images} images)")
+            trees[-1][1].push(batch)  # a batch of unreadable files too: the fold's shape counts every batch
         bar.close()
+        scanned = _fold([part for _, tree in trees for part in tree.parts], topk)
         geometry = {}
         if input_size is not None:
             found = layer_geometry(model, names, (1, channels, *input_size))
@@ -175,7 +181,7 @@ def scan(
         transform=transform if sources is not None else None,
     )
     if distributed:
-        result = _gather(result)
+        result = _gather(result, [(first, _plain(tree.parts)) for first, tree in trees])
     return result
 
 
@@ -210,12 +216,34 @@ def _batch_rows(
     return batch_size
 
 
-def _gather(result: ScanResult) -> ScanResult:
-    """Every rank's shard, merged in rank order (all ranks get the merged result)."""
-    shards = [ScanResult.from_state(state) for state in gather_objects(result.to_state())]
+def _fold(parts: list[tuple[int, Scans]], topk: int) -> Scans:
+    """Parts of consecutive batches (in batch order) folded as one pass folds them."""
+    tree = BatchTree(topk)
+    for size, scans in parts:
+        tree.push(scans, size)
+    return tree.total()
+
+
+def _plain(parts: list[tuple[int, Scans]]) -> list[tuple[int, dict[str, Any]]]:
+    """Parts as plain data for a gather: each layer's tensors (on the CPU) and map size."""
+    return [(size, {name: (layer.tensors(), layer.map_size) for name, layer in scans.items()}) for size, scans in parts]
+
+
+def _gather(result: ScanResult, trees: list[tuple[int, list[tuple[int, dict[str, Any]]]]]) -> ScanResult:
+    """Every rank's shard merged (all ranks get the merged result): the statistics folded batch by batch as
+    one process would fold them, so that any number of ranks gives the same numbers."""
+    gathered = gather_objects((result.to_state(), trees))
+    shards = [ScanResult.from_state(state) for state, _ in gathered]
     shards = [shard for shard in shards if shard.layers] or shards[:1]
     merged = shards[0]
     for shard in shards[1:]:
         merged = ScanResult.merge(merged, shard)
+    runs = sorted((run for _, runs in gathered for run in runs), key=lambda run: run[0])
+    parts = [
+        (size, {name: LayerScan.from_tensors(state, map_size) for name, (state, map_size) in scans.items()})
+        for _, plain in runs
+        for size, scans in plain
+    ]
+    merged.layers = _fold(parts, result.topk)  # on the CPU, as gathered
     merged.shard, merged.transform = None, result.transform
     return merged

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -97,8 +97,11 @@ class LayerScan:
         return merged
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        state = {f"top_{name}": getattr(self, f"top_{name}").cpu() for name in ("values", "sources", "positions")}
-        state["histogram"] = self.histogram.cpu()
+        """Every tensor on the CPU, the counts and indices as int32 (images, positions and counts stay far below
+        2^31; int64 made the histograms two thirds of a whole model's saved scan)."""
+        state = {"top_values": self.top_values.cpu()}
+        for name in ("top_sources", "top_positions", "histogram"):
+            state[name] = getattr(self, name).to("cpu", torch.int32)
         state.update({f"stats.{key}": value.cpu() for key, value in self.stats.to_dict().items()})
         state.update({f"image_max.{key}": value.cpu() for key, value in self.image_max.to_dict().items()})
         return state
@@ -114,8 +117,50 @@ class LayerScan:
             stats=part("stats."),
             image_max=part("image_max."),
             top_values=state["top_values"],
-            top_sources=state["top_sources"],
-            top_positions=state["top_positions"],
-            histogram=state["histogram"],
+            top_sources=state["top_sources"].long(),
+            top_positions=state["top_positions"].long(),
+            histogram=state["histogram"].long(),
             map_size=tuple(map_size),
         )
+
+
+Scans = dict[str, LayerScan]
+"""One part of a pass: a LayerScan per layer (empty for a batch none of whose images could be read)."""
+
+
+def merge_scans(first: Scans, then: Scans, k: int) -> Scans:
+    """Two consecutive parts of a pass, layer by layer (a layer only one part saw is kept as it is)."""
+    return {
+        name: LayerScan.merge(first[name], then[name], k)
+        if name in first and name in then
+        else first.get(name) or then[name]
+        for name in {**first, **then}
+    }
+
+
+@dataclass
+class BatchTree:
+    """The batches of a pass folded pairwise: the scans of 2^j consecutive batches merge once they are complete.
+
+    The shape of the fold depends only on the batch numbers, never on who scanned them: a shard of whole
+    power-of-two blocks of batches (:func:`fmapviz.data.shard_batches`) folds into complete subtrees, and
+    pushing every shard's parts in batch order gives the tree, and the float64 statistics, of one pass bit for
+    bit. (Pairwise folding also rounds less than folding batch by batch.)
+    """
+
+    k: int
+    parts: list[tuple[int, Scans]] = field(default_factory=list)  # (batches, scans), batch counts decreasing
+
+    def push(self, scans: Scans, batches: int = 1) -> None:
+        """Append the next ``batches`` consecutive batches' scans (a part of another tree, or one batch)."""
+        while self.parts and self.parts[-1][0] == batches:
+            size, first = self.parts.pop()
+            scans, batches = merge_scans(first, scans, self.k), size + batches
+        self.parts.append((batches, scans))
+
+    def total(self) -> Scans:
+        """Every batch pushed so far, merged (the parts from first to last)."""
+        merged: Scans = {}
+        for _, scans in self.parts:
+            merged = merge_scans(merged, scans, self.k)
+        return merged

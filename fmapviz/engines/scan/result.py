@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ...data import batch_images, read_input
 from ...errors import FmapvizError
-from ...files import atomic_path, write_json
+from ...files import write_json, write_tensors
 from ...inputs import IMAGENET_MEAN, IMAGENET_STD, default_transform, denormalize
 from ...layers import Geometry
 from ..channels import ChannelStats, RunningChannelStats, stats_from_running
@@ -266,8 +266,7 @@ class ScanResult:
             "histogram_edges": HISTOGRAM_EDGES.tolist(),
             "device": self.device,
         }
-        with atomic_path(folder / "scan.pt") as temporary:  # an interrupted save leaves no half file
-            torch.save(tensors, temporary)
+        write_tensors(folder / "scan.pt", tensors)  # an interrupted save leaves no half file
         write_json(folder / "scan.json", meta)
         return folder
 
