@@ -1,15 +1,15 @@
 """The whole mobilenet_v2 in the explorer (issue 26): time and size per stage, the widest layer page, 1 vs 2 processes.
 
-    .venv/bin/python benchmarks/explore_model.py            # everything (about 40 min on 2 CPU cores)
+    .venv/bin/python benchmarks/explore_model.py            # everything (about 1.5 h on 2 CPU cores)
     .venv/bin/python benchmarks/explore_model.py --part quick|default|shards
 
 Runs the command line as a user would, on the 100 photos of ../shared/imagenet-samples:
 - quick: ``fmapviz explore mobilenet_v2 --weights IMAGENET1K_V1 PHOTOS --layers all --quick`` (every block,
   features.0 … features.18, 2,816 channels): wall clock, seconds per stage, size per page type and the load time of
   the widest layer page (features.18, 1,280 tiles) in headless Chromium.
-- default: the same site at the default settings, except 8 activation-maximization steps instead of 128 (the
-  time of 128 steps on 2 cores is about an hour; fewer steps leave noisier images, which compress worse, so the
-  size is an upper bound of the default's).
+- default: the same site at the default settings (128 activation-maximization steps, 128 px, three seeds for
+  the 16 strongest channels of each layer, early stopping at 1 %): wall clock, seconds per stage, size per page
+  type (the issue's target: at most 100 MB).
 - shards: 20 photos, two layers, ``--quick``, with 1 process and with ``torchrun --nproc-per-node 2`` (gloo): wall
   clock and whether the two sites hold the same files with the same bytes.
 """
@@ -136,13 +136,12 @@ def quick_and_default(temporary: Path, parts: set[str]) -> str:
             f"{timing['sort']:.0f} ms.\n\n" + markdown_table(["what", "size", "files"], size_rows(site)) + "\n\n"
         )
     if "default" in parts:
-        wall = explore(photos, site, "--layers", "all", "--actmax-steps", "8", "--force")
+        wall = explore(photos, site, "--layers", "all", "--force")
         body += (
-            "### Whole mobilenet_v2, default settings (8 actmax steps)\n\n"
-            "`fmapviz explore mobilenet_v2 --weights IMAGENET1K_V1 PHOTOS --layers all --actmax-steps 8 --force "
-            "--device cpu` (every other setting at its default; reuses the quick run's scan, photo and channel "
-            f"data, whose settings are the same): {wall / 60:.1f} min; stages (s): {stages(site)}. Sizes at the "
-            "default settings (an upper bound: 8-step images are noisier than 128-step ones):\n\n"
+            "### Whole mobilenet_v2, default settings\n\n"
+            "`fmapviz explore mobilenet_v2 --weights IMAGENET1K_V1 PHOTOS --layers all --force --device cpu` "
+            "(reuses the quick run's scan, photo and channel data, whose settings are the same): "
+            f"{wall / 60:.1f} min; stages (s): {stages(site)}.\n\n"
             + markdown_table(["what", "size", "files"], size_rows(site))
             + "\n\n"
         )

@@ -253,6 +253,69 @@ def test_torchrun_two_processes_build_the_same_site_as_one(tmp_path):
     assert [name for name in one if two[name] != one[name]] == []  # every page, picture, record and the scan
 
 
+DYING_NET = (
+    SEEDED_NET
+    + """
+import os
+import time
+
+import torch
+
+class DiesOnRankOne(torch.nn.Module):  # rank 1 crashes (no clean-up) in its third activation-maximization step
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.steps = net, 0
+
+    def forward(self, x):
+        if os.environ.get("RANK") == "1" and x.requires_grad and not x.is_leaf:  # an image being optimized
+            self.steps += 1
+            if self.steps == 3:  # after rank 0 has saved its chunk of images (its steps take milliseconds)
+                time.sleep(3)
+                os._exit(3)
+        return self.net(x)
+
+def dying():
+    return DiesOnRankOne(build())
+"""
+)
+
+
+@pytest.mark.slow  # three interpreters importing torch
+def test_a_rank_that_dies_leaves_a_cache_the_next_run_completes_into_the_same_site(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    (tmp_path / "dying.py").write_text(DYING_NET)
+    make_photos(tmp_path / "photos", 5)
+    options = ["--layers", "net.0", "net.2", "--size", "32", "--actmax-top", "4"]
+    options += ["--actmax-steps", "4", "--batch-size", "2", "--quiet", "--weights", "none"]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    command += ["-m", "fmapviz", "explore", f"{tmp_path / 'dying.py'}:dying", str(tmp_path / "photos"), *options]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}
+    run = subprocess.run([*command, "-o", str(tmp_path / "site")], capture_output=True, env=env, cwd=ROOT, timeout=300)
+    assert run.returncode != 0 and not (tmp_path / "site" / "index.html").exists()
+    assert list((tmp_path / "site" / "data").glob("channels-*/*/*/record.json"))  # the stages before actmax
+    assert len(list((tmp_path / "site" / "data").glob("actmax-*/*/*.webp"))) == 16  # rank 0's chunk of 24 images
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each rank
+    try:  # this run's ranks do not die (RANK is unset): it finishes the site, then one built from nothing
+        spec = f"{tmp_path / 'dying.py'}:dying"
+        for site in ("site", "fresh"):
+            assert main(["explore", spec, str(tmp_path / "photos"), *options, "-o", str(tmp_path / site)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+    def contents(site):
+        files = [path for path in sorted(site.rglob("*")) if path.is_file() and path.name != MARKER]
+        return {path.relative_to(site).as_posix(): path.read_bytes() for path in files}
+
+    assert contents(tmp_path / "site") == contents(tmp_path / "fresh")  # nothing half-written was kept
+    assert not list((tmp_path / "site").rglob(".*partial"))
+
+
 def test_every_channel_gets_an_actmax_tile_and_the_strongest_get_alternatives(tmp_path):
     make_photos(tmp_path / "photos", 4)
     settings = ExploreSettings(topk=2, crops=1, least=0, explain_top=1, actmax_top=None, actmax_copies=3,
@@ -342,6 +405,9 @@ def test_channel_page_without_actmax_shows_its_best_crop_and_histogram_labels_st
     )
     assert len(labels) == 2 and labels[0] == pytest.approx(low, rel=1e-3) and labels[1] == pytest.approx(high, rel=1e-3)
     assert labels[1] <= float(scanned.stats("features.3").max[channel]) * (1 + 1e-3)
+    bars = [int(count) for count in re.findall(r"<rect [^>]*><title>(\d+) photos", page)]
+    histogram = scanned["features.3"].histogram[channel]
+    assert bars == histogram[histogram > 0].tolist() and sum(bars) == 5  # a bar per non-empty bin, every photo
 
 
 def test_crops_of_one_photo_region_are_one_picture_with_each_channels_window_drawn_by_the_page(tmp_path):

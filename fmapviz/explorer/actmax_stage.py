@@ -51,8 +51,9 @@ def actmax_work(
 
 
 def actmax_chunks(loaded: LoadedModel, work: list[ActMaxImage], size: int) -> list[list[ActMaxImage]]:
-    """``work`` cut into batches of :func:`maximize`'s automatic size (neighbours in depth share a batch)."""
-    chunk = auto_batch_size(loaded.model, size, max(len(work), 1), loaded.channels)
+    """``work`` cut into batches of :func:`maximize`'s automatic size (neighbours in depth share a batch), sized
+    for what the model sees: images of ``size``, or a fixed-size model's own size they are resized to."""
+    chunk = auto_batch_size(loaded.model, fixed_model_size(loaded) or size, max(len(work), 1), loaded.channels)
     return [work[start : start + chunk] for start in range(0, len(work), chunk)]
 
 
