@@ -156,7 +156,7 @@ def shards(temporary: Path) -> str:
         (1, 1): explore(photos, temporary / "one-1", *options, threads=1),
         (2, 1): explore(photos, temporary / "two-1", *options, processes=2, threads=1),
     }
-    found = {setup: digests(temporary / ("one" if setup[0] == 1 else "two") + f"-{setup[1]}") for setup in runs}
+    found = {setup: digests(temporary / f"{'one' if setup[0] == 1 else 'two'}-{setup[1]}") for setup in runs}
     reference = found[(1, 1)]
     rows, differ = [], {}
     for setup, wall in runs.items():
