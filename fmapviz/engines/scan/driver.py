@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 import torch
@@ -232,9 +233,10 @@ def _plain(parts: list[tuple[int, Scans]]) -> list[tuple[int, dict[str, Any]]]:
 def _gather(result: ScanResult, trees: list[tuple[int, list[tuple[int, dict[str, Any]]]]]) -> ScanResult:
     """Every rank's shard merged (all ranks get the merged result): the statistics folded batch by batch as
     one process would fold them, so that any number of ranks gives the same numbers."""
-    gathered = gather_objects((result.to_state(), trees))
+    # the layers travel once, as the parts of the fold; the rest of each rank's result is merged as it was
+    gathered = gather_objects((replace(result, layers={}).to_state(), trees))
     shards = [ScanResult.from_state(state) for state, _ in gathered]
-    shards = [shard for shard in shards if shard.layers] or shards[:1]
+    shards = [shard for shard in shards if shard.input_size is not None] or shards[:1]  # ranks that read an image
     merged = shards[0]
     for shard in shards[1:]:
         merged = ScanResult.merge(merged, shard)
