@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,17 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 ASSETS = ROOT / "assets"
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread, as each torchrun rank does (float sums split over threads round otherwise)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def hook_count(model: nn.Module) -> int:

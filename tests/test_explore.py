@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TinyCNN
+from conftest import TinyCNN, one_thread
 from PIL import Image
 
 import fmapviz
@@ -72,6 +72,12 @@ def references(page: Path) -> list[str]:
     """Every href and src of a page that is not an anchor or data URI."""
     found = re.findall(r'(?:href|src)="([^"#]+)"', page.read_text())
     return [link for link in found if not link.startswith("data:")]
+
+
+def site_contents(site: Path) -> dict[str, bytes]:
+    """Every file of a site by its path in the site, as bytes; the status file aside (it holds times)."""
+    files = [path for path in sorted(site.rglob("*")) if path.is_file() and path.name != MARKER]
+    return {path.relative_to(site).as_posix(): path.read_bytes() for path in files}
 
 
 def mtimes(folder: Path, pattern: str) -> dict[Path, int]:
@@ -234,18 +240,9 @@ def test_torchrun_two_processes_build_the_same_site_as_one(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(ROOT)}
     run = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each rank: float sums split over threads round otherwise
-    try:
+    with one_thread():
         assert main(["explore", spec, str(tmp_path / "photos"), "-o", str(tmp_path / "one"), *options]) == 0
-    finally:
-        torch.set_num_threads(threads)
-
-    def contents(site):
-        files = [path for path in sorted(site.rglob("*")) if path.is_file() and path.name != MARKER]  # MARKER: times
-        return {path.relative_to(site).as_posix(): path.read_bytes() for path in files}
-
-    one, two = contents(tmp_path / "one"), contents(tmp_path / "two")
+    one, two = site_contents(tmp_path / "one"), site_contents(tmp_path / "two")
     assert len(list((tmp_path / "two" / "images").glob("*.html"))) == 5 and any(
         name.endswith("scan.pt") for name in one
     )
@@ -299,20 +296,11 @@ def test_a_rank_that_dies_leaves_a_cache_the_next_run_completes_into_the_same_si
     assert run.returncode != 0 and not (tmp_path / "site" / "index.html").exists()
     assert list((tmp_path / "site" / "data").glob("channels-*/*/*/record.json"))  # the stages before actmax
     assert len(list((tmp_path / "site" / "data").glob("actmax-*/*/*.webp"))) == 16  # rank 0's chunk of 24 images
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each rank
-    try:  # this run's ranks do not die (RANK is unset): it finishes the site, then one built from nothing
-        spec = f"{tmp_path / 'dying.py'}:dying"
+    spec = f"{tmp_path / 'dying.py'}:dying"
+    with one_thread():  # as each rank; this run does not die (RANK is unset): it finishes the site, then a fresh one
         for site in ("site", "fresh"):
             assert main(["explore", spec, str(tmp_path / "photos"), *options, "-o", str(tmp_path / site)]) == 0
-    finally:
-        torch.set_num_threads(threads)
-
-    def contents(site):
-        files = [path for path in sorted(site.rglob("*")) if path.is_file() and path.name != MARKER]
-        return {path.relative_to(site).as_posix(): path.read_bytes() for path in files}
-
-    assert contents(tmp_path / "site") == contents(tmp_path / "fresh")  # nothing half-written was kept
+    assert site_contents(tmp_path / "site") == site_contents(tmp_path / "fresh")  # nothing half-written was kept
     assert not list((tmp_path / "site").rglob(".*partial"))
 
 

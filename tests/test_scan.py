@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TinyCNN, assert_same_state, hook_count, model_state
+from conftest import ROOT, TinyCNN, assert_same_state, hook_count, model_state, one_thread
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -262,12 +262,8 @@ def test_torchrun_two_processes_give_the_same_result_as_one(tmp_path, image_fold
     assert "Scanned 11 images" in run.stdout
     distributed = load_scan(out)
     model = fmapviz.load_model(spec).model
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each rank: float sums split over threads round otherwise
-    try:
+    with one_thread():
         single = scan(model, image_folder, ["1", "2"], topk=4, batch_size=1, transform=_transform())
-    finally:
-        torch.set_num_threads(threads)
     # whole batches per rank, folded pairwise in batch order: the same float64 statistics bit for bit
     _assert_same_scan(distributed, single, exact=True)
     for name in ("1", "2"):
